@@ -1,0 +1,259 @@
+"""The multilayer perceptron: one flat parameter vector, one flat gradient vector, a compiled train step.
+
+Layer l maps OC_{l-1} features to OC_l. Its weight (OC_l, OC_{l-1}) row-major and then its bias (OC_l,) sit back to
+back in `params`; `grads` has the same layout; `weights[l]`, `biases[l]`, `dweights[l]`, `dbiases[l]` are views
+into them. Optimizers, gradient-noise estimates and checkpoints all work on the flat vectors.
+
+Per batch size B the model keeps a workspace (allocated once, reused every step):
+    zs[l]   (B,OC_l)  pre-activations z_l = a_{l-1} W_l^T + b_l
+    acts[l] (B,OC_l)  activations a_l = f(z_l); the last layer has no activation, so acts[L-1] IS zs[L-1] (logits)
+    dzs[l]  (B,OC_l)  gradients; dzs[l-1] first receives dL/da_{l-1} from layer l's backward, then the activation
+                      backward turns it into dL/dz_{l-1} in place.
+"""
+import math
+
+import numpy as np
+from numba import njit
+
+from minigrad import kernels as K
+from minigrad import kernels_loops as KL
+from minigrad.optim import STEP, Optimizer, optimizer_update
+
+# backend name -> (linear_forward, linear_backward) with the signatures of kernels.py
+BACKENDS = {
+    "blas": (K.linear_forward, K.linear_backward),
+    "loops": (KL.linear_forward, KL.linear_backward),
+    "loops-parallel": (KL.linear_forward_parallel, KL.linear_backward_parallel),
+}
+DTYPES = (np.float32, np.float64)
+
+
+# The three step bodies take the backend's linear kernels as arguments, so one body serves every backend. Numba
+# specialises them per backend and cannot cache such specialisations, so they are compiled once per process (about a
+# second) while the leaf kernels they call come from the on-disk cache.
+@njit
+def forward(linear_forward, act, weights, biases, zs, acts, X):
+    # X (B,C) -> logits acts[L-1] (B,K)
+    L = len(weights)
+    for l in range(L):
+        inp = X if l == 0 else acts[l - 1]
+        linear_forward(zs[l], inp, weights[l], biases[l])
+        if l < L - 1:
+            K.activation_forward(act, acts[l], zs[l])
+
+
+@njit
+def forward_backward(linear_forward, linear_backward, act, loss, weights, biases, dweights, dbiases, zs, acts, dzs,
+                     X, y, sqnorms):
+    # X (B,C), y (B,) -> mean loss; fills dweights/dbiases (views of the flat gradient).
+    # sqnorms (B,) or (0,): if not empty, receives each example's squared gradient norm (of loss/B; see kernels).
+    forward(linear_forward, act, weights, biases, zs, acts, X)
+    L = len(weights)
+    value = K.loss_forward_backward(loss, dzs[L - 1], acts[L - 1], y)
+    if sqnorms.shape[0] > 0:
+        sqnorms[:] = 0.0
+    for l in range(L - 1, -1, -1):
+        inp = X if l == 0 else acts[l - 1]
+        if sqnorms.shape[0] > 0:
+            K.linear_grad_sqnorms(sqnorms, dzs[l], inp)
+        # layer 0 needs no input gradient; dzs[0] is passed only to fill the argument
+        dinp = dzs[l - 1] if l > 0 else dzs[0]
+        linear_backward(dinp, dweights[l], dbiases[l], dzs[l], inp, weights[l], l > 0)
+        if l > 0:
+            K.activation_backward(act, dzs[l - 1], dzs[l - 1], zs[l - 1], acts[l - 1])
+    return value
+
+
+@njit
+def train_step(linear_forward, linear_backward, act, loss, weights, biases, dweights, dbiases, zs, acts, dzs, X, y,
+               sqnorms, opt_kind, params, grads, opt_state, hyper):
+    # forward, backward and update in one compiled call. A non-finite loss skips the update, so the parameters
+    # stay those that produced it, and the caller reports it.
+    value = forward_backward(linear_forward, linear_backward, act, loss, weights, biases, dweights, dbiases, zs, acts,
+                             dzs, X, y, sqnorms)
+    if math.isfinite(value):
+        hyper[STEP] += 1
+        optimizer_update(opt_kind, params, grads, opt_state, hyper)
+    return value
+
+
+class DivergenceError(FloatingPointError):
+    """The loss became NaN or infinite."""
+
+
+class _Workspace:
+    """Buffers for one batch size; see the module docstring."""
+
+    def __init__(self, sizes, B, dtype):
+        self.zs = tuple(np.zeros((B, n), dtype) for n in sizes[1:])
+        self.acts = tuple(np.zeros((B, n), dtype) for n in sizes[1:-1]) + self.zs[-1:]
+        self.dzs = tuple(np.zeros((B, n), dtype) for n in sizes[1:])
+        self.sqnorms = np.zeros(B, dtype)
+        self.no_sqnorms = np.zeros(0, dtype)
+        self.X = np.zeros((B, sizes[0]), dtype)   # a batch gathered from the data set lands here
+        self.y = np.zeros(B, np.int64)
+
+
+class MLP:
+    """A multilayer perceptron trained by hand-written kernels.
+
+    sizes: [inputs, hidden..., outputs]; activation: "relu", "tanh" or "gelu"; loss: "cross_entropy" (mean over the
+    batch) or "mse" (against one-hot targets, mean over all entries); dtype float32 or float64; backend "blas",
+    "loops" or "loops-parallel"; seed fixes the initialisation (He for relu/gelu, Glorot for tanh).
+    """
+
+    def __init__(self, sizes, activation="relu", loss="cross_entropy", dtype=np.float32, backend="blas", seed=0):
+        sizes = [int(n) for n in sizes]
+        if len(sizes) < 2 or min(sizes) < 1:
+            raise ValueError(f"sizes must list at least 2 positive layer widths (inputs, ..., outputs), got {sizes}")
+        if activation not in K.ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; choose one of {', '.join(K.ACTIVATIONS)}")
+        if loss not in K.LOSSES:
+            raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(K.LOSSES)}")
+        if np.dtype(dtype) not in [np.dtype(d) for d in DTYPES]:
+            raise ValueError(f"dtype must be float32 or float64, got {np.dtype(dtype)}")
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        self.sizes, self.activation, self.loss, self.backend, self.seed = sizes, activation, loss, backend, seed
+        self.dtype = np.dtype(dtype)
+        self._act, self._loss = K.ACTIVATIONS[activation], K.LOSSES[loss]
+        self._linear = BACKENDS[backend]
+
+        shapes = list(zip(sizes[1:], sizes[:-1]))  # (OC, C) per layer
+        self.n_params = sum(o * c + o for o, c in shapes)
+        self.params = np.zeros(self.n_params, self.dtype)
+        self.grads = np.zeros(self.n_params, self.dtype)
+        self.weights, self.biases, self.dweights, self.dbiases = self._views(self.params) + self._views(self.grads)
+        self._workspaces = {}
+        self.init_params(seed)
+
+    def _views(self, flat):
+        weights, biases, offset = [], [], 0
+        for o, c in zip(self.sizes[1:], self.sizes[:-1]):
+            weights.append(flat[offset:offset + o * c].reshape(o, c))
+            offset += o * c
+            biases.append(flat[offset:offset + o])
+            offset += o
+        return tuple(weights), tuple(biases)
+
+    def init_params(self, seed):
+        """He normal (relu, gelu) or Glorot uniform (tanh) weights, zero biases, drawn in float64 from `seed`,
+        so float32 and float64 models of the same seed start from the same values up to rounding."""
+        rng = np.random.default_rng(seed)
+        for w, b in zip(self.weights, self.biases):
+            fan_out, fan_in = w.shape
+            if self.activation == "tanh":
+                limit = math.sqrt(6.0 / (fan_in + fan_out))
+                w[...] = rng.uniform(-limit, limit, w.shape)
+            else:
+                w[...] = rng.normal(0.0, math.sqrt(2.0 / fan_in), w.shape)
+            b[...] = 0.0
+
+    # ------------------------------------------------------------------------------------------- checks on input
+    def check_batch(self, X, y=None):
+        """Raise ValueError naming the problem if X (B, inputs) or y (B,) can't go to the kernels as they are."""
+        if not isinstance(X, np.ndarray) or X.ndim != 2 or X.shape[1] != self.sizes[0] or X.shape[0] < 1:
+            shape = getattr(X, "shape", type(X).__name__)
+            raise ValueError(f"X must have shape (B, {self.sizes[0]}) with B >= 1, got {shape}")
+        if X.dtype != self.dtype:
+            raise ValueError(f"X has dtype {X.dtype} but the model is {self.dtype}; convert with X.astype(np.{self.dtype})")
+        if not X.flags.c_contiguous:
+            raise ValueError("X is not C-contiguous; pass np.ascontiguousarray(X)")
+        if not np.isfinite(X).all():
+            raise ValueError("X contains NaN or infinite values")
+        if y is None:
+            return
+        if not isinstance(y, np.ndarray) or y.shape != (X.shape[0],):
+            raise ValueError(f"y must have shape ({X.shape[0]},) to match X, got {getattr(y, 'shape', type(y).__name__)}")
+        if y.dtype != np.int64:
+            raise ValueError(f"y must hold int64 class labels, got dtype {y.dtype}; convert with y.astype(np.int64)")
+        if y.min() < 0 or y.max() >= self.sizes[-1]:
+            raise ValueError(f"labels must lie in [0, {self.sizes[-1]}) for {self.sizes[-1]} outputs, "
+                             f"got values from {y.min()} to {y.max()}")
+
+    def workspace(self, B):
+        ws = self._workspaces.get(B)
+        if ws is None:
+            ws = self._workspaces[B] = _Workspace(self.sizes, B, self.dtype)
+        return ws
+
+    # ---------------------------------------------------------------------------------------------- public API
+    def loss_and_grad(self, X, y, sqnorms=None):
+        """Mean loss over the batch; fills self.grads. With sqnorms (B,) given, also each example's squared
+        gradient norm |grad loss_b|^2 (the gradient of that example's own loss, not of the mean)."""
+        self.check_batch(X, y)
+        return self._loss_and_grad(X, y, sqnorms)
+
+    def _loss_and_grad(self, X, y, sqnorms=None):
+        B = X.shape[0]
+        ws = self.workspace(B)
+        out = ws.no_sqnorms if sqnorms is None else ws.sqnorms
+        value = forward_backward(*self._linear, self._act, self._loss, self.weights, self.biases, self.dweights,
+                                 self.dbiases, ws.zs, ws.acts, ws.dzs, X, y, out)
+        if sqnorms is not None:
+            # the kernels saw the gradient of the mean, (1/B) sum_b loss_b: scale back to each loss_b
+            np.multiply(ws.sqnorms, B * B, out=sqnorms)
+        return float(value)
+
+    def train_step(self, X, y, optimizer):
+        """One step of forward, backward and `optimizer` update, in one compiled call. Returns the mean loss;
+        raises DivergenceError (parameters untouched) if the loss is NaN or infinite."""
+        self.check_batch(X, y)
+        return self._train_step(X, y, optimizer)
+
+    def _train_step(self, X, y, optimizer: Optimizer):
+        # the training loop's path: X and y were validated once when the data set was loaded
+        ws = self.workspace(X.shape[0])
+        optimizer.bind(self)
+        value = train_step(*self._linear, self._act, self._loss, self.weights, self.biases, self.dweights,
+                           self.dbiases, ws.zs, ws.acts, ws.dzs, X, y, ws.no_sqnorms, optimizer.kind, self.params,
+                           self.grads, optimizer.state, optimizer.hyper)
+        if not math.isfinite(value):
+            raise DivergenceError(f"loss is {value} at step {optimizer.steps + 1} (lr={optimizer.lr:g}): training diverged")
+        return value
+
+    def logits(self, X, batch_size=1024):
+        """Outputs (N, K) for X (N, inputs), computed in batches."""
+        self.check_batch(X)
+        out = np.empty((X.shape[0], self.sizes[-1]), self.dtype)
+        for start in range(0, X.shape[0], batch_size):
+            chunk = X[start:start + batch_size]
+            ws = self.workspace(chunk.shape[0])
+            forward(self._linear[0], self._act, self.weights, self.biases, ws.zs, ws.acts, chunk)
+            out[start:start + chunk.shape[0]] = ws.acts[-1]
+        return out
+
+    def predict(self, X, batch_size=1024):
+        """Predicted class per row of X."""
+        return self.logits(X, batch_size).argmax(axis=1)
+
+    def evaluate(self, X, y, batch_size=1024):
+        """(mean loss, error rate) over a whole data split, computed in batches without touching self.grads."""
+        self.check_batch(X, y)
+        total_loss, wrong = 0.0, 0
+        for start in range(0, X.shape[0], batch_size):
+            xb, yb = X[start:start + batch_size], y[start:start + batch_size]
+            ws = self.workspace(xb.shape[0])
+            forward(self._linear[0], self._act, self.weights, self.biases, ws.zs, ws.acts, xb)
+            logits = ws.acts[-1]
+            total_loss += K.loss_forward_backward(self._loss, ws.dzs[-1], logits, yb) * xb.shape[0]
+            wrong += K.errors_count(logits, yb)
+        return total_loss / X.shape[0], wrong / X.shape[0]
+
+    def flops_per_step(self, B):
+        """Floating-point operations the GEMMs of one train step execute: 2*B*C*OC for the forward product, the
+        weight gradient and the input gradient of each layer, except the input gradient of the first layer."""
+        total = 0
+        for l, (o, c) in enumerate(zip(self.sizes[1:], self.sizes[:-1])):
+            total += 2 * B * c * o * (3 if l > 0 else 2)
+        return total
+
+    def copy(self):
+        """A new model with the same configuration and parameters."""
+        twin = MLP(self.sizes, self.activation, self.loss, self.dtype, self.backend, self.seed)
+        twin.params[...] = self.params
+        return twin
+
+    def __repr__(self):
+        return (f"MLP({self.sizes}, activation={self.activation!r}, loss={self.loss!r}, "
+                f"dtype={self.dtype.name}, backend={self.backend!r}, params={self.n_params})")
