@@ -54,12 +54,107 @@ def main():
     """
 
 
+STUDY_OPTIONS = [
+    click.option("--quick", is_flag=True, help="Lower resolution, about a minute: fewer batch sizes, rates, seeds."),
+    click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), default=None,
+                 help="TOML file with study settings (keys as in --dry-run's output); options override it."),
+    click.option("--out", type=click.Path(dir_okay=False), default="minigrad-study.h5", show_default=True,
+                 help="HDF5 file; figures are written beside it. An existing file of the same study resumes."),
+    click.option("--overwrite", is_flag=True, help="Start over even if --out holds a study."),
+    click.option("--dry-run", is_flag=True, help="Print the resolved configuration and trial count; run nothing."),
+    click.option("--data", "data_name", default=None, help="Dataset name or .npz/.h5 path [teacher]."),
+    click.option("--hidden", default=None, callback=int_list, help="Hidden widths [64,64]."),
+    click.option("--activation", type=click.Choice(["relu", "tanh", "gelu"]), default=None),
+    click.option("--optimizer", type=click.Choice(["sgd", "momentum", "nesterov", "adam"]), default=None),
+    click.option("--momentum", type=float, default=None, help="Momentum (Adam: beta1) [0.9]."),
+    click.option("--batch-sizes", default=None, callback=int_list, help="Batch sizes [1,2,4,...,1024]."),
+    click.option("--lrs", "reference_lrs", default=None, callback=float_list,
+                 help="Learning rates of the reference run; they centre the per-B grids."),
+    click.option("--lr-points", type=int, default=None, help="Learning rates per batch size [5]."),
+    click.option("--seeds", type=int, default=None, help="Seeds per cell [3]."),
+    click.option("--target", type=float, default=None, help="Validation error to reach [from a reference run]."),
+    click.option("--budget-epochs", type=float, default=None, help="Epochs each tuning trial may use [30]."),
+    click.option("--equal-epochs", type=float, default=None, help="Epochs of the equal-budget comparison [5]."),
+    click.option("--sampler", type=click.Choice(["shuffle", "replacement", "stratified"]), default=None),
+    click.option("--workers", type=int, default=None, help="Worker processes [one per core]."),
+]
+
+
+def study_options(func):
+    for option in reversed(STUDY_OPTIONS):
+        func = option(func)
+    return func
+
+
+def load_toml(path):
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path} is not valid TOML: {exc}") from None
+
+
 @main.group(invoke_without_command=True)
+@study_options
 @click.pass_context
-def bench(ctx):
-    """Measure compute and convergence speed; `bench throughput` measures compute speed alone."""
-    if ctx.invoked_subcommand is None:
-        click.echo(ctx.get_help())
+@user_errors
+def bench(ctx, quick, config_path, out, overwrite, dry_run, data_name, workers, **settings):
+    """Which batch size? Compute speed x convergence speed on this machine, stored in --out with figures.
+
+    Runs the default study on the embedded dataset (about 5 minutes on 2 cores; --quick about 1) and prints the
+    table, the critical batch size and a recommendation. `minigrad bench throughput` measures compute speed alone.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    import json
+
+    from minigrad import study
+
+    file_settings = load_toml(config_path) if config_path else {}
+    quick = quick or bool(file_settings.pop("quick", False))
+    settings = {**file_settings, **{k: v for k, v in settings.items() if v is not None}}
+    if data_name is not None:
+        settings["data"] = data_name
+    config = study.make_config(quick=quick, **settings)
+    if dry_run:
+        from minigrad.sweep import count_trials
+
+        n_ref, n_tune, n_equal = count_trials(config)
+        click.echo(json.dumps(config, indent=2))
+        click.echo(f"trials: {n_ref} reference + {n_tune} tuning (more if a grid is widened, at most "
+                   f"{len(config['batch_sizes']) * config['max_widen'] * config['seeds']}) + {n_equal} equal-budget "
+                   f"= {n_ref + n_tune + n_equal}")
+        return
+    from minigrad.sweep import LocalExecutor, run_study
+
+    run_study(config, out, overwrite=overwrite, executor=LocalExecutor(workers), echo=click.echo)
+    show_report(out)
+
+
+def show_report(path):
+    from pathlib import Path
+
+    from minigrad import report, store
+    from minigrad.figures import study_figures
+
+    study_file = store.open(path)
+    analysis = report.analyse(study_file)
+    report.print_report(analysis)
+    path = Path(path)
+    for written in study_figures(analysis, study_file, path.parent, stem=path.stem):
+        click.echo(f"figure: {written}")
+
+
+@main.command("report")
+@click.argument("path", type=click.Path(dir_okay=False))
+@user_errors
+def report_command(path):
+    """Rebuild a study's table, recommendation and figures from its HDF5 file alone."""
+    show_report(path)
 
 
 @bench.command("throughput")
@@ -89,6 +184,134 @@ def bench_throughput(sizes, batch_sizes, backend, threads, dtype, activation, op
     if json_path:
         throughput.write_json(result, json_path)
         click.echo(f"wrote {json_path}")
+
+
+
+# ----------------------------------------------------------------------------------------------- one training run
+def budget_options(func):
+    for option in reversed([
+        click.option("--steps", type=int, default=None, help="Budget in optimizer steps."),
+        click.option("--examples", type=int, default=None, help="Budget in training examples seen."),
+        click.option("--epochs", type=float, default=None, help="Budget in epochs (default 20 if none is given)."),
+    ]):
+        func = option(func)
+    return func
+
+
+def make_budget(steps, examples, epochs, default_epochs=20.0):
+    from minigrad.train import Budget
+
+    given = [v for v in (steps, examples, epochs) if v is not None]
+    if len(given) > 1:
+        raise click.UsageError("give one budget: --steps, --examples or --epochs")
+    return Budget(steps=steps, examples=examples, epochs=epochs if given else default_epochs)
+
+
+@main.command()
+@click.option("--data", "data_name", default="teacher", show_default=True,
+              help="Dataset name (teacher, mnist, fashion-mnist, digits) or a .npz/.h5 file with X and y.")
+@click.option("--hidden", default="128,128", show_default=True, callback=int_list, help="Hidden layer widths.")
+@click.option("--activation", type=click.Choice(["relu", "tanh", "gelu"]), default="relu", show_default=True)
+@click.option("--loss", type=click.Choice(["cross_entropy", "mse"]), default="cross_entropy", show_default=True)
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--lr", type=float, default=0.05, show_default=True, help="Base learning rate.")
+@click.option("--optimizer", type=click.Choice(["sgd", "momentum", "nesterov", "adam"]), default="sgd",
+              show_default=True)
+@click.option("--momentum", type=float, default=0.9, show_default=True, help="Momentum (or Adam's beta1).")
+@click.option("--weight-decay", type=float, default=0.0, show_default=True)
+@click.option("--lr-schedule", type=click.Choice(["constant", "step", "cosine"]), default="constant",
+              show_default=True)
+@click.option("--milestones", default="", callback=float_list,
+              help="Epochs at which the step schedule decays the rate / the batch size grows.")
+@click.option("--gamma", type=float, default=0.1, show_default=True, help="Step-decay factor.")
+@click.option("--warmup-epochs", type=float, default=0.0, show_default=True, help="Linear learning-rate warm-up.")
+@click.option("--batch-growth", type=int, default=1, show_default=True,
+              help="Multiply the batch size by this at each milestone (Smith et al. 2017).")
+@click.option("--scale-lr", type=click.Choice(["none", "linear", "sqrt"]), default="none", show_default=True,
+              help="Scale --lr from --reference-batch-size to --batch-size.")
+@click.option("--reference-batch-size", type=int, default=32, show_default=True)
+@budget_options
+@click.option("--target", type=float, default=None, help="Validation error that counts as reached.")
+@click.option("--keep-going", is_flag=True, help="Train the whole budget even after reaching the target.")
+@click.option("--patience", type=int, default=None,
+              help="Early stopping: evaluations without improvement before stopping (best parameters kept).")
+@click.option("--sampler", type=click.Choice(["shuffle", "replacement", "stratified"]), default="shuffle",
+              show_default=True)
+@click.option("--keep-last", is_flag=True, help="Keep each epoch's last partial batch (default: drop it).")
+@click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True)
+@click.option("--backend", type=click.Choice(["blas", "loops", "loops-parallel"]), default="blas",
+              show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), default="runs.h5", show_default=True,
+              help="HDF5 file for the trace.")
+@click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
+@user_errors
+def train(data_name, hidden, activation, loss, batch_size, lr, optimizer, momentum, weight_decay, lr_schedule,
+          milestones, gamma, warmup_epochs, batch_growth, scale_lr, reference_batch_size, steps, examples, epochs,
+          target, keep_going, patience, sampler, keep_last, dtype, backend, seed, out, overwrite):
+    """Train one run and store its trace; prints a one-line summary."""
+    config = {key: value for key, value in locals().items() if key not in ("out", "overwrite")}
+    budget = make_budget(steps, examples, epochs)
+    from minigrad import data as datasets
+    from minigrad import store
+    from minigrad.progress import progress_bar
+    from minigrad.schedules import BatchSchedule, LRSchedule, scaled_lr
+    from minigrad.train import build_model, optimizer_options
+    from minigrad.train import train as train_run
+
+    dataset = datasets.load(data_name, seed=seed)
+    if not 1 <= batch_size <= len(dataset.y_train):
+        raise ValueError(f"--batch-size must lie between 1 and the training split's {len(dataset.y_train)} examples")
+    base_lr = scaled_lr(lr, batch_size, reference_batch_size, scale_lr)
+    lrs = LRSchedule(base_lr, kind=lr_schedule, milestones=milestones, gamma=gamma, warmup_epochs=warmup_epochs,
+                     total_epochs=budget.total_epochs(batch_size, len(dataset.y_train)))
+    model = build_model(dataset, hidden, activation=activation, loss=loss, dtype=dtype, backend=backend, seed=seed)
+    with store.Store.create(out, config, kind="train", overwrite=overwrite, resume=False) as writer:
+        with progress_bar("training", total=1.0) as advance:
+            trace = train_run(model, dataset, batch_size, base_lr, optimizer, budget=budget, target=target,
+                              stop_at_target=not keep_going, lr_schedule=lrs,
+                              batch_schedule=BatchSchedule(batch_size, milestones, batch_growth),
+                              sampler=sampler, drop_last=not keep_last, patience=patience, seed=seed,
+                              optimizer_options=optimizer_options(optimizer, momentum, weight_decay),
+                              progress=lambda fraction: advance(completed=fraction))
+        writer.write_run("run", trace.attrs, trace.columns, {"params": trace.params})
+    a = trace.attrs
+    reached = (f"target {target:g} reached at step {a['steps_to_target']} ({a['examples_to_target']} examples)"
+               if a["steps_to_target"] is not None else
+               (f"target {target:g} not reached" if target is not None else "no target"))
+    click.echo(f"{a['status']}: {a['steps']} steps, {a['examples']} examples, {a['compute_s']:.2f} s compute; "
+               f"val error {a['final_val_error']:.4f} (best {a['best_val_error']:.4f}), test error "
+               f"{a['test_error']:.4f}; {reached} -> {out}")
+
+
+@main.command()
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--csv", "csv_dir", type=click.Path(file_okay=False), required=True, help="Folder for the CSV files.")
+@user_errors
+def export(path, csv_dir):
+    """Write a study or run file's summary, throughput and traces as CSV."""
+    from minigrad import store
+
+    for written in store.export_csv(path, csv_dir):
+        click.echo(f"wrote {written}")
+
+
+@main.group()
+def data():
+    """Datasets: the embedded default needs nothing; MNIST-family sets are fetched once."""
+
+
+@data.command()
+@click.argument("name", type=click.Choice(["mnist", "fashion-mnist"]))
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help="Where to store the files (default: $MINIGRAD_DATA or ./data).")
+@user_errors
+def fetch(name, data_dir):
+    """Download a dataset, verify its SHA-256 checksums, and store it atomically."""
+    from minigrad import data as datasets
+
+    for written in datasets.fetch(name, data_dir) or []:
+        click.echo(f"have {written}")
 
 
 if __name__ == "__main__":

@@ -174,7 +174,7 @@ def _column(values: list) -> np.ndarray:
 def _write_table(parent, name: str, rows: list[dict]) -> None:
     if name in parent:
         del parent[name]
-    g = parent.create_group(name)
+    g = parent.create_group(name, track_order=True)
     columns = list(dict.fromkeys(k for row in rows for k in row))
     g.attrs["columns"] = json.dumps(columns)
     g.attrs["rows"] = len(rows)
@@ -215,7 +215,7 @@ def _atomic_write(path: Path, fill, *, base: Path | None = None) -> None:
     try:
         if base is not None:
             shutil.copyfile(base, tmp)
-            f = h5py.File(tmp, "a")
+            f = h5py.File(tmp, "a", libver=_LIBVER)
         else:
             f = h5py.File(tmp, "w", libver=_LIBVER, track_order=True)
         with f:
@@ -315,6 +315,8 @@ class Store:
         overwrite=True: start afresh; the old file stays in place until the new one is complete.
         """
         path = Path(path)
+        if not isinstance(config, dict):
+            raise TypeError(f"config must be a dict, not {type(config).__name__}")
         config_json = _dumps(config)  # fails before anything is touched
         journal = _journal_dir(path)
         lock_fd = cls._lock(path, journal)
@@ -327,10 +329,8 @@ class Store:
                     old_config = json.loads(f.attrs["config"])
                 new_config = json.loads(config_json)
                 if old_kind != kind or old_config != new_config:
-                    what = (f"kind {old_kind!r}, not {kind!r}" if old_kind != kind else
-                            "differs in " + ", ".join(sorted(k for k in set(old_config) | set(new_config)
-                                                             if old_config.get(k) != new_config.get(k)))
-                            if isinstance(old_config, dict) and isinstance(new_config, dict) else "differs")
+                    what = (f"kind {old_kind!r}, not {kind!r}" if old_kind != kind else "differs in " + ", ".join(
+                        sorted(k for k in old_config.keys() | new_config if old_config.get(k) != new_config.get(k))))
                     raise StoreError(f"{path} holds a different configuration ({what}); "
                                      f"use another --out or pass --overwrite")
                 store = cls(path, study_id, lock_fd, resumed=True)
@@ -343,9 +343,7 @@ class Store:
                 def fill(f):
                     f.attrs["schema"], f.attrs["schema_version"] = SCHEMA, SCHEMA_VERSION
                     f.attrs["study_id"], f.attrs["kind"] = study_id, kind
-                    _put_attrs(f, _environment())
-                    f.attrs["config"] = config_json
-                    f.attrs["json_keys"] = json.dumps(sorted(json.loads(f.attrs["json_keys"]) + ["config"]))
+                    _put_attrs(f, {**_environment(), "config": json.loads(config_json)})
                     f.create_group("runs")
                     _write_table(f, "summary", [])
 
@@ -574,7 +572,8 @@ def open(path) -> StudyFile:  # noqa: A001 - minigrad.store.open(path) reads lik
     unmerged = set()
     for study_id, run in journal:
         if study_id == attrs["study_id"]:
-            unmerged.add(run.run_id) if run.run_id not in runs else None
+            if run.run_id not in runs:
+                unmerged.add(run.run_id)
             runs[run.run_id] = run  # an entry is never older than the file's copy of its run
     return StudyFile(path, attrs, dict(sorted(runs.items())), throughput, unmerged)
 
