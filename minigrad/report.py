@@ -78,7 +78,7 @@ def bootstrap_bcrit(cells, batch_sizes, reps=300, seed=0):
 def analyse(study_file):
     """Everything the table, the recommendation and the figures need, from a minigrad.store.StudyFile."""
     config = study_file.config
-    results = [S.result_row(run_id, run.attrs) for run_id, run in study_file.runs.items()]
+    results = [S.result_row(run_id, run.attrs, run.trace) for run_id, run in study_file.runs.items()]
     if not any(r["phase"] == "tune" for r in results):
         raise ValueError("the study holds no tuning trials yet: run `minigrad bench` on it to finish it")
     attrs = study_file.attrs
@@ -202,7 +202,7 @@ def fmt_count(x):
 def recommendation_sentence(a: Analysis):
     r, f = a.recommended, a.fit
     if r is None:
-        return ("No batch size reached the target: raise the budget (--budget-epochs), widen the learning-rate grid "
+        return ("No batch size reached the target: raise the budget (budget_factor), widen the learning-rate grid "
                 "or loosen the target.")
     crit = ""
     if f and math.isfinite(f.get("B_crit", math.nan)):

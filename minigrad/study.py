@@ -4,10 +4,12 @@ Phases, each a set of independent trials whose ids are fixed by the configuratio
 rerun on the same file recomputes the same ids and runs only the missing ones:
 
   reference  a few learning rates at the reference batch size with a long budget and no target: its best validation
-             error sets the target (unless --target is given), and its best learning rate centres the grids;
+             error sets the target (unless --target is given), its best learning rate centres the grids, and the
+             steps S_ref and examples E_ref it took to first reach the target size the tuning budgets;
   tune       for each batch size B, learning rates log-spaced around the reference rate scaled by sqrt(B/B_ref),
-             several seeds each, stopping at the target; a grid whose best rate lies on its edge is widened on that
-             side (up to `max_widen` times);
+             several seeds each, stopping at the target, with a budget of budget_factor * max(S_ref, E_ref/B) steps
+             (S(B) can be no larger than S_ref above B_ref, nor E(B) much larger than E_ref below it); a grid whose
+             best rate lies on its edge is widened on that side (up to `max_widen` times);
   equal      the equal-budget question: every B trained for the same number of examples, at its tuned rate and at
              the reference rate held fixed, final validation and test error recorded.
 
@@ -19,7 +21,7 @@ import os
 
 import numpy as np
 
-from minigrad.train import COMPLETE
+COMPLETE = "COMPLETE"  # minigrad.train.COMPLETE, without importing the engine
 
 DEFAULT_CONFIG = {
     "data": "teacher",
@@ -41,7 +43,7 @@ DEFAULT_CONFIG = {
     "lr_points": 5,           # learning rates per batch size
     "lr_factor": 2.0,         # ratio between neighbouring rates
     "max_widen": 3,
-    "budget_epochs": 30.0,    # per tuning trial; a trial stops at the target
+    "budget_factor": 3.0,     # a tuning trial may take this many times max(S_ref, E_ref/B) steps
     "equal_epochs": 5.0,      # the equal-budget comparison's number of epochs
     "eval_growth": 1.04,
 }
@@ -53,7 +55,7 @@ QUICK_OVERRIDES = {
     "reference_epochs": 15.0,
     "lr_points": 4,
     "max_widen": 2,
-    "budget_epochs": 15.0,
+    "budget_factor": 2.5,
     "equal_epochs": 3.0,
 }
 
@@ -83,7 +85,7 @@ def validate(config):
         raise ValueError(f"learning rates must be > 0, got {config['reference_lrs']}")
     if config["target"] is not None and not 0 < config["target"] < 1:
         raise ValueError(f"target validation error must lie in (0, 1), got {config['target']}")
-    for key in ("budget_epochs", "reference_epochs", "equal_epochs"):
+    for key in ("budget_factor", "reference_epochs", "equal_epochs"):
         if not config[key] > 0:
             raise ValueError(f"{key.replace('_', ' ')} must be > 0, got {config[key]}")
     if config["lr_points"] < 2 or config["lr_factor"] <= 1:
@@ -105,15 +107,17 @@ def lr_key(lr):
     return f"{lr:.4g}"
 
 
-def trial(phase, batch_size, lr, seed, epochs, target, stop_at_target=True, tag=""):
+def trial(phase, batch_size, lr, seed, target, *, epochs=None, steps=None, stop_at_target=True, tag=""):
+    """One trial's settings; its budget is `epochs` or `steps`."""
     run_id = f"{phase}-B{batch_size:05d}-lr{lr_key(lr)}-s{seed}{tag}"
     return dict(run_id=run_id, phase=phase, batch_size=int(batch_size), lr=float(lr), seed=int(seed),
-                epochs=float(epochs), target=target, stop_at_target=stop_at_target)
+                epochs=None if epochs is None else float(epochs), steps=None if steps is None else int(steps),
+                target=target, stop_at_target=stop_at_target)
 
 
 def reference_trials(config):
     B = config["reference_batch_size"]
-    return [trial("reference", B, lr, seed, config["reference_epochs"], None, stop_at_target=False)
+    return [trial("reference", B, lr, seed, None, epochs=config["reference_epochs"], stop_at_target=False)
             for lr in config["reference_lrs"] for seed in range(min(config["seeds"], 2))]
 
 
@@ -136,6 +140,31 @@ def choose_target(config, results):
     target = round(best + config["target_margin"], 4)
     return target, (f"best reference validation error {best:.4f} (B={config['reference_batch_size']}, "
                     f"lr={lr:g}) + margin {config['target_margin']:g}")
+
+
+def reference_cost(config, results, target):
+    """(S_ref, E_ref): median over seeds of the steps and examples the best reference rate took to first reach the
+    target, read off its trace."""
+    _, lr = best_reference(results)
+    hits = []
+    for r in results:
+        if r["phase"] == "reference" and r["lr"] == lr:
+            curve = r["curve"]
+            reached = np.flatnonzero(curve["val_error"] <= target)
+            if len(reached):
+                hits.append((curve["step"][reached[0]], curve["examples"][reached[0]]))
+    if len(hits) * 2 <= sum(1 for r in results if r["phase"] == "reference" and r["lr"] == lr):
+        raise ValueError(f"the reference run (B={config['reference_batch_size']}, lr={lr:g}) did not reach validation "
+                         f"error {target:g} in {config['reference_epochs']:g} epochs: loosen --target or raise "
+                         "reference_epochs")
+    steps, examples = np.median(np.array(hits, float), axis=0)
+    return float(steps), float(examples)
+
+
+def tune_budget(config, reference, batch_size):
+    """Steps a tuning trial at batch size B may take: budget_factor * max(S_ref, E_ref / B)."""
+    s_ref, e_ref = reference
+    return int(math.ceil(config["budget_factor"] * max(s_ref, e_ref / batch_size)))
 
 
 def centre_lr(config, reference_lr, batch_size):
@@ -169,7 +198,7 @@ def best_lr(results, batch_size):
     return lr, finite[lr]
 
 
-def tune_trials(config, reference_lr, target, batch_sizes, results):
+def tune_trials(config, reference_lr, target, batch_sizes, results, reference=None):
     """The tuning trials needed now: the initial grid for every B, then one more rate beyond each edge where the
     best rate sits on it (or where no rate reached the target: towards larger rates first, then smaller)."""
     wanted = []
@@ -195,7 +224,7 @@ def tune_trials(config, reference_lr, target, batch_sizes, results):
                     lrs.append(float(f"{lr / f:.4g}"))
         for lr in lrs:
             for seed in range(config["seeds"]):
-                wanted.append(trial("tune", B, lr, seed, config["budget_epochs"], target))
+                wanted.append(trial("tune", B, lr, seed, target, steps=tune_budget(config, reference, B)))
     return wanted
 
 
@@ -208,7 +237,7 @@ def equal_budget_trials(config, reference_lr, target, batch_sizes, results):
             if lr is None:
                 continue
             for seed in range(config["seeds"]):
-                wanted.append(trial("equal", B, lr, seed, config["equal_epochs"], target, stop_at_target=False,
+                wanted.append(trial("equal", B, lr, seed, target, epochs=config["equal_epochs"], stop_at_target=False,
                                     tag=f"-{tag}"))
     return wanted
 
@@ -245,15 +274,20 @@ def run_trial(config, spec):
     model = build_model(dataset, config["hidden"], activation=config["activation"], loss=config["loss"],
                         dtype=config["dtype"], seed=spec["seed"])
     trace = train(model, dataset, spec["batch_size"], spec["lr"], config["optimizer"],
-                  budget=Budget(epochs=spec["epochs"]), target=spec["target"], stop_at_target=spec["stop_at_target"],
+                  budget=Budget(epochs=spec["epochs"], steps=spec["steps"]), target=spec["target"],
+                  stop_at_target=spec["stop_at_target"],
                   sampler=config["sampler"], seed=spec["seed"], eval_growth=config["eval_growth"],
                   optimizer_options=optimizer_options(config["optimizer"], config["momentum"]))
-    attrs = dict(trace.attrs, phase=spec["phase"], lr=spec["lr"], epochs_budget=spec["epochs"])
+    attrs = dict(trace.attrs, phase=spec["phase"], lr=spec["lr"], budget_epochs=spec["epochs"],
+                 budget_steps=spec["steps"])
     return dict(run_id=spec["run_id"], attrs=attrs, columns=trace.columns)
 
 
-def result_row(run_id, attrs):
-    """The fields the phases decide on, from a run's stored attrs."""
-    return dict(run_id=run_id, phase=attrs["phase"], batch_size=int(attrs["batch_size"]), lr=float(attrs["lr"]),
-                seed=int(attrs["seed"]), status=attrs["status"], steps_to_target=attrs.get("steps_to_target"),
-                best_val_error=float(attrs["best_val_error"]))
+def result_row(run_id, attrs, columns):
+    """The fields the phases decide on, from a run's stored attrs (and, for reference runs, its curve)."""
+    row = dict(run_id=run_id, phase=attrs["phase"], batch_size=int(attrs["batch_size"]), lr=float(attrs["lr"]),
+               seed=int(attrs["seed"]), status=attrs["status"], steps_to_target=attrs.get("steps_to_target"),
+               best_val_error=float(attrs["best_val_error"]))
+    if row["phase"] == "reference":
+        row["curve"] = {k: np.asarray(columns[k]) for k in ("step", "examples", "val_error")}
+    return row

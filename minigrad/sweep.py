@@ -3,7 +3,6 @@
 Only this (driver) process writes the HDF5 file; workers return plain dicts of arrays. A trial is stored when it
 finishes, so a killed study keeps every finished trial and a rerun of the same command runs only the others.
 """
-import math
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -41,7 +40,7 @@ def stored_results(path):
     from minigrad import store
 
     study = store.open(path)
-    return [S.result_row(run_id, run.attrs) for run_id, run in study.runs.items()], study
+    return [S.result_row(run_id, run.attrs, run.trace) for run_id, run in study.runs.items()], study
 
 
 def plan(config, results):
@@ -53,7 +52,8 @@ def plan(config, results):
         return phases
     target, _ = S.choose_target(config, results)
     _, reference_lr = S.best_reference(results)
-    tune = S.tune_trials(config, reference_lr, target, config["batch_sizes"], results)
+    tune = S.tune_trials(config, reference_lr, target, config["batch_sizes"], results,
+                         S.reference_cost(config, results, target))
     phases.append(("tune", tune))
     if not all(t["run_id"] in done for t in tune):
         return phases
@@ -71,7 +71,7 @@ def count_trials(config):
 
 def run_study(config, out, *, overwrite=False, executor=None, echo=print, measure_throughput=True):
     """Run (or resume) the study described by `config` into the HDF5 file `out`; returns its path."""
-    from minigrad import store, throughput
+    from minigrad import store
     from minigrad.progress import progress_bar
 
     S.validate(config)
@@ -82,6 +82,8 @@ def run_study(config, out, *, overwrite=False, executor=None, echo=print, measur
         dataset = S.load_data(config)
         sizes = [dataset.n_features, *config["hidden"], dataset.n_classes]
         if measure_throughput and not saved.throughput:
+            from minigrad import throughput
+
             # alone on the machine: no worker has started yet
             echo(f"compute speed: timing one training step of {sizes} at {len(config['batch_sizes'])} batch sizes")
             measured = throughput.measure(sizes=sizes, batch_sizes=config["batch_sizes"], backends="blas",
@@ -102,16 +104,9 @@ def run_study(config, out, *, overwrite=False, executor=None, echo=print, measur
                 with progress_bar(f"{name} trials ({executor.name})", total=len(specs)) as advance:
                     for result in executor.run(config, specs):
                         writer.write_run(result["run_id"], result["attrs"], result["columns"])
-                        results.append(S.result_row(result["run_id"], result["attrs"]))
+                        results.append(S.result_row(result["run_id"], result["attrs"], result["columns"]))
                         advance(advance=1)
                 writer.flush()
         target, how = S.choose_target(config, results)
         writer.set_attrs({"target": target, "target_reason": how})
     return out
-
-
-def trials_missing(config, results):
-    """How many trials of the current plan are not stored yet (0: the study is complete)."""
-    done = {r["run_id"] for r in results}
-    return sum(1 for _, specs in plan(config, results) for t in specs if t["run_id"] not in done) + \
-        (0 if len(plan(config, results)) == 3 else math.inf)

@@ -1,0 +1,118 @@
+"""The study's arithmetic: fitting S(B) = S_min + E_min/B, choosing the best rate, recommending a batch size."""
+import math
+
+import numpy as np
+import pytest
+
+from minigrad import report
+from minigrad import study as S
+
+
+def test_fit_recovers_known_smin_emin():
+    B = np.array([1, 2, 4, 8, 16, 64, 256, 1024])
+    steps = 300 + 60_000 / B
+    s_min, e_min = report.fit_steps(B, steps)
+    assert s_min == pytest.approx(300, rel=1e-9) and e_min == pytest.approx(60_000, rel=1e-9)
+
+
+def test_fit_is_not_fooled_by_pure_perfect_scaling():
+    # negative control: S = E/B exactly has S_min = 0, so B_crit is unbounded, not some finite value
+    B = np.array([1, 2, 4, 8, 16])
+    s_min, e_min = report.fit_steps(B, 5000 / B)
+    assert abs(s_min) < 1e-6 and e_min == pytest.approx(5000)
+
+
+def test_fit_ignores_batch_sizes_that_missed_the_target():
+    B = [1, 4, 16, 64]
+    s_min, e_min = report.fit_steps(B, [1100, 350, math.inf, 115.625])
+    assert s_min == pytest.approx(100) and e_min == pytest.approx(1000)
+    assert report.fit_steps([1, 2], [math.inf, 3.0]) is None
+
+
+def row(B, steps, t):
+    return dict(batch_size=B, steps=steps, examples=steps * B, time_s=steps * t, step_time_s=t)
+
+
+def test_recommendation_takes_the_fastest_time_to_target():
+    rows = [row(1, 10_000, 1e-4), row(8, 1_500, 2e-4), row(64, 400, 1e-3)]
+    assert report.recommend(rows)["batch_size"] == 8
+
+
+def test_near_ties_go_to_fewer_examples():
+    rows = [row(16, 1000, 1.00e-3), row(32, 520, 1.94e-3)]  # 1.0 s vs 1.009 s: tied, B=16 needs fewer examples
+    assert report.recommend(rows)["batch_size"] == 16
+    rows = [row(16, 1000, 1.2e-3), row(32, 520, 1.94e-3)]  # not tied: 1.2 s vs 1.009 s
+    assert report.recommend(rows)["batch_size"] == 32
+
+
+def result(B, lr, seed, steps, status="COMPLETE", phase="tune"):
+    return dict(run_id=f"{phase}-{B}-{lr}-{seed}", phase=phase, batch_size=B, lr=lr, seed=seed, status=status,
+                steps_to_target=steps if status == "COMPLETE" else None, best_val_error=0.1)
+
+
+def test_best_rate_uses_the_median_over_seeds_and_counts_misses_as_infinite():
+    results = [result(8, 0.1, 0, 100), result(8, 0.1, 1, 120), result(8, 0.1, 2, 5000),
+               result(8, 0.2, 0, 90), result(8, 0.2, 1, 80, "INCOMPLETE"), result(8, 0.2, 2, 70, "DIVERGED")]
+    assert S.steps_by_lr(results, 8) == {0.1: 120.0, 0.2: math.inf}
+    assert S.best_lr(results, 8) == (0.1, 120.0)
+
+
+def test_grid_is_widened_where_the_best_rate_is_on_its_edge():
+    config = S.make_config(batch_sizes=[32], lr_points=3, seeds=1, max_widen=2)
+    grid = S.grid_for(config, 0.1, 32)
+    assert grid == [0.05, 0.1, 0.2]
+    results = [result(32, 0.05, 0, 300), result(32, 0.1, 0, 200), result(32, 0.2, 0, 100)]
+    wanted = {t["lr"] for t in S.tune_trials(config, 0.1, 0.2, [32], results, (100, 3200))}
+    assert wanted == {0.05, 0.1, 0.2, 0.4}
+    # best in the middle: no widening
+    results[2] = result(32, 0.2, 0, 250)
+    assert {t["lr"] for t in S.tune_trials(config, 0.1, 0.2, [32], results, (100, 3200))} == {0.05, 0.1, 0.2}
+    # the largest rate diverged: widen downwards only if the best is at the bottom
+    results = [result(32, 0.05, 0, 100), result(32, 0.1, 0, 200), result(32, 0.2, 0, None, "DIVERGED")]
+    assert {t["lr"] for t in S.tune_trials(config, 0.1, 0.2, [32], results, (100, 3200))} == {0.025, 0.05, 0.1, 0.2}
+
+
+def test_grid_widening_stops_after_max_widen():
+    config = S.make_config(batch_sizes=[32], lr_points=2, seeds=1, max_widen=1)
+    results = [result(32, lr, 0, 1000 / lr) for lr in (0.07071, 0.1414, 0.2828)]
+    assert len({t["lr"] for t in S.tune_trials(config, 0.1, 0.2, [32], results, (100, 3200))}) == 3
+
+
+def test_trial_ids_are_stable_and_store_safe():
+    t = S.trial("tune", 64, 0.1234567, 2, 0.1, steps=10)
+    assert t["run_id"] == "tune-B00064-lr0.1235-s2"
+    assert S.trial("equal", 8, 0.5, 0, 0.1, epochs=5.0, tag="-tuned")["run_id"].endswith("-tuned")
+
+
+@pytest.mark.parametrize("overrides,match", [
+    (dict(batch_sizes=[0, 4]), "batch sizes"),
+    (dict(batch_sizes=[4, 4]), "repeat"),
+    (dict(seeds=0), "seeds"),
+    (dict(target=1.5), "target"),
+    (dict(budget_factor=0), "budget factor"),
+    (dict(reference_lrs=[-0.1]), "learning rates"),
+    (dict(nonsense=1), "unknown study setting"),
+])
+def test_bad_study_settings(overrides, match):
+    with pytest.raises(ValueError, match=match):
+        S.make_config(**overrides)
+
+
+def reference_result(lr, seed, steps, examples, errors):
+    return dict(run_id=f"ref-{lr}-{seed}", phase="reference", batch_size=32, lr=lr, seed=seed, status="COMPLETE",
+                steps_to_target=None, best_val_error=min(errors),
+                curve={"step": np.array(steps), "examples": np.array(examples), "val_error": np.array(errors)})
+
+
+def test_reference_cost_reads_when_the_best_rate_first_met_the_target():
+    config = S.make_config()
+    results = [reference_result(0.1, 0, [10, 20, 30], [320, 640, 960], [0.5, 0.2, 0.1]),
+               reference_result(0.1, 1, [10, 20, 30], [320, 640, 960], [0.5, 0.15, 0.12]),
+               reference_result(0.3, 0, [10, 20, 30], [320, 640, 960], [0.4, 0.3, 0.3])]
+    assert S.best_reference(results) == (pytest.approx(0.11), 0.1)
+    assert S.reference_cost(config, results, 0.16) == (25.0, 800.0)
+    # budget: budget_factor * max(S_ref, E_ref / B)
+    assert S.tune_budget(config, (15.0, 480.0), 1) == math.ceil(config["budget_factor"] * 480)
+    assert S.tune_budget(config, (15.0, 480.0), 1024) == math.ceil(config["budget_factor"] * 15)
+    with pytest.raises(ValueError, match="did not reach"):
+        S.reference_cost(config, results, 0.05)
