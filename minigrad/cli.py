@@ -242,14 +242,16 @@ def make_budget(steps, examples, epochs, default_epochs=20.0):
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True)
 @click.option("--backend", type=click.Choice(["blas", "loops", "loops-parallel"]), default="blas",
               show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Initialisation and batch order.")
+@click.option("--data-seed", type=int, default=0, show_default=True,
+              help="Which sample of the dataset and which split (fixed across --seed).")
 @click.option("--out", type=click.Path(dir_okay=False), default="runs.h5", show_default=True,
               help="HDF5 file for the trace.")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
 @user_errors
 def train(data_name, hidden, activation, loss, batch_size, lr, optimizer, momentum, weight_decay, lr_schedule,
           milestones, gamma, warmup_epochs, batch_growth, scale_lr, reference_batch_size, steps, examples, epochs,
-          target, keep_going, patience, sampler, keep_last, dtype, backend, seed, out, overwrite):
+          target, keep_going, patience, sampler, keep_last, dtype, backend, seed, data_seed, out, overwrite):
     """Train one run and store its trace; prints a one-line summary."""
     config = {key: value for key, value in locals().items() if key not in ("out", "overwrite")}
     budget = make_budget(steps, examples, epochs)
@@ -260,7 +262,7 @@ def train(data_name, hidden, activation, loss, batch_size, lr, optimizer, moment
     from minigrad.train import build_model, optimizer_options
     from minigrad.train import train as train_run
 
-    dataset = datasets.load(data_name, seed=seed)
+    dataset = datasets.load(data_name, seed=data_seed)
     if not 1 <= batch_size <= len(dataset.y_train):
         raise ValueError(f"--batch-size must lie between 1 and the training split's {len(dataset.y_train)} examples")
     base_lr = scaled_lr(lr, batch_size, reference_batch_size, scale_lr)
