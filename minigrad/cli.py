@@ -78,6 +78,16 @@ STUDY_OPTIONS = [
     click.option("--equal-epochs", type=float, default=None, help="Epochs of the equal-budget comparison [5]."),
     click.option("--sampler", type=click.Choice(["shuffle", "replacement", "stratified"]), default=None),
     click.option("--workers", type=int, default=None, help="Worker processes [one per core]."),
+    click.option("--executor", type=click.Choice(["local", "dask"]), default="local", show_default=True,
+                 help="Where trials run: worker processes on this machine, or a dask.distributed cluster "
+                      "(pip install 'minigrad[dask]')."),
+    click.option("--scheduler", default=None,
+                 help="Dask scheduler address, e.g. tcp://HOST:8786 (with --executor dask; without it a LocalCluster "
+                      "of --workers processes starts on this machine)."),
+    click.option("--worker-threads", type=int, default=None, help="BLAS and Numba threads per worker process [1]."),
+    click.option("--shard", default=None,
+                 help="Run slice I of N (0 <= I < N) of the trials, e.g. for a job array; each shard its own --out, "
+                      "combined by `minigrad merge`."),
 ]
 
 
@@ -103,7 +113,8 @@ def load_toml(path):
 @study_options
 @click.pass_context
 @user_errors
-def bench(ctx, quick, config_path, out, overwrite, dry_run, data_name, workers, **settings):
+def bench(ctx, quick, config_path, out, overwrite, dry_run, data_name, workers, executor, scheduler, worker_threads,
+          shard, **settings):
     """Which batch size? Compute speed x convergence speed on this machine, stored in --out with figures.
 
     Runs the default study on the embedded dataset (about 5 minutes on 2 cores; --quick about 1) and prints the
@@ -114,6 +125,18 @@ def bench(ctx, quick, config_path, out, overwrite, dry_run, data_name, workers, 
     import json
 
     from minigrad import study
+    from minigrad.sweep import parse_shard
+
+    if scheduler is not None and executor != "dask":
+        raise click.UsageError("--scheduler needs --executor dask")
+    if scheduler is not None and workers is not None:
+        raise click.UsageError("--workers starts a LocalCluster: the cluster at --scheduler has its own workers")
+    if worker_threads is not None and worker_threads < 1:
+        raise click.UsageError("--worker-threads must be >= 1")
+    try:
+        shard = parse_shard(shard)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
 
     file_settings = load_toml(config_path) if config_path else {}
     quick = quick or bool(file_settings.pop("quick", False))
@@ -129,11 +152,19 @@ def bench(ctx, quick, config_path, out, overwrite, dry_run, data_name, workers, 
         click.echo(f"trials: {n_ref} reference + {n_tune} tuning (more if a grid is widened, at most "
                    f"{len(config['batch_sizes']) * config['max_widen'] * config['seeds']}) + {n_equal} equal-budget "
                    f"= {n_ref + n_tune + n_equal}")
+        if shard is not None:
+            click.echo(f"shard {shard[0]}/{shard[1]}: the {n_ref} reference trials, then every {shard[1]}th of the "
+                       f"{n_tune} of the initial tuning grid; `minigrad merge` the shards, then `minigrad bench` on the "
+                       "merged file runs the widening and equal-budget phases")
         return
-    from minigrad.sweep import LocalExecutor, run_study
+    from minigrad.sweep import DaskExecutor, LocalExecutor, run_study
 
-    run_study(config, out, overwrite=overwrite, executor=LocalExecutor(workers), echo=click.echo)
-    show_report(out)
+    threads = worker_threads or 1
+    runner = (DaskExecutor(scheduler, workers=workers, threads=threads) if executor == "dask"
+              else LocalExecutor(workers, threads=threads))
+    run_study(config, out, overwrite=overwrite, executor=runner, echo=click.echo, shard=shard)
+    if shard is None:
+        show_report(out)
 
 
 def show_report(path):
@@ -299,6 +330,21 @@ def export(path, csv_dir):
         click.echo(f"wrote {written}")
 
 
+@main.command("merge")
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--overwrite", is_flag=True, help="Replace OUT instead of adding to it.")
+@user_errors
+def merge_command(out, inputs, overwrite):
+    """Combine shard files (`bench --shard I/N`) of one study into OUT; `bench` on OUT finishes the study.
+
+    Refuses files of different configurations and runs whose copies differ; a run found in several files is kept once.
+    """
+    from minigrad.merge import merge
+
+    merge(out, inputs, overwrite=overwrite, echo=click.echo)
+
+
 @main.group()
 def data():
     """Datasets: the embedded default needs nothing; MNIST-family sets are fetched once."""
@@ -315,6 +361,106 @@ def fetch(name, data_dir):
 
     for written in datasets.fetch(name, data_dir) or []:
         click.echo(f"have {written}")
+
+
+# ------------------------------------------------------------------------------------------------- experiments
+@main.group()
+def experiment():
+    """The classic experiments, one command each: HDF5 file + figures + a short printed verdict.
+
+    Each takes --out and --quick (under a minute); the default runs in a few minutes on 2 cores. A rerun with the
+    same settings resumes from --out.
+    """
+
+
+def experiment_options(name, data=True):
+    options = [
+        click.option("--out", type=click.Path(dir_okay=False), default=f"minigrad-{name}.h5", show_default=True,
+                     help="HDF5 file; figures are written beside it. The same configuration resumes."),
+        click.option("--quick", is_flag=True, help="Lower resolution, under a minute."),
+        click.option("--overwrite", is_flag=True, help="Start over even if --out holds this experiment."),
+        click.option("--workers", type=int, default=None, help="Worker processes for independent runs [2]."),
+    ]
+    if data:
+        options.append(click.option("--data", "data_name", default=None,
+                                    help="Dataset name or .npz/.h5 path [teacher]."))
+
+    def wrap(func):
+        for option in reversed(options):
+            func = option(func)
+        return user_errors(func)
+
+    return wrap
+
+
+def run_experiment(name, quick, out, overwrite, workers, data_name=None, **settings):
+    from minigrad import experiments
+
+    if data_name is not None:
+        settings["data"] = data_name
+    config = experiments.make_config(name, quick=quick, **settings)
+    outcome = experiments.run(name, config, out, overwrite=overwrite, workers=workers, echo=click.echo)
+    click.echo(f"{name} verdict:")
+    for line in outcome.verdict:
+        click.echo(f"  - {line}")
+    for path in outcome.figures:
+        click.echo(f"figure: {path}")
+    click.echo(f"stored in {out}")
+
+
+@experiment.command("noise")
+@experiment_options("noise")
+@click.option("--at-epochs", default=None, callback=float_list, help="Training epochs before each measurement [1,10].")
+@click.option("--batch-sizes", default=None, callback=int_list, help="Batch sizes [1,2,4,...,4096].")
+@click.option("--draws", type=int, default=None, help="Minibatches per batch size, at least [32].")
+def experiment_noise(quick, out, overwrite, workers, data_name, at_epochs, batch_sizes, draws):
+    """Spread of minibatch gradients around the full gradient (falls like 1/sqrt(B)) next to the step time, for
+    B = 1 to 4096, and mean |G_B|^2 against 1/B."""
+    run_experiment("noise", quick, out, overwrite, workers, data_name, at_epochs=at_epochs, batch_sizes=batch_sizes,
+                   draws=draws)
+
+
+@experiment.command("keskar")
+@experiment_options("keskar")
+@click.option("--epochs", type=float, default=None, help="The fixed epoch budget [20].")
+@click.option("--lr", type=float, default=None, help="The fixed learning rate [1e-3, Adam].")
+@click.option("--optimizer", type=click.Choice(["sgd", "momentum", "nesterov", "adam"]), default=None)
+@click.option("--seeds", type=int, default=None, help="Seeds per setting [2].")
+def experiment_keskar(quick, out, overwrite, workers, data_name, epochs, lr, optimizer, seeds):
+    """Small batch against large batch (10% of the data) at a fixed epoch budget and learning rate: errors,
+    generalisation gap, top Hessian eigenvalue, eps-sharpness, interpolation; then the large batch re-tuned."""
+    run_experiment("keskar", quick, out, overwrite, workers, data_name, epochs=epochs, lr=lr, optimizer=optimizer,
+                   seeds=seeds)
+
+
+@experiment.command("smith")
+@experiment_options("smith")
+@click.option("--optimizer", type=click.Choice(["sgd", "momentum", "nesterov", "adam"]), default=None)
+@click.option("--lr", type=float, default=None, help="Initial learning rate [0.2].")
+@click.option("--factor", type=int, default=None, help="Decay / growth factor at each milestone [5].")
+@click.option("--seeds", type=int, default=None, help="Seeds per schedule [3].")
+def experiment_smith(quick, out, overwrite, workers, data_name, optimizer, lr, factor, seeds):
+    """Learning-rate step decay against growing the batch by the same factor at the same milestones."""
+    run_experiment("smith", quick, out, overwrite, workers, data_name, optimizer=optimizer, lr=lr, factor=factor,
+                   seeds=seeds)
+
+
+@experiment.command("gns")
+@experiment_options("gns", data=False)
+@click.option("--study", type=click.Path(dir_okay=False), default=None,
+              help="A `minigrad bench` study file (default: run a --quick study beside --out).")
+def experiment_gns(quick, out, overwrite, workers, study):
+    """The gradient noise scale B_simple over training next to the critical batch size B_crit of a study."""
+    run_experiment("gns", quick, out, overwrite, workers, study=study)
+
+
+@experiment.command("stratified")
+@experiment_options("stratified")
+@click.option("--batch-sizes", default=None, callback=int_list, help="Batch sizes [8,64].")
+@click.option("--seeds", type=int, default=None, help="Seeds per sampler and batch size [12].")
+def experiment_stratified(quick, out, overwrite, workers, data_name, batch_sizes, seeds):
+    """Shuffled against class-stratified batches: steps-to-target and its spread over seeds."""
+    run_experiment("stratified", quick, out, overwrite, workers, data_name, batch_sizes=batch_sizes, seeds=seeds)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ check shapes, dtypes and contiguity once. None of them allocates: the model hand
 Legend: B = batch size, C = input features, OC = output features, K = classes.
 
 The GEMMs here go through BLAS (Numba lowers np.dot on 2-D float arrays to scipy's cython BLAS). kernels_loops.py has
-linear_forward / linear_backward with the same signatures written as plain loops, to set BLAS against.
+linear_forward / linear_backward with the same signatures written as plain loops, to set BLAS against, and
+kernels_small.py the register-blocked kernels the model uses instead of BLAS for small batches.
 """
 import math
 

@@ -22,11 +22,10 @@ after each layer's input gradient (a sum over all rows, so every worker contribu
 
 Legend: B = batch size, C = input features, OC = output features, K = classes, T = workers (threads).
 """
-import ctypes
 import math
 
 import numpy as np
-from numba import njit, prange, types
+from numba import njit, prange, types, uint64
 from numba.core import cgutils
 from numba.extending import intrinsic
 from llvmlite import ir
@@ -36,25 +35,31 @@ from minigrad.kernels import FASTMATH
 
 
 # ------------------------------------------------------------------------------------------------ row helpers
-# The innermost loops. Each walks one or four contiguous rows of length C; LLVM turns the loop over c into SIMD
-# (16 float32 lanes with AVX-512), and the four-row versions keep four independent accumulators in registers, so
-# one load of the shared row feeds four multiply-adds. They take 2-D arrays and row numbers rather than row views:
-# a view is a new array object with a reference count to update, which costs more than a short row's arithmetic.
+# The innermost loops: register blocks of a GEMM, written as loops over the columns c0..c1-1 of a few rows. LLVM
+# turns each loop into SIMD (16 float32 lanes with AVX-512) and keeps the block's accumulators in registers, so one
+# load feeds several multiply-adds: in dot4x2, 6 loads (2 weight rows, 4 examples) feed 8; in add4x2, 4 loads and 2
+# load-stores feed 8. (One row against four, as in dot4 / add4, runs ~1.6x slower: 5 loads for 4; four rows
+# against four, 16 multiply-adds per pass, measured no faster in the step.) The 1-row versions handle what is left
+# over when a count is not a multiple of the block.
+# They take 2-D arrays and row numbers rather than row views: a view is a new array object with a reference count
+# to update, which costs more than a short row's arithmetic. The column loops run over unsigned integers: Numba then
+# drops its test for negative indices (Python's wraparound), which LLVM cannot prove away for a loop that does not
+# start at 0, and which would stop it from vectorising.
 
 @njit(cache=True, fastmath=FASTMATH)
-def dot1(w, i, x, j):
+def dot1(w, i, x, j, c0, c1):
     # sum_c w[i,c] x[j,c]
-    s0 = w.dtype.type(0)
-    for c in range(w.shape[1]):
-        s0 += w[i, c] * x[j, c]
-    return s0
+    s = w.dtype.type(0)
+    for c in range(uint64(c0), uint64(c1)):
+        s += w[i, c] * x[j, c]
+    return s
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def dot4(w, i, x, j):
-    # the four dot products of row w[i] with rows x[j], ..., x[j+3], in one pass over w[i]
+def dot4(w, i, x, j, c0, c1):
+    # the dot products of row w[i] with rows x[j], ..., x[j+3]
     s0 = s1 = s2 = s3 = w.dtype.type(0)
-    for c in range(w.shape[1]):
+    for c in range(uint64(c0), uint64(c1)):
         wc = w[i, c]
         s0 += wc * x[j, c]
         s1 += wc * x[j + 1, c]
@@ -64,17 +69,55 @@ def dot4(w, i, x, j):
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def add1(y, i, x, j, a0):
-    # y[i] += a0 x[j]
-    for c in range(y.shape[1]):
-        y[i, c] += a0 * x[j, c]
+def dot4x2(w, i, x, j, c0, c1):
+    # the dot products of rows w[i], w[i+1] with rows x[j], ..., x[j+3]: (s0..s3 for w[i], t0..t3 for w[i+1])
+    s0 = s1 = s2 = s3 = t0 = t1 = t2 = t3 = w.dtype.type(0)
+    for c in range(uint64(c0), uint64(c1)):
+        v, u = w[i, c], w[i + 1, c]
+        x0, x1, x2, x3 = x[j, c], x[j + 1, c], x[j + 2, c], x[j + 3, c]
+        s0 += v * x0
+        s1 += v * x1
+        s2 += v * x2
+        s3 += v * x3
+        t0 += u * x0
+        t1 += u * x1
+        t2 += u * x2
+        t3 += u * x3
+    return s0, s1, s2, s3, t0, t1, t2, t3
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def add4(y, i, x, j, a0, a1, a2, a3):
-    # y[i] += a0 x[j] + a1 x[j+1] + a2 x[j+2] + a3 x[j+3]: one load and one store of y[i] for four multiply-adds
-    for c in range(y.shape[1]):
+def add1(y, i, x, j, a, c0, c1):
+    # y[i] += a x[j]
+    for c in range(uint64(c0), uint64(c1)):
+        y[i, c] += a * x[j, c]
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def add4(y, i, x, j, a0, a1, a2, a3, c0, c1):
+    # y[i] += a0 x[j] + a1 x[j+1] + a2 x[j+2] + a3 x[j+3]
+    for c in range(uint64(c0), uint64(c1)):
         y[i, c] += a0 * x[j, c] + a1 * x[j + 1, c] + a2 * x[j + 2, c] + a3 * x[j + 3, c]
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def add4x2(y, i, x, j, a0, a1, a2, a3, b0, b1, b2, b3, c0, c1):
+    # y[i] += a0 x[j] + ... + a3 x[j+3];  y[i+1] += b0 x[j] + ... + b3 x[j+3]
+    for c in range(uint64(c0), uint64(c1)):
+        x0, x1, x2, x3 = x[j, c], x[j + 1, c], x[j + 2, c], x[j + 3, c]
+        y[i, c] += a0 * x0 + a1 * x1 + a2 * x2 + a3 * x3
+        y[i + 1, c] += b0 * x0 + b1 * x1 + b2 * x2 + b3 * x3
+
+
+L1_FLOATS = 16384  # 64 KiB: the operand that is re-read stays in L1 and the nearest part of L2 (measured best for B <= 40)
+
+
+@njit(cache=True)
+def column_block(B, C):
+    # Columns per block so that B rows of that width (the operand every weight row meets again) stay in L1: the whole
+    # row while B * C fits, else C cut into equal blocks (a multiple of 16 floats, 64 bytes; at least 64 floats).
+    blocks = (B * C + L1_FLOATS - 1) // L1_FLOATS
+    return max(64, ((C + blocks - 1) // blocks + 15) // 16 * 16)
 
 
 # ------------------------------------------------------------------------------------- linear, rows lo..hi-1
@@ -84,62 +127,101 @@ def add4(y, i, x, j, a0, a1, a2, a3):
 @njit(cache=True, fastmath=FASTMATH)
 def linear_forward_rows(out, inp, weight, bias, lo, hi):
     # inp (B,C), weight (OC,C), bias (OC,) -> out[:, lo:hi] (B,OC)
-    # For each weight row: the dot products with 4 examples at a time, so the row is read once per 4 examples.
+    # Four examples at a time (they stay in L1) against two weight rows at a time (streamed from L2): each weight
+    # row is read once per 4 examples.
+    B, C = inp.shape
+    b = 0
+    while b + 4 <= B:
+        o = lo
+        while o + 2 <= hi:
+            s0, s1, s2, s3, t0, t1, t2, t3 = dot4x2(weight, o, inp, b, 0, C)
+            out[b, o], out[b + 1, o], out[b + 2, o], out[b + 3, o] = s0 + bias[o], s1 + bias[o], s2 + bias[o], \
+                s3 + bias[o]
+            p = o + 1
+            out[b, p], out[b + 1, p], out[b + 2, p], out[b + 3, p] = t0 + bias[p], t1 + bias[p], t2 + bias[p], \
+                t3 + bias[p]
+            o += 2
+        if o < hi:
+            s0, s1, s2, s3 = dot4(weight, o, inp, b, 0, C)
+            out[b, o], out[b + 1, o], out[b + 2, o], out[b + 3, o] = s0 + bias[o], s1 + bias[o], s2 + bias[o], \
+                s3 + bias[o]
+        b += 4
+    while b < B:
+        for o in range(lo, hi):
+            out[b, o] = dot1(weight, o, inp, b, 0, C) + bias[o]
+        b += 1
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _dinp_block(dinp, dout, weight, o, o_end, c0, c1):
+    # dinp[:, c0:c1] += sum over o..o_end-1 of dout[:, o] weight[o, c0:c1]: four weight rows into two dinp rows
+    # per pass, so each dinp row is loaded and stored once per four weight rows
+    B = dout.shape[0]
+    while o + 4 <= o_end:
+        b = 0
+        while b + 2 <= B:
+            add4x2(dinp, b, weight, o, dout[b, o], dout[b, o + 1], dout[b, o + 2], dout[b, o + 3],
+                   dout[b + 1, o], dout[b + 1, o + 1], dout[b + 1, o + 2], dout[b + 1, o + 3], c0, c1)
+            b += 2
+        if b < B:
+            add4(dinp, b, weight, o, dout[b, o], dout[b, o + 1], dout[b, o + 2], dout[b, o + 3], c0, c1)
+        o += 4
+    while o < o_end:
+        for b in range(B):
+            add1(dinp, b, weight, o, dout[b, o], c0, c1)
+        o += 1
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _outer_block(y, o, o_end, dout, inp, scale, c0, c1):
+    # y[r, c0:c1] += scale * sum_b dout[b,r] inp[b, c0:c1] for rows r in [o, o_end): two rows and four examples per
+    # pass over the two rows, then what is left of the examples and of the rows one at a time
     B = inp.shape[0]
-    for o in range(lo, hi):
+    a = y.dtype.type(scale)  # float32 coefficients keep the loop in float32
+    while o + 2 <= o_end:
+        p = o + 1
         b = 0
         while b + 4 <= B:
-            s0, s1, s2, s3 = dot4(weight, o, inp, b)
-            out[b, o] = s0 + bias[o]
-            out[b + 1, o] = s1 + bias[o]
-            out[b + 2, o] = s2 + bias[o]
-            out[b + 3, o] = s3 + bias[o]
+            add4x2(y, o, inp, b, a * dout[b, o], a * dout[b + 1, o], a * dout[b + 2, o], a * dout[b + 3, o],
+                   a * dout[b, p], a * dout[b + 1, p], a * dout[b + 2, p], a * dout[b + 3, p], c0, c1)
             b += 4
-        while b < B:
-            out[b, o] = dot1(weight, o, inp, b) + bias[o]
-            b += 1
+        for b in range(b, B):
+            add1(y, o, inp, b, a * dout[b, o], c0, c1)
+            add1(y, p, inp, b, a * dout[b, p], c0, c1)
+        o += 2
+    if o < o_end:
+        b = 0
+        while b + 4 <= B:
+            add4(y, o, inp, b, a * dout[b, o], a * dout[b + 1, o], a * dout[b + 2, o], a * dout[b + 3, o], c0, c1)
+            b += 4
+        for b in range(b, B):
+            add1(y, o, inp, b, a * dout[b, o], c0, c1)
 
 
 @njit(cache=True, fastmath=FASTMATH)
 def linear_dinp_rows(dinp, dout, weight, lo, hi):
     # dout (B,OC), weight (OC,C) -> dinp (B,C) += sum over o in [lo,hi) of dout[:,o] weight[o,:]
-    # (accumulates: the caller zeroes dinp). Four weight rows at a time, so each dinp row is loaded and stored once
-    # per four rows.
-    B = dout.shape[0]
-    o = lo
-    while o + 4 <= hi:
-        for b in range(B):
-            add4(dinp, b, weight, o, dout[b, o], dout[b, o + 1], dout[b, o + 2], dout[b, o + 3])
-        o += 4
-    while o < hi:
-        for b in range(B):
-            add1(dinp, b, weight, o, dout[b, o])
-        o += 1
-
-
-@njit(cache=True, fastmath=FASTMATH)
-def _add_examples(y, o, dout, inp, scale):
-    # y[o] += scale * sum_b dout[b,o] inp[b], four examples per pass over y[o]
-    B = inp.shape[0]
-    a = y.dtype.type(scale)  # float32 coefficients keep the loop in float32
-    b = 0
-    while b + 4 <= B:
-        add4(y, o, inp, b, a * dout[b, o], a * dout[b + 1, o], a * dout[b + 2, o], a * dout[b + 3, o])
-        b += 4
-    while b < B:
-        add1(y, o, inp, b, a * dout[b, o])
-        b += 1
+    # (accumulates: the caller zeroes dinp), a block of columns at a time so that dinp's block stays in L1.
+    B, C = dinp.shape
+    KC = column_block(B, C)
+    for c0 in range(0, C, KC):
+        _dinp_block(dinp, dout, weight, lo, hi, c0, min(c0 + KC, C))
 
 
 @njit(cache=True, fastmath=FASTMATH)
 def linear_dweight_rows(dweight, dbias, dout, inp, lo, hi):
     # dout (B,OC), inp (B,C) -> dweight[lo:hi] = dout[:,lo:hi]^T inp, dbias[lo:hi] = sum_b dout[b,lo:hi]
-    # Row o of dweight is sum_b dout[b,o] inp[b,:]: the row stays in L1 while 4 examples at a time are added in.
-    B = dout.shape[0]
+    # Row o of dweight is sum_b dout[b,o] inp[b,:]: a block of the row stays in L1 while the examples are added in,
+    # and the examples' block of columns stays in L1 for every row.
+    B, C = inp.shape
+    KC = column_block(B, C)
+    for c0 in range(0, C, KC):
+        c1 = min(c0 + KC, C)
+        for o in range(lo, hi):
+            for c in range(uint64(c0), uint64(c1)):
+                dweight[o, c] = 0.0
+        _outer_block(dweight, lo, hi, dout, inp, 1.0, c0, c1)
     for o in range(lo, hi):
-        for c in range(dweight.shape[1]):
-            dweight[o, c] = 0.0
-        _add_examples(dweight, o, dout, inp, 1.0)
         s = dbias.dtype.type(0)
         for b in range(B):
             s += dout[b, o]
@@ -147,18 +229,29 @@ def linear_dweight_rows(dweight, dbias, dout, inp, lo, hi):
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def linear_sgd_rows(weight, bias, dout, inp, lo, hi, lr, weight_decay):
-    # weight (OC,C), bias (OC,), dout (B,OC), inp (B,C): for o in [lo,hi)
+def linear_sgd_rows(dinp, weight, bias, dout, inp, lo, hi, lr, weight_decay, need_dinp):
+    # dout (B,OC), inp (B,C), weight (OC,C), bias (OC,): for each row o in [lo,hi)
+    #   dinp[:, :]  += dout[:,o] weight[o,:]            (if need_dinp; old weights; the caller zeroes dinp)
     #   weight[o,:] <- weight[o,:] - lr (sum_b dout[b,o] inp[b,:] + wd weight[o,:])
     #   bias[o]     <- bias[o]     - lr (sum_b dout[b,o]            + wd bias[o])
-    # i.e. sgd_update applied to the weight gradient as it is formed, row by row; dweight never exists.
-    B = dout.shape[0]
+    # i.e. linear_backward followed by sgd_update, with the weight gradient applied as it is formed: dweight never
+    # exists. Blocks of 4 rows x KC columns: the input gradient reads the block just before the update rewrites it,
+    # while it is in L1.
+    B, C = inp.shape
+    KC = column_block(B, C)
     decay = weight.dtype.type(1.0 - lr * weight_decay)
+    for c0 in range(0, C, KC):
+        c1 = min(c0 + KC, C)
+        for o in range(lo, hi, 4):
+            o_end = min(o + 4, hi)
+            if need_dinp:
+                _dinp_block(dinp, dout, weight, o, o_end, c0, c1)
+            if weight_decay != 0.0:
+                for r in range(o, o_end):
+                    for c in range(uint64(c0), uint64(c1)):
+                        weight[r, c] *= decay
+            _outer_block(weight, o, o_end, dout, inp, -lr, c0, c1)
     for o in range(lo, hi):
-        if weight_decay != 0.0:
-            for c in range(weight.shape[1]):
-                weight[o, c] *= decay
-        _add_examples(weight, o, dout, inp, -lr)
         s = bias.dtype.type(0)
         for b in range(B):
             s += dout[b, o]
@@ -228,15 +321,24 @@ def _cpu_pause(typingctx):
     return sig, codegen
 
 
-_sched_yield = ctypes.CDLL(None).sched_yield
-_sched_yield.restype, _sched_yield.argtypes = ctypes.c_int, []
+@intrinsic
+def _sched_yield(typingctx):
+    # the C library's sched_yield(): give this core to another runnable thread (resolved from libc when loaded)
+    sig = types.int32()
+
+    def codegen(context, builder, sig, args):
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(32), []), "sched_yield")
+        return builder.call(fn, [])
+
+    return sig, codegen
+
 
 SPINS_BEFORE_YIELD = 4000      # ~0.1 ms of PAUSE: far longer than a barrier takes on an idle machine
 YIELDS_BEFORE_GIVING_UP = 2_000_000   # seconds: only a worker that never started gets here (see fused_sgd_step)
 BARRIER_COUNT, BARRIER_FAILED = 0, 8  # counter[8] sits in another cache line than counter[0]
 
 
-@njit
+@njit(cache=True)
 def barrier(counter, T, number):
     # Wait until all T workers have arrived at barrier `number` (1, 2, ...); False if they never do.
     _atomic_add(counter, BARRIER_COUNT, 1)
@@ -257,7 +359,7 @@ def barrier(counter, T, number):
 
 
 # ------------------------------------------------------------------------------------------ fused SGD step
-@njit
+@njit(cache=True)
 def worker_rows(n, T, w):
     # Worker w's rows [lo, hi) of a layer with n rows: contiguous blocks, cut at multiples of 16 rows so two workers
     # never write the same 64-byte line of an activation row (16 float32).
@@ -266,7 +368,7 @@ def worker_rows(n, T, w):
     return lo, hi
 
 
-@njit(fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH)
 def sgd_step_worker(w, T, act, loss, weights, biases, zs, acts, dzs, parts, dlogits, X, y, lr, weight_decay,
                     counter, value):
     # Worker w of T: forward, loss, backward and SGD update of its own rows of every layer (module docstring).
@@ -295,16 +397,10 @@ def sgd_step_worker(w, T, act, loss, weights, biases, zs, acts, dzs, parts, dlog
         inp = X if l == 0 else acts[l - 1]
         weight = weights[l]
         lo, hi = worker_rows(weight.shape[0], T, w)
+        part = parts[l][w]
         if l > 0:
-            part = parts[l][w]
             part[:] = 0.0
-        # blocks of 4 rows: the partial input gradient reads them (old values) just before the update rewrites them,
-        # while they are still in L1
-        for o in range(lo, hi, 4):
-            end = min(o + 4, hi)
-            if l > 0:
-                linear_dinp_rows(part, dout, weight, o, end)
-            linear_sgd_rows(weight, biases[l], dout, inp, o, end, lr, weight_decay)
+        linear_sgd_rows(part, weight, biases[l], dout, inp, lo, hi, lr, weight_decay, l > 0)
         if l > 0:
             n_barrier += 1
             if not barrier(counter, T, n_barrier):
@@ -322,24 +418,42 @@ def sgd_step_worker(w, T, act, loss, weights, biases, zs, acts, dzs, parts, dlog
             K.activation_backward(act, dz[:, lo:hi], dz[:, lo:hi], zs[l - 1][:, lo:hi], acts[l - 1][:, lo:hi])
 
 
-@njit
-def sgd_step_serial(act, loss, weights, biases, zs, acts, dzs, parts, dlogits, X, y, lr, weight_decay, counter,
-                    value):
-    # the fused step on one core: the same body with T = 1 (its barriers return at once)
+@njit(cache=True)
+def _start_step(counter, x_saved, X):
+    # before the workers start: reset the barrier, and keep a copy of the batch (for MLP.grads, computed later)
     counter[BARRIER_COUNT] = 0
     counter[BARRIER_FAILED] = 0
+    B, C = X.shape
+    for b in range(B):
+        for c in range(C):
+            x_saved[b, c] = X[b, c]
+
+
+@njit(cache=True)
+def sgd_step_serial(act, loss, weights, biases, zs, acts, dzs, parts, dlogits, X, y, lr, weight_decay, counter,
+                    value, x_saved):
+    # the fused step on one core: the same body with T = 1 (its barriers return at once)
+    _start_step(counter, x_saved, X)
     sgd_step_worker(0, 1, act, loss, weights, biases, zs, acts, dzs, parts, dlogits, X, y, lr, weight_decay,
                     counter, value)
 
 
 @njit(parallel=True)
 def sgd_step_parallel(T, act, loss, weights, biases, zs, acts, dzs, parts, dlogits, X, y, lr, weight_decay, counter,
-                      value):
+                      value, x_saved):
     # T workers, one per thread. prange(T) with T = numba.get_num_threads() gives each thread one worker under the
     # OpenMP threading layer (static schedule); the caller checks the layer (a work-stealing layer such as TBB may run
     # two workers on one thread, and the first barrier would then wait forever: it gives up and reports failure).
-    counter[BARRIER_COUNT] = 0
-    counter[BARRIER_FAILED] = 0
+    # Everything else lives in cached functions: this one is compiled in each process, and a short body compiles
+    # in well under a second.
+    _start_step(counter, x_saved, X)
     for w in prange(T):
         sgd_step_worker(w, T, act, loss, weights, biases, zs, acts, dzs, parts, dlogits, X, y, lr, weight_decay,
                         counter, value)
+
+
+@njit(parallel=True)
+def _probe(x):
+    # a trivial parallel loop: running it once makes Numba pick its threading layer, so the model can ask which
+    for i in prange(x.shape[0]):
+        x[i] = i

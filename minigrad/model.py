@@ -9,6 +9,12 @@ Per batch size B the model keeps a workspace (allocated once, reused every step)
     acts[l] (B,OC_l)  activations a_l = f(z_l); the last layer has no activation, so acts[L-1] IS zs[L-1] (logits)
     dzs[l]  (B,OC_l)  gradients; dzs[l-1] first receives dL/da_{l-1} from layer l's backward, then the activation
                       backward turns it into dL/dz_{l-1} in place.
+
+Small batches (the "blas" backend). Up to SMALL_BATCH_MAX examples the linear layers run on kernels_small's
+register-blocked kernels instead of BLAS, and a plain-SGD train step up to fused_sgd_max(threads) examples runs
+kernels_small's fused step: the update is applied as the weight gradient is formed, every layer's rows are split
+across the Numba threads, and `grads` is filled only when someone reads it (see MLP.grads). The thresholds were
+measured on a 2-core Zen 5 (784-256-256-10, float32); `minigrad bench throughput` shows where they sit elsewhere.
 """
 import math
 
@@ -17,7 +23,8 @@ from numba import njit
 
 from minigrad import kernels as K
 from minigrad import kernels_loops as KL
-from minigrad.optim import STEP, Optimizer, optimizer_update
+from minigrad import kernels_small as KS
+from minigrad.optim import OPTIMIZERS, STEP, WEIGHT_DECAY, Optimizer, optimizer_update
 
 # backend name -> (linear_forward, linear_backward) with the signatures of kernels.py
 BACKENDS = {
@@ -25,7 +32,37 @@ BACKENDS = {
     "loops": (KL.linear_forward, KL.linear_backward),
     "loops-parallel": (KL.linear_forward_parallel, KL.linear_backward_parallel),
 }
+SMALL = (KS.linear_forward, KS.linear_backward)
 DTYPES = (np.float32, np.float64)
+
+# Batch sizes up to which the "blas" backend uses the small-batch kernels instead of BLAS (loss_and_grad, and train
+# steps of optimizers other than plain SGD), and plain SGD the fused step, by number of workers (1, 2 or more).
+# Where each path overtakes the other, measured side by side on 2 Zen 5 cores (784-256-256-10, float32, OpenBLAS
+# 0.3.30 with its Haswell kernels): small kernels against BLAS between B = 8 and 16; the fused step against BLAS
+# between 24 and 32 on one core, between 40 and 48 on two.
+SMALL_BATCH_MAX = 8
+FUSED_SGD_MAX = {1: 24, 2: 40}
+
+
+def fused_sgd_max(workers):
+    return FUSED_SGD_MAX[min(workers, 2)]
+
+_fused_threading = {}  # threading layer -> True if the fused step may run its workers in parallel under it
+
+
+def fused_workers():
+    """How many workers the fused SGD step splits the layers across: numba.get_num_threads() under the OpenMP
+    threading layer, else 1. Its barriers need every worker running at once, which OpenMP's static schedule gives
+    and a work-stealing pool (TBB) does not promise."""
+    import numba
+
+    T = numba.get_num_threads()
+    if T < 2:
+        return 1
+    if not _fused_threading:
+        KS._probe(np.zeros(2))  # makes Numba choose its threading layer, so that it can be asked
+        _fused_threading["ok"] = numba.threading_layer() == "omp"
+    return T if _fused_threading["ok"] else 1
 
 
 # The three step bodies take the backend's linear kernels as arguments, so one body serves every backend. Numba
@@ -92,6 +129,19 @@ class _Workspace:
         self.no_sqnorms = np.zeros(0, dtype)
         self.X = np.zeros((B, sizes[0]), dtype)   # a batch gathered from the data set lands here
         self.y = np.zeros(B, np.int64)
+        self.fused = {}  # T -> buffers of the fused SGD step with T workers (kernels_small.sgd_step_worker)
+
+
+class _FusedBuffers:
+    """What the fused SGD step needs besides a workspace, for T workers: each worker's partial input gradients and
+    its copy of the loss gradient, the barrier counter, the loss, and a copy of the batch (for MLP.grads)."""
+
+    def __init__(self, sizes, B, T, dtype):
+        self.parts = tuple(np.zeros((T, B, n), dtype) for n in sizes[:-1])
+        self.dlogits = np.zeros((T, B, sizes[-1]), dtype)
+        self.counter = np.zeros(16, np.int64)
+        self.value = np.zeros(1, np.float64)
+        self.X = np.zeros((B, sizes[0]), dtype)
 
 
 class MLP:
@@ -122,10 +172,42 @@ class MLP:
         shapes = list(zip(sizes[1:], sizes[:-1]))  # (OC, C) per layer
         self.n_params = sum(o * c + o for o, c in shapes)
         self.params = np.zeros(self.n_params, self.dtype)
-        self.grads = np.zeros(self.n_params, self.dtype)
-        self.weights, self.biases, self.dweights, self.dbiases = self._views(self.params) + self._views(self.grads)
+        self._grads = np.zeros(self.n_params, self.dtype)
+        self.weights, self.biases, self._dweights, self._dbiases = self._views(self.params) + self._views(self._grads)
         self._workspaces = {}
+        self._pending = None  # (workspace, fused buffers) of a fused SGD step whose gradient is not yet in _grads
         self.init_params(seed)
+
+    # The gradient of the last loss_and_grad or train_step. The fused SGD step (small batches) never forms it; it
+    # keeps what it needs (the batch, every layer's activations and output gradients) and the gradient is computed
+    # here, at the first read, as each layer's sum of outer products dout^T inp. Reading grads therefore costs
+    # nothing in the training loop and one backward pass's worth of arithmetic after a fused step.
+    @property
+    def grads(self):
+        """Flat gradient vector (same layout as params) of the last loss_and_grad or train_step."""
+        self._settle_grads()
+        return self._grads
+
+    @property
+    def dweights(self):
+        self._settle_grads()
+        return self._dweights
+
+    @property
+    def dbiases(self):
+        self._settle_grads()
+        return self._dbiases
+
+    def _settle_grads(self):
+        if self._pending is None:
+            return
+        ws, fb = self._pending
+        self._pending = None
+        L = len(self.weights)
+        for l in range(L):
+            dout = fb.dlogits[0] if l == L - 1 else ws.dzs[l]
+            inp = fb.X if l == 0 else ws.acts[l - 1]
+            KS.linear_dweight_rows(self._dweights[l], self._dbiases[l], dout, inp, 0, self.sizes[l + 1])
 
     def _views(self, flat):
         weights, biases, offset = [], [], 0
@@ -184,12 +266,17 @@ class MLP:
         self.check_batch(X, y)
         return self._loss_and_grad(X, y, sqnorms)
 
+    def _linear_for(self, B):
+        # the backend's linear kernels for batch size B: the small-batch kernels stand in for BLAS below the threshold
+        return SMALL if self.backend == "blas" and B <= SMALL_BATCH_MAX else self._linear
+
     def _loss_and_grad(self, X, y, sqnorms=None):
         B = X.shape[0]
         ws = self.workspace(B)
+        self._pending = None
         out = ws.no_sqnorms if sqnorms is None else ws.sqnorms
-        value = forward_backward(*self._linear, self._act, self._loss, self.weights, self.biases, self.dweights,
-                                 self.dbiases, ws.zs, ws.acts, ws.dzs, X, y, out)
+        value = forward_backward(*self._linear_for(B), self._act, self._loss, self.weights, self.biases,
+                                 self._dweights, self._dbiases, ws.zs, ws.acts, ws.dzs, X, y, out)
         if sqnorms is not None:
             # the kernels saw the gradient of the mean, (1/B) sum_b loss_b: scale back to each loss_b
             np.multiply(ws.sqnorms, B * B, out=sqnorms)
@@ -203,23 +290,56 @@ class MLP:
 
     def _train_step(self, X, y, optimizer: Optimizer):
         # the training loop's path: X and y were validated once when the data set was loaded
-        ws = self.workspace(X.shape[0])
+        B = X.shape[0]
+        ws = self.workspace(B)
         optimizer.bind(self)
-        value = train_step(*self._linear, self._act, self._loss, self.weights, self.biases, self.dweights,
-                           self.dbiases, ws.zs, ws.acts, ws.dzs, X, y, ws.no_sqnorms, optimizer.kind, self.params,
-                           self.grads, optimizer.state, optimizer.hyper)
+        T = fused_workers() if self.backend == "blas" and optimizer.kind == OPTIMIZERS["sgd"] else 0
+        if T and B <= fused_sgd_max(T):
+            value = self._fused_sgd_step(ws, X, y, optimizer, T)
+        else:
+            self._pending = None
+            value = train_step(*self._linear_for(B), self._act, self._loss, self.weights, self.biases,
+                               self._dweights, self._dbiases, ws.zs, ws.acts, ws.dzs, X, y, ws.no_sqnorms,
+                               optimizer.kind, self.params, self._grads, optimizer.state, optimizer.hyper)
         if not math.isfinite(value):
             raise DivergenceError(f"loss is {value} at step {optimizer.steps + 1} (lr={optimizer.lr:g}): training diverged")
+        return value
+
+    def _fused_sgd_step(self, ws, X, y, optimizer, T):
+        # kernels_small's fused step: forward, backward and the SGD update in one pass, rows split across T workers
+        fb = ws.fused.get(T)
+        if fb is None:
+            fb = ws.fused[T] = _FusedBuffers(self.sizes, X.shape[0], T, self.dtype)
+        lr, wd = optimizer.lr, float(optimizer.hyper[WEIGHT_DECAY])
+        self._pending = None
+        if T == 1:
+            KS.sgd_step_serial(self._act, self._loss, self.weights, self.biases, ws.zs, ws.acts, ws.dzs, fb.parts,
+                               fb.dlogits, X, y, lr, wd, fb.counter, fb.value, fb.X)
+        else:
+            KS.sgd_step_parallel(T, self._act, self._loss, self.weights, self.biases, ws.zs, ws.acts, ws.dzs,
+                                 fb.parts, fb.dlogits, X, y, lr, wd, fb.counter, fb.value, fb.X)
+            if fb.counter[KS.BARRIER_FAILED]:
+                raise RuntimeError(f"the fused SGD step's {T} workers did not all run at once (threading layer "
+                                   "problem); set numba.set_num_threads(1) to run it on one core")
+        value = float(fb.value[0])
+        if math.isfinite(value):
+            optimizer.hyper[STEP] += 1
+            self._pending = (ws, fb)
+        else:
+            # the update was skipped; the gradient (which the caller may inspect) comes from the plain path
+            forward_backward(*self._linear_for(X.shape[0]), self._act, self._loss, self.weights, self.biases,
+                             self._dweights, self._dbiases, ws.zs, ws.acts, ws.dzs, X, y, ws.no_sqnorms)
         return value
 
     def logits(self, X, batch_size=1024):
         """Outputs (N, K) for X (N, inputs), computed in batches."""
         self.check_batch(X)
+        self._settle_grads()  # the workspaces are about to be overwritten
         out = np.empty((X.shape[0], self.sizes[-1]), self.dtype)
         for start in range(0, X.shape[0], batch_size):
             chunk = X[start:start + batch_size]
             ws = self.workspace(chunk.shape[0])
-            forward(self._linear[0], self._act, self.weights, self.biases, ws.zs, ws.acts, chunk)
+            forward(self._linear_for(chunk.shape[0])[0], self._act, self.weights, self.biases, ws.zs, ws.acts, chunk)
             out[start:start + chunk.shape[0]] = ws.acts[-1]
         return out
 
@@ -230,11 +350,12 @@ class MLP:
     def evaluate(self, X, y, batch_size=1024):
         """(mean loss, error rate) over a whole data split, computed in batches without touching self.grads."""
         self.check_batch(X, y)
+        self._settle_grads()  # the workspaces are about to be overwritten
         total_loss, wrong = 0.0, 0
         for start in range(0, X.shape[0], batch_size):
             xb, yb = X[start:start + batch_size], y[start:start + batch_size]
             ws = self.workspace(xb.shape[0])
-            forward(self._linear[0], self._act, self.weights, self.biases, ws.zs, ws.acts, xb)
+            forward(self._linear_for(xb.shape[0])[0], self._act, self.weights, self.biases, ws.zs, ws.acts, xb)
             logits = ws.acts[-1]
             total_loss += K.loss_forward_backward(self._loss, ws.dzs[-1], logits, yb) * xb.shape[0]
             wrong += K.errors_count(logits, yb)

@@ -5,6 +5,7 @@ Model (McCandlish et al. 2018): S(B) = S_min + E_min / B, a straight line in 1/B
 Time to target T(B) = S(B) * t(B), with t(B) the median step time measured alone on this machine.
 """
 import math
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,6 +26,7 @@ class Analysis:
     equal: list = field(default_factory=list)
     heat: dict = field(default_factory=dict)
     reference_lr: float = None
+    gns: dict = field(default_factory=dict)  # B_simple near the target (minigrad.noise.b_simple_near_target)
 
 
 def fit_steps(batch_sizes, steps):
@@ -124,6 +126,11 @@ def analyse(study_file):
     analysis.heat = {"cells": {k: float(np.median(v)) for k, v in cells.items()},
                      "diverged": {(r["batch_size"], r["lr"]) for r in results
                                   if r["phase"] == "tune" and r["status"] == "DIVERGED"}}
+    from minigrad.noise import b_simple_near_target
+
+    analysis.gns = b_simple_near_target([run.trace for run in study_file.runs.values()
+                                         if run.attrs.get("phase") == "tune" and best.get(int(run.attrs["batch_size"]),
+                                         (None, None))[1] == float(run.attrs["lr"])], target)
     return analysis
 
 
@@ -221,7 +228,8 @@ def print_report(a: Analysis, console=None):
     from rich.console import Console
     from rich.table import Table
 
-    console = console or Console()
+    # a pipe or a log file gets the full-width table rather than rich's 80-column default
+    console = console or Console(width=None if sys.stdout.isatty() else 150)
     console.print(f"target: validation error <= {a.target:g} ({a.target_reason})")
     table = Table(title="batch size: compute speed x convergence speed")
     for name in ("B", "step time", "samples/s", "best lr", "steps to target", "examples to target",
@@ -237,6 +245,10 @@ def print_report(a: Analysis, console=None):
     if a.fit:
         console.print(f"fit S(B) = S_min + E_min/B: S_min = {a.fit['S_min']:,.1f} steps, E_min = {a.fit['E_min']:,.0f} "
                       f"examples, largest misfit {a.fit['max_ratio']:.2f}x")
+    if a.gns and a.fit:
+        console.print(f"gradient noise scale near the target: B_simple = {a.gns['b_simple']:,.0f} (best-lr trials, "
+                      f"{a.gns['trials']} of them) next to B_crit = {a.fit['B_crit']:,.0f}: B_simple / B_crit = "
+                      f"{a.gns['b_simple'] / a.fit['B_crit']:.2f} (McCandlish et al.: about 1 to 10)")
     if a.equal:
         eq = Table(title=f"equal budget: {a.config['equal_epochs']:g} epochs at every B (median over seeds)")
         for name in ("B", "tuned lr", "val error", "test error", "fixed lr", "val error ", "test error "):

@@ -273,11 +273,18 @@ def run_trial(config, spec):
     dataset = load_data(config)
     model = build_model(dataset, config["hidden"], activation=config["activation"], loss=config["loss"],
                         dtype=config["dtype"], seed=spec["seed"])
+    hooks = ()
+    if spec["phase"] == "tune":
+        # gradient noise scale at each evaluation (gns_* columns): 2 x 256 examples, about 4% of a trial's time,
+        # its own random stream, so the trajectory is the one without it (minigrad.noise)
+        from minigrad.noise import GNSHook
+
+        hooks = (GNSHook(batch_size=256, batches=2, seed=spec["seed"]),)
     trace = train(model, dataset, spec["batch_size"], spec["lr"], config["optimizer"],
                   budget=Budget(epochs=spec["epochs"], steps=spec["steps"]), target=spec["target"],
                   stop_at_target=spec["stop_at_target"],
                   sampler=config["sampler"], seed=spec["seed"], eval_growth=config["eval_growth"],
-                  optimizer_options=optimizer_options(config["optimizer"], config["momentum"]))
+                  optimizer_options=optimizer_options(config["optimizer"], config["momentum"]), eval_hooks=hooks)
     attrs = dict(trace.attrs, phase=spec["phase"], lr=spec["lr"], budget_epochs=spec["epochs"],
                  budget_steps=spec["steps"])
     return dict(run_id=spec["run_id"], attrs=attrs, columns=trace.columns)

@@ -8,12 +8,14 @@ import pytest
 
 from minigrad import kernels as K
 from minigrad import kernels_loops as KL
+from minigrad import kernels_small as KS
 from tests import reference as ref
 
 LINEAR_PATHS = {
     "blas": (K.linear_forward, K.linear_backward),
     "loops": (KL.linear_forward, KL.linear_backward),
     "loops-parallel": (KL.linear_forward_parallel, KL.linear_backward_parallel),
+    "small": (KS.linear_forward, KS.linear_backward),
 }
 SHAPES = [(1, 1, 1), (1, 7, 5), (3, 5, 4), (13, 67, 129), (65, 130, 3)]  # (B, C, OC): B = 1, odd, past a tile
 
@@ -71,7 +73,7 @@ def test_linear_backward_matches_reference_on_awkward_shapes(path, B, C, OC):
 def test_linear_backward_skips_input_gradient_when_not_needed():
     r = rng()
     inp, weight, dout = r.standard_normal((3, 4)), r.standard_normal((2, 4)), r.standard_normal((3, 2))
-    for backward in (K.linear_backward, KL.linear_backward):
+    for backward in (K.linear_backward, KL.linear_backward, KS.linear_backward):
         dinp = np.full_like(inp, 7.0)
         backward(dinp, np.empty_like(weight), np.empty(2), dout, inp, weight, False)
         assert (dinp == 7.0).all()
@@ -199,3 +201,21 @@ def test_random_upstream_gradient_catches_a_transposed_weight_gradient():
 
     wrong = (dout.T @ inp).T
     assert ref.rel_error(wrong, ref.numerical_grad(loss, weight)) > 1e-2
+
+
+@pytest.mark.parametrize("name", K.ACTIVATIONS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_activation_backward_in_place_matches_out_of_place(name, dtype):
+    # the model calls the backward kernels with dinp IS dout, which takes their separate in-place loop
+    r = rng()
+    inp = (r.standard_normal((7, 33)) * 2).astype(dtype)
+    inp[0, :3] = 0.0  # relu's kink: the derivative is 0 there, in place as well
+    dout = r.standard_normal(inp.shape).astype(dtype)
+    out = np.empty_like(inp)
+    kind = K.ACTIVATIONS[name]
+    K.activation_forward(kind, out, inp)
+    separate = np.empty_like(inp)
+    K.activation_backward(kind, separate, dout, inp, out)
+    in_place = dout.copy()
+    K.activation_backward(kind, in_place, in_place, inp, out)
+    np.testing.assert_array_equal(in_place, separate)

@@ -1,0 +1,127 @@
+"""minigrad.throughput: consistent rows, JSON round trip, one-line errors, and the `bench throughput` command.
+
+Tiny models and few batch sizes: these check the bookkeeping, never a speed (benchmarks live in bench/).
+"""
+import io
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from minigrad import MLP, throughput
+from minigrad.cli import main
+
+SIZES, BATCH_SIZES = [8, 8, 2], [1, 4]
+
+
+@pytest.fixture(scope="module")
+def result():
+    # one thread: the serial paths are cached on disk, so the test does not wait for a parallel compile
+    return throughput.measure(SIZES, BATCH_SIZES, backends="all", threads=[1], repeats=3, ceiling_n=64)
+
+
+def test_one_row_per_backend_and_batch_size(result):
+    rows = result["rows"]
+    assert [(r["backend"], r["batch_size"]) for r in rows] == [
+        (b, B) for b in throughput.BACKEND_NAMES for B in BATCH_SIZES]
+    assert all(r["threads"] == 1 and r["dtype"] == "float32" and r["repeats"] == 3 for r in rows)
+
+
+def test_rows_are_consistent(result):
+    model = MLP(SIZES)
+    assert result["ceiling_gflops"] > 0 and result["ceilings"] == {1: result["ceiling_gflops"]}
+    for r in result["rows"]:
+        B, t = r["batch_size"], r["step_time_s"]
+        assert t > 0 and r["iqr_s"] >= 0 and r["first_call_s"] > 0
+        assert r["samples_per_s"] == pytest.approx(B / t)
+        assert r["gflops"] == pytest.approx(model.flops_per_step(B) / t / 1e9)
+        assert r["ceiling_gflops"] == result["ceiling_gflops"]
+        assert r["pct_of_ceiling"] == pytest.approx(100 * r["gflops"] / r["ceiling_gflops"])
+        assert all(isinstance(v, (int, float, str)) for v in r.values())  # flat: the HDF5 store takes it as is
+    assert set(result["compile_s"]) == {f"{b}/1" for b in throughput.BACKEND_NAMES}
+
+
+def test_environment_names_blas_and_numba(result):
+    env = result["env"]
+    assert env["numba_num_threads"] >= 1 and env["numpy"] == np.__version__
+    assert any(b["user_api"] == "blas" for b in env["blas"])
+
+
+def test_json_round_trip(result, tmp_path):
+    path = tmp_path / "speed.json"
+    throughput.write_json(result, path)
+    back = json.loads(path.read_text())
+    assert back["rows"] == result["rows"]
+    assert back["ceiling_gflops"] == result["ceiling_gflops"]
+    assert back["config"]["sizes"] == SIZES
+    assert [p.name for p in tmp_path.iterdir()] == ["speed.json"]  # no temporary file left behind
+
+
+def test_print_result_plain_text(result):
+    out = io.StringIO()
+    throughput.print_result(result, file=out)
+    text = out.getvalue()
+    assert "median step" in text and "% ceiling" in text and "GEMM ceiling" in text
+    for backend in throughput.BACKEND_NAMES:
+        assert f"[{backend}, 1 thread(s), float32]" in text
+
+
+def test_adaptive_repeats_take_at_least_the_minimum():
+    samples = throughput.time_calls(lambda: None, min_time=0.0, min_repeats=5)
+    assert len(samples) == 5
+    assert len(throughput.time_calls(lambda: None, repeats=2)) == 2
+    median, iqr = throughput.median_iqr([1.0, 2.0, 3.0, 4.0, 5.0])
+    assert median == 3.0 and iqr == 2.0
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(sizes=[8, 2], batch_sizes=[0, 4]), "batch sizes must be >= 1"),
+    (dict(sizes=[8, 2], batch_sizes=[]), "no batch sizes"),
+    (dict(sizes=[], batch_sizes=[1]), "at least 2 positive"),
+    (dict(sizes=[8, 0, 2], batch_sizes=[1]), "at least 2 positive"),
+    (dict(sizes=[8, 2], batch_sizes=[1], backends="gpu"), "unknown backend 'gpu'"),
+    (dict(sizes=[8, 2], batch_sizes=[1], threads=[0]), "threads must lie between 1 and"),
+    (dict(sizes=[8, 2], batch_sizes=[1], threads=[10_000]), "threads must lie between 1 and"),
+    (dict(sizes=[8, 2], batch_sizes=[1], dtype="int8"), "float32 or float64"),
+    (dict(sizes=[8, 2], batch_sizes=[1], optimizer="lbfgs"), "unknown optimizer"),
+    (dict(sizes=[8, 2], batch_sizes=[1], repeats=0), "repeats must be >= 1"),
+])
+def test_bad_input_is_a_one_line_value_error(kwargs, match):
+    with pytest.raises(ValueError, match=match) as info:
+        throughput.measure(**kwargs)
+    assert "\n" not in str(info.value)
+
+
+def test_cli_writes_json(tmp_path):
+    path = tmp_path / "x.json"
+    runner = CliRunner()
+    result = runner.invoke(main, ["bench", "throughput", "--sizes", "8,8,2", "--batch-sizes", "1,4", "--threads",
+                                  "1", "--repeats", "3", "--json", str(path)])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(path.read_text())["rows"]
+    assert [r["batch_size"] for r in rows] == [1, 4]
+    assert all(math.isfinite(r["samples_per_s"]) for r in rows)
+    assert "median step" in result.output and f"wrote {path}" in result.output
+
+
+@pytest.mark.parametrize("args,match", [
+    (["--batch-sizes", "0,4"], "batch sizes must be >= 1"),
+    (["--batch-sizes", "a,b"], "comma-separated"),
+    (["--threads", "0"], "threads must lie between"),
+    (["--backend", "gpu"], "gpu"),
+])
+def test_cli_bad_value_exits_2_with_one_line(tmp_path, args, match):
+    path = tmp_path / "x.json"
+    proc = subprocess.run([sys.executable, "-m", "minigrad.cli", "bench", "throughput", "--sizes", "8,8,2",
+                           *args, "--json", str(path)], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2, proc.stderr
+    assert match in proc.stderr and "Traceback" not in proc.stderr
+    assert len(lines) == 1 or lines[-1].startswith("Error")  # click's usage errors add a usage line
+    assert not path.exists()
