@@ -6,7 +6,8 @@ rerun on the same file recomputes the same ids and runs only the missing ones:
   reference  a few learning rates at the reference batch size with a long budget and no target: its best validation
              error sets the target (unless --target is given), its best learning rate centres the grids, and the
              steps S_ref and examples E_ref it took to first reach the target size the tuning budgets;
-  tune       for each batch size B, learning rates log-spaced around the reference rate scaled by sqrt(B/B_ref),
+  tune       for each batch size B, learning rates log-spaced around the reference rate scaled by B/B_ref below B_ref and
+             sqrt(B/B_ref) above,
              several seeds each, stopping at the target, with a budget of budget_factor * max(S_ref, E_ref/B) steps
              (S(B) can be no larger than S_ref above B_ref, nor E(B) much larger than E_ref below it); a grid whose
              best rate lies on its edge is widened on that side (up to `max_widen` times);
@@ -51,9 +52,9 @@ DEFAULT_CONFIG = {
 QUICK_OVERRIDES = {
     "batch_sizes": [1, 4, 16, 64, 256, 1024],
     "seeds": 2,
-    "reference_lrs": [0.03, 0.1, 0.3, 1.0],
-    "reference_epochs": 15.0,
-    "lr_points": 4,
+    "reference_lrs": [0.03, 0.1, 0.3],
+    "reference_epochs": 10.0,
+    "lr_points": 3,
     "max_widen": 2,
     "budget_factor": 2.5,
     "equal_epochs": 3.0,
@@ -168,9 +169,11 @@ def tune_budget(config, reference, batch_size):
 
 
 def centre_lr(config, reference_lr, batch_size):
-    """Where a batch size's grid is centred: the reference rate scaled by sqrt(B/B_ref) (Hoffer et al.); the grid
-    is wide and is widened where needed, so the scaling rule is only a starting guess, not an assumption."""
-    return reference_lr * math.sqrt(batch_size / config["reference_batch_size"])
+    """Where a batch size's grid is centred: the reference rate scaled linearly below B_ref (Goyal et al.; the
+    optimal rate grows about in proportion to B at small B) and by sqrt(B/B_ref) above it (Hoffer et al.; it
+    saturates at large B). The grid is wide and is widened where needed, so the rule is only a starting guess."""
+    ratio = batch_size / config["reference_batch_size"]
+    return reference_lr * (ratio if ratio < 1 else math.sqrt(ratio))
 
 
 def grid_for(config, reference_lr, batch_size):

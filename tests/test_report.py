@@ -116,3 +116,10 @@ def test_reference_cost_reads_when_the_best_rate_first_met_the_target():
     assert S.tune_budget(config, (15.0, 480.0), 1024) == math.ceil(config["budget_factor"] * 15)
     with pytest.raises(ValueError, match="did not reach"):
         S.reference_cost(config, results, 0.05)
+
+
+def test_grids_centre_linearly_below_the_reference_batch_and_by_sqrt_above():
+    config = S.make_config()
+    assert S.centre_lr(config, 0.1, 8) == pytest.approx(0.025)
+    assert S.centre_lr(config, 0.1, 128) == pytest.approx(0.2)
+    assert S.centre_lr(config, 0.1, 32) == pytest.approx(0.1)
