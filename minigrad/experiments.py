@@ -202,6 +202,8 @@ def run(name, config, out, *, overwrite=False, workers=None, echo=print):
     with store.Store.create(out, config, kind=f"experiment/{name}", overwrite=overwrite) as writer:
         if writer.resumed:
             echo(f"resuming {out}: {len(writer.completed_run_ids())} runs already stored")
+        if name == "gns":
+            return runner(config, Path(out), writer, workers, echo, overwrite=overwrite)
         return runner(config, Path(out), writer, workers, echo)
 
 
@@ -409,8 +411,9 @@ def _keskar(config, out, writer, workers, echo):
         f"({lb[eps0] / sb[eps0]:.1f}x); exact vs finite-difference HVP agree to "
         f"{max(sb['hvp_check'], lb['hvp_check']):.1e}.",
         f"re-tuned: lr {tuned['lr']:g} ({tuned['lr_factor']:g}x) at B={large} gives test error "
-        f"{tuned['test_error']:.4f}: {100 * closed:.0f}% of the gap closes "
-        f"(lambda_max {tuned['lambda_max']:.3g}, eps-sharpness {tuned[eps0]:.3g}).",
+        f"{tuned['test_error']:.4f}: "
+        + (f"{100 * closed:.0f}% of the gap closes " if math.isfinite(closed) else "there was no gap to close ")
+        + f"(lambda_max {tuned['lambda_max']:.3g}, eps-sharpness {tuned[eps0]:.3g}).",
     ]
     if sb_matched["n"]:
         verdict.append(
@@ -574,8 +577,9 @@ def study_config(quick):
     return S.make_config(quick=True, **(MINI_STUDY if quick else {}))
 
 
-def ensure_study(config, out, echo):
-    """The study file to compare against: config['study'], or one run now beside `out`."""
+def ensure_study(config, out, echo, overwrite=False):
+    """The study file to compare against: config['study'], or one run now beside `out` (resumed if it is there;
+    replaced with `overwrite`, which also covers a file left by an older study configuration)."""
     if config["study"]:
         path = Path(config["study"])
         if not path.exists():
@@ -586,14 +590,14 @@ def ensure_study(config, out, echo):
     path = Path(out).with_name(Path(out).stem + "-study.h5")
     echo(f"no --study given: running {'a small' if config['study_quick'] else 'the --quick'} batch-size study into "
          f"{path} (resumes if present)")
-    run_study(study_config(config["study_quick"]), path, echo=echo, measure_throughput=False)
+    run_study(study_config(config["study_quick"]), path, echo=echo, measure_throughput=False, overwrite=overwrite)
     return path
 
 
-def _gns(config, out, writer, workers, echo):
+def _gns(config, out, writer, workers, echo, overwrite=False):
     from minigrad import report, store
 
-    study_path = ensure_study(config, out, echo)
+    study_path = ensure_study(config, out, echo, overwrite)
     study_file = store.open(study_path)
     analysis = report.analyse(study_file)
     sconf = study_file.config

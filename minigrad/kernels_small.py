@@ -4,15 +4,16 @@ Why a second set of GEMM kernels. At batch size B <= 16 or so a linear layer is 
 each weight is used B times, so the time goes into streaming the weights, not into arithmetic. OpenBLAS's sgemm
 still packs its panels for a large product (at B = 8 the first layer of a 784-256-256-10 net costs ~50 us in sgemm,
 against ~8 us streaming the weights once). The kernels here stream each weight row ONCE and reuse it, from
-registers, for every example in the batch (forward), or reuse every example row for 4 weight rows at a time
-(backward). The model's "blas" backend dispatches to them below a batch size measured on the target machine
-(model.SMALL_BATCH_MAX).
+registers, for 4 examples at a time (forward), or add 4 examples' outer products into 2 weight rows per pass
+(backward). The model's "blas" backend dispatches to them up to a batch size measured on a 2-core Zen 5
+(model.SMALL_BATCH_MAX, model.fused_sgd_max).
 
 Why fuse SGD. A plain train step writes dweight (as big as the weights) and then the optimizer reads it back:
 three passes over ~1 MB of parameters at B = 1, which then no longer fit a core's L2. The fused step applies
 W <- W - lr (dout^T inp + wd W) row by row as the weight gradient is formed, so dweight never exists, and the only
 parameter traffic is one read (forward) and one read-modify-write (backward). It is valid for plain SGD only (an
-optimizer with state needs the gradient itself) and it leaves model.grads untouched.
+optimizer with state needs the gradient itself). It keeps what the gradient is made of (the batch, activations and
+output gradients), so the model can still give the gradient when asked (MLP.grads, computed on first read).
 
 Why split layers across cores. With T workers, worker w owns a contiguous block of ROWS (output features) of every
 layer and is the only one that ever reads or writes them: it computes those outputs in the forward pass and updates
