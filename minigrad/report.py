@@ -102,7 +102,8 @@ def analyse(study_file):
         t = tp.get("step_time_s", math.nan)
         statuses = [r["status"] for r in results if r["phase"] == "tune" and r["batch_size"] == B and r["lr"] == lr]
         trials = [r for r in results if r["phase"] == "tune" and r["batch_size"] == B]
-        rows.append(dict(batch_size=B, step_time_s=t, samples_per_s=tp.get("samples_per_s", math.nan),
+        rows.append(dict(batch_size=B, step_time_s=t, threads=tp.get("threads"),
+                         samples_per_s=tp.get("samples_per_s", math.nan),
                          gflops=tp.get("gflops", math.nan), best_lr=lr, steps=steps, examples=steps * B,
                          time_s=steps * t, status=_status_word(statuses),
                          n_trials=len(trials), n_diverged=sum(r["status"] == "DIVERGED" for r in trials)))
@@ -232,12 +233,12 @@ def print_report(a: Analysis, console=None):
     console = console or Console(width=None if sys.stdout.isatty() else 150)
     console.print(f"target: validation error <= {a.target:g} ({a.target_reason})")
     table = Table(title="batch size: compute speed x convergence speed")
-    for name in ("B", "step time", "samples/s", "best lr", "steps to target", "examples to target",
+    for name in ("B", "step time", "threads", "samples/s", "best lr", "steps to target", "examples to target",
                  "time to target", "status"):
         table.add_column(name, justify="right")
     best = a.recommended["batch_size"] if a.recommended else None
     for r in a.rows:
-        table.add_row(str(r["batch_size"]), fmt_time(r["step_time_s"]), fmt_count(r["samples_per_s"]),
+        table.add_row(str(r["batch_size"]), fmt_time(r["step_time_s"]), _g(r["threads"]), fmt_count(r["samples_per_s"]),
                       "-" if r["best_lr"] is None else f"{r['best_lr']:g}", fmt_count(r["steps"]),
                       fmt_count(r["examples"]), fmt_time(r["time_s"]), r["status"],
                       style="bold green" if r["batch_size"] == best else None)
