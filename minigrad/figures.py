@@ -51,7 +51,7 @@ def study_figures(analysis, study_file, out_dir, stem="study"):
     fig, ax = plt.subplots(figsize=(6, 4.2))
     tp = [r for r in a.rows if math.isfinite(r["samples_per_s"])]
     ax.loglog([r["batch_size"] for r in tp], [r["samples_per_s"] for r in tp], "o-")
-    ax.set(xlabel="batch size B", ylabel="samples / s (one train step, all cores)", title="Compute speed")
+    ax.set(xlabel="batch size B", ylabel="samples / s (one train step, faster of 1 thread and all cores)", title="Compute speed")
     paths.append(_save(fig, out_dir / f"{stem}_throughput.png"))
 
     # 3. time to target, recommended B marked
