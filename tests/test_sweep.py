@@ -94,7 +94,7 @@ def test_shards_divide_the_initial_grid_evenly_and_all_run_the_reference(tmp_pat
     grid = sweep.initial_grid(config, results)
     # planned from the reference phase alone: the tuning results (a shard holds only its own) change nothing
     assert grid == sweep.initial_grid(config, reference) == sweep.plan(config, reference)[1][1]
-    assert [t["run_id"] for t in grid] == ["tune-B00004-lr0.025-s0", "tune-B00004-lr0.05-s0",
+    assert [t["run_id"] for t in grid] == ["tune-B00004-lr0.008839-s0", "tune-B00004-lr0.01768-s0",
                                            "tune-B00032-lr0.07071-s0", "tune-B00032-lr0.1414-s0"]
     for n in (2, 3, 4, 5):
         slices = [sweep.shard_slice(grid, (i, n)) for i in range(n)]
@@ -116,7 +116,9 @@ def test_local_study_stores_every_planned_trial_once(tmp_path_factory):
     assert set(s.runs) == planned_ids(small_config(), path)
     assert len(s.runs) == 12 and s.unmerged == set()
     assert {r.attrs["phase"] for r in s.runs.values()} == {"reference", "tune", "equal"}
-    assert any(r.attrs["lr"] == 0.0125 for r in s.runs.values())  # a widened grid, so widening is exercised
+    tuned = {(int(r.attrs["batch_size"]), r.attrs["lr"]) for r in s.runs.values() if r.attrs["phase"] == "tune"}
+    initial = {(t["batch_size"], t["lr"]) for t in sweep.initial_grid(small_config(), list(sweep.stored_results(path)[0]))}
+    assert tuned - initial  # a widened grid, so widening is exercised
     assert not (path.parent / (path.name + ".pending")).exists()
     assert sweep.study_complete(small_config(), path)
 
