@@ -28,8 +28,9 @@ def progress_bar(description, total, stream=None):
         if decile > state["printed"]:  # a line per tenth of the work, so logs stay short
             state["printed"] = decile
             elapsed = time.monotonic() - started
-            left = elapsed * (total - state["done"]) / state["done"] if state["done"] else float("nan")
             done = f"{state['done']:g}/{total:g}" if total > 1 else f"{100 * state['done'] / total:.0f}%"
-            print(f"{description}: {done} done, {elapsed:.0f} s elapsed, ~{left:.0f} s left", file=stream, flush=True)
+            left = (f", ~{elapsed * (total - state['done']) / state['done']:.0f} s left" if state["done"] > 0.01 * total
+                    else "")  # an estimate from the first 1% is mostly start-up cost
+            print(f"{description}: {done} done, {elapsed:.0f} s elapsed{left}", file=stream, flush=True)
 
     yield advance
