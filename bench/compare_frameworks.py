@@ -264,6 +264,8 @@ def main(argv=None):
 
 
 def _cpu_model():
+    # the driver may run under an interpreter without minigrad (see --minigrad-python), so this does not import
+    # minigrad.throughput's copy
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:
