@@ -91,6 +91,16 @@ def _validate(sizes, batch_sizes, dtype, activation, optimizer, repeats):
     return sizes, list(dict.fromkeys(batch_sizes)), dtype
 
 
+def make_batches(sizes, batch_sizes, dtype, seed=0):
+    """{B: (X (B, sizes[0]) standard-normal of `dtype`, y (B,) int64 uniform labels)}, drawn in the order of
+    batch_sizes from one generator: every path timed in a run (and the frameworks of --compare) gets these."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return {B: (rng.standard_normal((B, sizes[0])).astype(dtype), rng.integers(0, sizes[-1], B))
+            for B in batch_sizes}
+
+
 # ------------------------------------------------------------------------------------------------------ timing
 def time_calls(step, repeats=None, min_time=0.3, min_repeats=5, max_repeats=100_000):
     """Seconds per call of step(), one sample per call: exactly `repeats` calls, or (adaptive) at least
@@ -172,9 +182,7 @@ def measure(sizes, batch_sizes, backends="blas", threads=None, dtype="float32", 
 
     if progress is None:
         progress = sys.stderr.isatty()
-    rng = np.random.default_rng(seed)
-    batches = {B: (rng.standard_normal((B, sizes[0])).astype(dtype), rng.integers(0, sizes[-1], B))
-               for B in batch_sizes}
+    batches = make_batches(sizes, batch_sizes, dtype, seed)
 
     rows, ceilings, compile_s = [], {}, {}
     saved_threads = numba.get_num_threads()
