@@ -15,6 +15,11 @@ register-blocked kernels instead of BLAS, and a plain-SGD train step up to fused
 kernels_small's fused step: the update is applied as the weight gradient is formed, every layer's rows are split
 across the Numba threads, and `grads` is filled only when someone reads it (see MLP.grads). The thresholds were
 measured on a 2-core Zen 5 (784-256-256-10, float32); `minigrad bench throughput` shows where they sit elsewhere.
+
+The "per-example" backend is the no-vectorisation baseline: a step runs B forward/backward passes of one example
+each (the kernels the blas backend uses at B = 1) and accumulates their gradients, as a loop over examples with
+gradient accumulation would. Same gradients, same updates; `minigrad bench throughput --backend all` sets its cost
+against the batched paths.
 """
 import math
 
@@ -31,6 +36,9 @@ BACKENDS = {
     "blas": (K.linear_forward, K.linear_backward),
     "loops": (KL.linear_forward, KL.linear_backward),
     "loops-parallel": (KL.linear_forward_parallel, KL.linear_backward_parallel),
+    # B single-example passes with the gradient accumulated (see forward_backward_per_example); batched forward
+    # passes (evaluate, logits) go through BLAS
+    "per-example": (K.linear_forward, K.linear_backward),
 }
 SMALL = (KS.linear_forward, KS.linear_backward)
 DTYPES = (np.float32, np.float64)
@@ -114,6 +122,49 @@ def train_step(linear_forward, linear_backward, act, loss, weights, biases, dwei
     return value
 
 
+@njit
+def forward_backward_per_example(act, loss, weights, biases, dweights, dbiases, example_grads, zs, acts, dzs, x1, y1,
+                                 X, y, sqnorms, grads):
+    # X (B,C), y (B,) -> mean loss; grads (flat) = the mean of the B examples' gradients, each from a forward and
+    # backward pass of that example alone: the "no vectorisation" baseline of the per-example backend. The passes run
+    # on the B = 1 workspace (zs, acts, dzs; the example is copied into x1 (1,C), y1 (1,)) with the kernels the blas
+    # backend uses at B = 1; dweights/dbiases are views of example_grads (flat), which is added into grads.
+    # sqnorms (B,) or (0,): if not empty, receives |gradient of example b|^2 / B^2 (the scale of forward_backward's).
+    # (explicit loops: Numba's in-place array operators go through its generic ufunc loop, 4x slower here)
+    B, C = X.shape
+    P = grads.shape[0]
+    scale = grads.dtype.type(1.0 / B)
+    for i in range(P):
+        grads[i] = 0.0
+    total = 0.0
+    for b in range(B):
+        for c in range(C):
+            x1[0, c] = X[b, c]
+        y1[0] = y[b]
+        total += forward_backward(KS.linear_forward, KS.linear_backward, act, loss, weights, biases, dweights,
+                                  dbiases, zs, acts, dzs, x1, y1, sqnorms[:0])
+        norm2 = 0.0
+        for i in range(P):
+            grads[i] += scale * example_grads[i]
+        if sqnorms.shape[0] > 0:
+            for i in range(P):
+                norm2 += example_grads[i] * example_grads[i]
+            sqnorms[b] = norm2 / (B * B)
+    return total / B
+
+
+@njit
+def train_step_per_example(act, loss, weights, biases, dweights, dbiases, example_grads, zs, acts, dzs, x1, y1, X,
+                           y, sqnorms, opt_kind, params, grads, opt_state, hyper):
+    # train_step of the per-example backend: B single-example passes, then one update with their mean gradient
+    value = forward_backward_per_example(act, loss, weights, biases, dweights, dbiases, example_grads, zs, acts, dzs,
+                                         x1, y1, X, y, sqnorms, grads)
+    if math.isfinite(value):
+        hyper[STEP] += 1
+        optimizer_update(opt_kind, params, grads, opt_state, hyper)
+    return value
+
+
 class DivergenceError(FloatingPointError):
     """The loss became NaN or infinite."""
 
@@ -149,7 +200,7 @@ class MLP:
 
     sizes: [inputs, hidden..., outputs]; activation: "relu", "tanh" or "gelu"; loss: "cross_entropy" (mean over the
     batch) or "mse" (against one-hot targets, mean over all entries); dtype float32 or float64; backend "blas",
-    "loops" or "loops-parallel"; seed fixes the initialisation (He for relu/gelu, Glorot for tanh).
+    "loops", "loops-parallel" or "per-example"; seed fixes the initialisation (He for relu/gelu, Glorot for tanh).
     """
 
     def __init__(self, sizes, activation="relu", loss="cross_entropy", dtype=np.float32, backend="blas", seed=0):
@@ -175,6 +226,9 @@ class MLP:
         self._grads = np.zeros(self.n_params, self.dtype)
         self.weights, self.biases, self._dweights, self._dbiases = self._views(self.params) + self._views(self._grads)
         self._workspaces = {}
+        if backend == "per-example":  # one example's gradient, added into grads after each single-example pass
+            self._example_grads = np.zeros(self.n_params, self.dtype)
+            self._example_dweights, self._example_dbiases = self._views(self._example_grads)
         self._pending = None  # (workspace, fused buffers) of a fused SGD step whose gradient is not yet in _grads
         self.init_params(seed)
 
@@ -268,15 +322,19 @@ class MLP:
 
     def _linear_for(self, B):
         # the backend's linear kernels for batch size B: the small-batch kernels stand in for BLAS below the threshold
-        return SMALL if self.backend == "blas" and B <= SMALL_BATCH_MAX else self._linear
+        return SMALL if self.backend in ("blas", "per-example") and B <= SMALL_BATCH_MAX else self._linear
 
     def _loss_and_grad(self, X, y, sqnorms=None):
         B = X.shape[0]
         ws = self.workspace(B)
         self._pending = None
         out = ws.no_sqnorms if sqnorms is None else ws.sqnorms
-        value = forward_backward(*self._linear_for(B), self._act, self._loss, self.weights, self.biases,
-                                 self._dweights, self._dbiases, ws.zs, ws.acts, ws.dzs, X, y, out)
+        if self.backend == "per-example":
+            value = forward_backward_per_example(self._act, self._loss, self.weights, self.biases,
+                                                 *self._per_example_buffers(), X, y, out, self._grads)
+        else:
+            value = forward_backward(*self._linear_for(B), self._act, self._loss, self.weights, self.biases,
+                                     self._dweights, self._dbiases, ws.zs, ws.acts, ws.dzs, X, y, out)
         if sqnorms is not None:
             # the kernels saw the gradient of the mean, (1/B) sum_b loss_b: scale back to each loss_b
             np.multiply(ws.sqnorms, B * B, out=sqnorms)
@@ -296,6 +354,11 @@ class MLP:
         T = fused_workers() if self.backend == "blas" and optimizer.kind == OPTIMIZERS["sgd"] else 0
         if T and B <= fused_sgd_max(T):
             value = self._fused_sgd_step(ws, X, y, optimizer, T)
+        elif self.backend == "per-example":
+            dweights, dbiases, example_grads, zs, acts, dzs, x1, y1 = self._per_example_buffers()
+            value = train_step_per_example(self._act, self._loss, self.weights, self.biases, dweights, dbiases,
+                                           example_grads, zs, acts, dzs, x1, y1, X, y, ws.no_sqnorms, optimizer.kind,
+                                           self.params, self._grads, optimizer.state, optimizer.hyper)
         else:
             self._pending = None
             value = train_step(*self._linear_for(B), self._act, self._loss, self.weights, self.biases,
@@ -304,6 +367,13 @@ class MLP:
         if not math.isfinite(value):
             raise DivergenceError(f"loss is {value} at step {optimizer.steps + 1} (lr={optimizer.lr:g}): training diverged")
         return value
+
+    def _per_example_buffers(self):
+        # what forward_backward_per_example takes after the weights: the per-example gradient (views, flat), the
+        # B = 1 workspace and its input buffers
+        ws1 = self.workspace(1)
+        return (self._example_dweights, self._example_dbiases, self._example_grads, ws1.zs, ws1.acts, ws1.dzs,
+                ws1.X, ws1.y)
 
     def _fused_sgd_step(self, ws, X, y, optimizer, T):
         # kernels_small's fused step: forward, backward and the SGD update in one pass, rows split across T workers

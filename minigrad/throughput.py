@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 
-BACKEND_NAMES = ("blas", "loops", "loops-parallel")
+BACKEND_NAMES = ("blas", "loops", "loops-parallel", "per-example")
 LR = 1e-4  # small enough that no optimizer diverges on random data in the few thousand steps a measurement takes
 
 

@@ -129,6 +129,26 @@ def test_per_example_gradient_norms_match_single_example_gradients():
     np.testing.assert_allclose(sqnorms, brute, rtol=1e-10)
 
 
+def test_per_example_backend_gives_the_same_norms_and_steps_as_blas():
+    # the per-example backend forms each example's gradient on its own; norms and updates must equal the batched ones
+    sizes = [5, 6, 4, 3]
+    X, y = batch(sizes, 9)
+    batched, single = MLP(sizes, dtype=np.float64, seed=0), MLP(sizes, dtype=np.float64, seed=0, backend="per-example")
+    norms_batched, norms_single = np.empty(9), np.empty(9)
+    batched.loss_and_grad(X, y, sqnorms=norms_batched)
+    single.loss_and_grad(X, y, sqnorms=norms_single)
+    np.testing.assert_allclose(norms_single, norms_batched, rtol=1e-10)
+    for optimizer in ("sgd", "adam"):
+        opt_b, opt_s = make_optimizer(optimizer, 0.05), make_optimizer(optimizer, 0.05)
+        for _ in range(3):
+            assert single.train_step(X, y, opt_s) == pytest.approx(batched.train_step(X, y, opt_b), rel=1e-10)
+        np.testing.assert_allclose(single.params, batched.params, rtol=1e-9, atol=1e-12)
+    # negative control: a step on a different batch moves the parameters elsewhere
+    single.train_step(X[::-1].copy(), y, opt_s)
+    batched.train_step(X, y, opt_b)
+    assert not np.allclose(single.params, batched.params, rtol=1e-6)
+
+
 def test_predict_and_evaluate():
     sizes = [3, 5, 4]
     X, y = batch(sizes, 2500)
