@@ -18,10 +18,11 @@ def pytest_addoption(parser):
 @pytest.fixture(scope="session")
 def threads(request):
     import numba
-    from threadpoolctl import threadpool_limits
+
+    from minigrad.throughput import limit_threads
 
     n = request.config.getoption("--threads") or min(len(os.sched_getaffinity(0)), numba.config.NUMBA_NUM_THREADS)
-    limits = threadpool_limits(limits=n)
+    limits = limit_threads(n)
     numba.set_num_threads(n)
     yield n
     limits.restore_original_limits()

@@ -189,34 +189,61 @@ def report_command(path):
     show_report(path)
 
 
+def str_list(ctx, param, value):
+    """'a,b' -> ['a', 'b'] (click callback)."""
+    if value is None or isinstance(value, list):
+        return value
+    return [v.strip() for v in str(value).split(",") if v.strip()]
+
+
 @bench.command("throughput")
 @click.option("--sizes", default="784,256,256,10", show_default=True, callback=int_list,
               help="Layer widths, inputs first.")
 @click.option("--batch-sizes", default="1,2,4,8,16,32,64,128,256,512,1024,2048,4096", show_default=True,
               callback=int_list, help="Batch sizes to time.")
-@click.option("--backend", type=click.Choice(["blas", "loops", "loops-parallel", "all"]), default="blas",
-              show_default=True, help="GEMM path; 'all' times every one side by side.")
+@click.option("--backend", type=click.Choice(["blas", "loops", "loops-parallel", "per-example", "all"]),
+              default="blas", show_default=True,
+              help="Path of the step; 'all' times every one side by side, in float32 and float64.")
 @click.option("--threads", default=None, callback=int_list,
               help="BLAS and Numba threads, e.g. 1,2 (default: all cores).")
-@click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True)
+@click.option("--dtype", "dtypes", default=None, callback=str_list,
+              help="float32, float64 or float32,float64 (default: float32; both with --backend all).")
 @click.option("--activation", type=click.Choice(["relu", "tanh", "gelu"]), default="relu", show_default=True)
 @click.option("--optimizer", type=click.Choice(["sgd", "momentum", "nesterov", "adam"]), default="sgd",
               show_default=True)
 @click.option("--repeats", default=None, type=int, help="Timed steps per batch size (default: adaptive).")
+@click.option("--breakdown", default=None, callback=int_list,
+              help="Batch size(s) at which to time every op of the step and place its GEMMs on the roofline.")
+@click.option("--compare", default=None,
+              help="Also time PyTorch (eager) and/or JAX (jit) on the same model and data: torch, jax or torch,jax.")
+@click.option("--compare-python", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Interpreter that has torch/jax installed (default: this one).")
+@click.option("--figures", "figures_dir", type=click.Path(file_okay=False), default=None,
+              help="Write the figures (samples/s and time per example against B, roofline) to this directory.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
-              help="Also write the rows as JSON: {\"rows\": [...]}.")
+              help="Also write everything measured as JSON: {\"rows\": [...], \"breakdowns\": [...], ...}.")
 @user_errors
-def bench_throughput(sizes, batch_sizes, backend, threads, dtype, activation, optimizer, repeats, json_path):
-    """Median time of one training step per batch size, samples/s, GFLOP/s and % of the GEMM ceiling."""
+def bench_throughput(sizes, batch_sizes, backend, threads, dtypes, activation, optimizer, repeats, breakdown, compare,
+                     compare_python, figures_dir, json_path):
+    """Median time of one training step per batch size and path, samples/s, GFLOP/s, % of the GEMM ceiling and
+    peak memory; with --breakdown, where the time of a step goes and the roofline."""
     from minigrad import throughput
 
+    if not dtypes:
+        dtypes = ["float32", "float64"] if backend == "all" else ["float32"]
     result = throughput.measure(sizes=sizes, batch_sizes=batch_sizes, backends=backend, threads=threads,
-                                dtype=dtype, activation=activation, optimizer=optimizer, repeats=repeats)
+                                dtypes=dtypes, activation=activation, optimizer=optimizer, repeats=repeats,
+                                breakdown=breakdown, compare=compare, compare_python=compare_python,
+                                echo=lambda msg: click.echo(msg, err=True))
     throughput.print_result(result)
     if json_path:
         throughput.write_json(result, json_path)
         click.echo(f"wrote {json_path}")
+    if figures_dir:
+        from minigrad.throughput_figures import throughput_figures
 
+        for path in throughput_figures(result, figures_dir):
+            click.echo(f"figure: {path}")
 
 
 # ----------------------------------------------------------------------------------------------- one training run

@@ -216,10 +216,11 @@ class _threads:
     def __enter__(self):
         if self.count:
             import numba
-            from threadpoolctl import threadpool_limits
+
+            from minigrad.throughput import limit_threads
 
             self._numba = numba.get_num_threads()
-            self._limits = threadpool_limits(self.count)
+            self._limits = limit_threads(self.count)
             numba.set_num_threads(min(self.count, numba.config.NUMBA_NUM_THREADS))
         return self
 

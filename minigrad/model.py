@@ -439,6 +439,34 @@ class MLP:
             total += 2 * B * c * o * (3 if l > 0 else 2)
         return total
 
+    def memory_count(self, B, optimizer="sgd"):
+        """Bytes that training at batch size B holds, by part, counted from the buffers this class allocates:
+        parameters, gradients (plus one example's for per-example), optimizer state, activations kept for the
+        backward pass (zs and hidden acts), and the rest of the workspace (dzs, the batch buffer, per-example norms,
+        the fused SGD step's per-worker partial sums, the B = 1 workspace of per-example), at the current Numba
+        thread count (the fused step's buffers grow with its workers)."""
+        from minigrad.optim import make_optimizer
+
+        item, P = self.dtype.itemsize, self.n_params
+        out_widths, hidden, inputs = sum(self.sizes[1:]), sum(self.sizes[1:-1]), self.sizes[0]
+
+        def workspace(b):  # _Workspace(b) minus its activations
+            return b * out_widths * item + b * item + b * inputs * item + b * 8
+
+        opt = make_optimizer(optimizer, 1.0)
+        parts = dict(parameters=P * item,
+                     gradients=P * item * (2 if self.backend == "per-example" else 1),
+                     optimizer_state=opt.state_rows * P * item,
+                     activations=B * (out_widths + hidden) * item,
+                     workspace=workspace(B))
+        if self.backend == "per-example" and B != 1:
+            parts["workspace"] += workspace(1) + (out_widths + hidden) * item
+        T = fused_workers() if self.backend == "blas" and optimizer == "sgd" else 0
+        if T and B <= fused_sgd_max(T):
+            parts["workspace"] += (T * B * sum(self.sizes[:-1]) + T * B * self.sizes[-1] + B * inputs) * item + 16 * 8 + 8
+        parts["total"] = sum(parts.values())
+        return parts
+
     def copy(self):
         """A new model with the same configuration and parameters."""
         twin = MLP(self.sizes, self.activation, self.loss, self.dtype, self.backend, self.seed)

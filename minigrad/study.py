@@ -252,10 +252,11 @@ _CACHE = {}
 def worker_setup(threads=1):
     """One BLAS thread and one Numba thread per worker process: the workers together fill the cores."""
     import numba
-    from threadpoolctl import threadpool_limits
+
+    from minigrad.throughput import limit_threads
 
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
-    _CACHE["limits"] = threadpool_limits(threads)
+    _CACHE["limits"] = limit_threads(threads)
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
 
 

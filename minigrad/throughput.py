@@ -41,6 +41,15 @@ def _backends(backends):
     return list(dict.fromkeys(backends))
 
 
+def limit_threads(T):
+    """threadpool_limits(T) (a context manager) over every BLAS the model may call. Numba loads scipy's OpenBLAS
+    lazily, at the first np.dot it compiles, and a limit set before that load does not reach it; so load it first."""
+    import scipy.linalg.cython_blas  # noqa: F401  (loads scipy's OpenBLAS)
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=T)
+
+
 def _max_threads():
     import numba
 
@@ -62,7 +71,7 @@ def _threads(threads):
     return list(dict.fromkeys(threads))
 
 
-def _validate(sizes, batch_sizes, dtype, activation, optimizer, repeats):
+def _validate(sizes, batch_sizes, dtypes, activation, optimizer, repeats):
     import numpy as np
 
     from minigrad import kernels as K
@@ -76,19 +85,26 @@ def _validate(sizes, batch_sizes, dtype, activation, optimizer, repeats):
         raise ValueError("no batch sizes given")
     if min(batch_sizes) < 1:
         raise ValueError(f"batch sizes must be >= 1, got {min(batch_sizes)}")
-    try:
-        dtype = np.dtype(dtype)
-    except TypeError:
-        raise ValueError(f"dtype must be float32 or float64, got {dtype!r}") from None
-    if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
-        raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+    if isinstance(dtypes, str) or not hasattr(dtypes, "__iter__"):
+        dtypes = [dtypes]
+    if not list(dtypes):
+        raise ValueError("no dtype given; choose float32, float64 or both")
+    checked = []
+    for dtype in dtypes:
+        try:
+            dtype = np.dtype(dtype)
+        except TypeError:
+            raise ValueError(f"dtype must be float32 or float64, got {dtype!r}") from None
+        if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+            raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+        checked.append(dtype)
     if activation not in K.ACTIVATIONS:
         raise ValueError(f"unknown activation {activation!r}; choose one of {', '.join(K.ACTIVATIONS)}")
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
     if repeats is not None and int(repeats) < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
-    return sizes, list(dict.fromkeys(batch_sizes)), dtype
+    return sizes, list(dict.fromkeys(batch_sizes)), list(dict.fromkeys(checked))
 
 
 def make_batches(sizes, batch_sizes, dtype, seed=0):
@@ -159,73 +175,151 @@ def _settle():
 
 
 # ----------------------------------------------------------------------------------------------------- measure
-def measure(sizes, batch_sizes, backends="blas", threads=None, dtype="float32", activation="relu",
+def measure(sizes, batch_sizes, backends="blas", threads=None, dtypes="float32", activation="relu",
             optimizer="sgd", repeats=None, *, min_time=0.3, min_repeats=5, ceiling_n=2048, seed=0,
-            progress=None):
-    """Time one training step of MLP(sizes) per (backend, threads, batch size); see the module docstring.
+            breakdown=(), compare=(), compare_python=None, progress=None, echo=None):
+    """Time one training step of MLP(sizes) per (threads, dtype, backend, batch size); see the module docstring.
 
-    backends: "blas", "loops", "loops-parallel", "all" or a list; threads: None (all cores), an int or a list.
-    Returns {"rows": [one dict per (backend, threads, dtype, batch size)], "ceiling_gflops": (for the largest
-    thread count), "ceilings": {threads: GFLOP/s}, "compile_s": {"backend/threads": seconds}, "config": {...},
-    "env": {...}}. progress: True, False or None (a bar on stderr when it is a terminal).
+    backends: "blas", "loops", "loops-parallel", "per-example", "all" or a list; threads: None (all cores), an int
+    or a list; dtypes: "float32", "float64" or a list. breakdown: batch sizes for which every op of the step is timed
+    (minigrad.breakdown) and its GEMMs placed on the roofline; compare: frameworks to time alongside ("torch",
+    "jax"; minigrad.frameworks, in subprocesses of compare_python), skipped with a message when missing.
+    Returns {"rows": [one flat dict per (backend, threads, dtype, batch size), with the step's peak memory, measured
+    and counted], "ceilings": {threads: GFLOP/s}, "bandwidths": {threads: GB/s}, "ceiling_gflops": (for the
+    largest thread count), "breakdowns": [...], "skipped": {framework: why}, "compile_s": {"backend/threads/dtype":
+    seconds}, "config": {...}, "env": {...}}. progress: True, False or None (a bar on stderr when it is a terminal).
     Raises ValueError (one line) for bad input."""
-    sizes, batch_sizes, dtype = _validate(sizes, batch_sizes, dtype, activation, optimizer, repeats)
+    sizes, batch_sizes, dtypes = _validate(sizes, batch_sizes, dtypes, activation, optimizer, repeats)
     backends, thread_counts = _backends(backends), _threads(threads)
+    breakdown = _breakdown_sizes(breakdown)
     repeats = None if repeats is None else int(repeats)
+    if compare:
+        from minigrad import frameworks
+
+        compare = frameworks.parse_compare(compare)
 
     import numba
-    import numpy as np
-    from threadpoolctl import threadpool_limits
 
+    from minigrad import roofline
+    from minigrad.breakdown import breakdown as time_ops
     from minigrad.model import MLP
     from minigrad.optim import make_optimizer
 
     if progress is None:
         progress = sys.stderr.isatty()
-    batches = make_batches(sizes, batch_sizes, dtype, seed)
-
-    rows, ceilings, compile_s = [], {}, {}
+    rows, ceilings, bandwidths, compile_s, breakdowns = [], {}, {}, {}, []
     saved_threads = numba.get_num_threads()
-    total = len(thread_counts) * (1 + len(backends) * len(batch_sizes))
+    groups = len(dtypes) * len(backends)
+    total = len(thread_counts) * (1 + groups * (len(batch_sizes) + len(breakdown)))
     with _progress(progress, "timing train steps", total) as advance:
         try:
             for T in thread_counts:
-                with threadpool_limits(limits=T):
+                with limit_threads(T):
                     numba.set_num_threads(T)
-                    ceilings[T] = gemm_ceiling(ceiling_n, dtype=np.float32)
+                    ceilings[T] = gemm_ceiling(ceiling_n, dtype="float32")
+                    bandwidths[T] = roofline.memory_bandwidth()
                     _settle()
                     advance()
-                    for backend in backends:
-                        model = MLP(sizes, activation=activation, dtype=dtype, backend=backend, seed=seed)
-                        opt = make_optimizer(optimizer, LR)
-                        first_total = 0.0
-                        for B in batch_sizes:
-                            X, y = batches[B]
-                            model.check_batch(X, y)  # once, as the training loop does
-                            t0 = time.perf_counter()
-                            model._train_step(X, y, opt)  # compiles what this B needs
-                            first = time.perf_counter() - t0
-                            time_calls(lambda: model._train_step(X, y, opt), min_time=0.02, min_repeats=2)  # warm-up
-                            samples = time_calls(lambda: model._train_step(X, y, opt), repeats, min_time, min_repeats)
-                            median, iqr = median_iqr(samples)
-                            first_total += max(first - median, 0.0)
-                            gflops = model.flops_per_step(B) / median / 1e9
-                            rows.append(dict(backend=backend, threads=T, dtype=dtype.name, batch_size=B,
-                                             step_time_s=median, iqr_s=iqr, samples_per_s=B / median,
-                                             gflops=gflops, ceiling_gflops=ceilings[T],
-                                             pct_of_ceiling=100.0 * gflops / ceilings[T], repeats=len(samples),
-                                             first_call_s=first))
-                            advance()
-                        compile_s[f"{backend}/{T}"] = first_total
-                        _settle()
+                    for dtype in dtypes:
+                        batches = make_batches(sizes, sorted(set(batch_sizes) | set(breakdown)), dtype, seed)
+                        for backend in backends:
+                            model = MLP(sizes, activation=activation, dtype=dtype, backend=backend, seed=seed)
+                            opt = make_optimizer(optimizer, LR)
+                            first_total = 0.0
+                            for B in batch_sizes:
+                                row = _time_step(model, opt, *batches[B], repeats, min_time, min_repeats)
+                                first_total += max(row["first_call_s"] - row["step_time_s"], 0.0)
+                                gflops = model.flops_per_step(B) / row["step_time_s"] / 1e9
+                                row = dict(backend=backend, threads=T, dtype=dtype.name, batch_size=B, **row,
+                                           samples_per_s=B / row["step_time_s"], gflops=gflops,
+                                           ceiling_gflops=ceilings[T], pct_of_ceiling=100.0 * gflops / ceilings[T],
+                                           **_memory(sizes, activation, dtype, backend, optimizer, seed, *batches[B]))
+                                rows.append(row)
+                                advance()
+                            compile_s[f"{backend}/{T}/{dtype.name}"] = first_total
+                            for B in breakdown:
+                                X, y = batches[B]
+                                model.check_batch(X, y)
+                                result = time_ops(model, opt, X, y)
+                                breakdowns.append(_breakdown_entry(result, backend, T, dtype, B, ceilings[T],
+                                                                   bandwidths[T]))
+                                advance()
+                            _settle()
         finally:
             numba.set_num_threads(saved_threads)
-    return {"rows": rows, "ceiling_gflops": ceilings[max(ceilings)], "ceilings": ceilings, "compile_s": compile_s,
+    skipped = {}
+    if compare:
+        from minigrad import frameworks
+
+        framework_rows, skipped = frameworks.measure(
+            compare, sizes, batch_sizes, thread_counts, [d.name for d in dtypes], activation=activation,
+            optimizer=optimizer, lr=LR, seed=seed, repeats=repeats, min_time=min_time, min_repeats=min_repeats,
+            python=compare_python, echo=echo)
+        flops = MLP(sizes).flops_per_step
+        for row in framework_rows:
+            gflops = flops(row["batch_size"]) / row["step_time_s"] / 1e9
+            ceiling = ceilings[row["threads"]]
+            rows.append(dict(row, gflops=gflops, ceiling_gflops=ceiling, pct_of_ceiling=100.0 * gflops / ceiling))
+    return {"rows": rows, "ceiling_gflops": ceilings[max(ceilings)], "ceilings": ceilings, "bandwidths": bandwidths,
+            "breakdowns": breakdowns, "skipped": skipped, "compile_s": compile_s,
             "config": dict(sizes=sizes, batch_sizes=batch_sizes, backends=backends, threads=thread_counts,
-                           dtype=dtype.name, activation=activation, optimizer=optimizer, loss="cross_entropy",
-                           repeats=repeats, min_time=min_time, min_repeats=min_repeats, ceiling_n=ceiling_n,
-                           lr=LR, seed=seed),
+                           dtypes=[d.name for d in dtypes], activation=activation, optimizer=optimizer,
+                           loss="cross_entropy", repeats=repeats, min_time=min_time, min_repeats=min_repeats,
+                           ceiling_n=ceiling_n, lr=LR, seed=seed, breakdown=breakdown, compare=compare),
             "env": environment()}
+
+
+def _time_step(model, opt, X, y, repeats, min_time, min_repeats):
+    model.check_batch(X, y)  # once, as the training loop does
+    t0 = time.perf_counter()
+    model._train_step(X, y, opt)  # compiles what this B needs
+    first = time.perf_counter() - t0
+    time_calls(lambda: model._train_step(X, y, opt), min_time=0.02, min_repeats=2)  # warm-up
+    samples = time_calls(lambda: model._train_step(X, y, opt), repeats, min_time, min_repeats)
+    median, iqr = median_iqr(samples)
+    return dict(step_time_s=median, iqr_s=iqr, repeats=len(samples), first_call_s=first)
+
+
+def _memory(sizes, activation, dtype, backend, optimizer, seed, X, y):
+    """Peak bytes of training at this batch size: measured (tracemalloc: every NumPy and Numba allocation from a
+    fresh model's construction through two train steps; the batch itself and the float64 draws of the
+    initialisation excluded) and counted (MLP.memory_count, by part)."""
+    import tracemalloc
+
+    from minigrad.model import MLP
+    from minigrad.optim import make_optimizer
+
+    tracemalloc.start()
+    try:
+        model = MLP(sizes, activation=activation, dtype=dtype, backend=backend, seed=seed)
+        tracemalloc.reset_peak()  # the initialisation's float64 temporaries are gone by now
+        opt = make_optimizer(optimizer, LR)
+        model._train_step(X, y, opt)
+        model._train_step(X, y, opt)
+        measured = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    counted = model.memory_count(X.shape[0], optimizer)
+    return dict(mem_measured_bytes=measured, mem_counted_bytes=counted.pop("total"),
+                **{f"mem_{part}_bytes": n for part, n in counted.items()})
+
+
+def _breakdown_sizes(sizes):
+    sizes = [int(b) for b in (sizes or [])]
+    if sizes and min(sizes) < 1:
+        raise ValueError(f"breakdown batch sizes must be >= 1, got {min(sizes)}")
+    return list(dict.fromkeys(sizes))
+
+
+def _breakdown_entry(result, backend, T, dtype, B, ceiling, bandwidth):
+    from minigrad import roofline
+
+    ops = [dict(name=op.name, kind=op.kind, shape=list(op.shape), repeat=op.repeat, flops=op.flops,
+                bytes=op.bytes(dtype.itemsize), seconds=s) for op, s in zip(result["ops"], result["op_s"])]
+    return dict(backend=backend, threads=T, dtype=dtype.name, batch_size=B, ops=ops,
+                compiled_step_s=result["compiled_step_s"], python_call_s=result["python_call_s"],
+                train_step_s=result["train_step_s"], fused=result["fused"],
+                roofline=roofline.gemm_rows(result, dtype.itemsize, ceiling, bandwidth))
 
 
 class _progress:
@@ -297,35 +391,170 @@ def _numba_cpu():
 
 
 # ------------------------------------------------------------------------------------------------------ output
-COLUMNS = ("B", "median step", "IQR", "samples/s", "GFLOP/s", "% ceiling")
-
-
-def _cells(row):
-    return (str(row["batch_size"]), _seconds(row["step_time_s"]), _seconds(row["iqr_s"]),
-            f"{row['samples_per_s']:,.0f}", f"{row['gflops']:.1f}", f"{row['pct_of_ceiling']:.0f}")
-
-
 def _seconds(s):
-    if s >= 1:
+    if s is None or not math.isfinite(s):
+        return "-"
+    if abs(s) >= 1:
         return f"{s:.2f} s"
-    if s >= 1e-3:
+    if abs(s) >= 1e-3:
         return f"{s * 1e3:.2f} ms"
     return f"{s * 1e6:.1f} us"
 
 
-def _groups(result):
-    groups = {}
+def _bytes(n):
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.2f} {unit}"
+    return f"{n:.0f} B"
+
+
+def _paths(result):
+    # (threads, dtype) -> {path: {B: row}}, paths in the order measured (backends first, then frameworks)
+    out = {}
     for row in result["rows"]:
-        groups.setdefault((row["backend"], row["threads"], row["dtype"]), []).append(row)
-    return groups
+        out.setdefault((row["threads"], row["dtype"]), {}).setdefault(row["backend"], {})[row["batch_size"]] = row
+    return out
+
+
+def _table(file, title, columns, cells):
+    """Print a table: rich on a terminal, aligned plain text otherwise."""
+    if file.isatty():
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=title)
+        for i, name in enumerate(columns):
+            table.add_column(name, justify="left" if i == 0 and not cells[0][0].isdigit() else "right")
+        for row in cells:
+            table.add_row(*row)
+        Console(file=file, width=200).print(table)
+        return
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    print(title, file=file)
+    for line in [columns, *cells]:
+        first = line[0].ljust(widths[0]) if not line[0].strip().isdigit() and line is not columns or \
+            (line is columns and not cells[0][0].isdigit()) else line[0].rjust(widths[0])
+        print("  ".join([first] + [c.rjust(w) for c, w in zip(line[1:], widths[1:])]), file=file)
+    print(file=file)
+
+
+def print_result(result, file=None):
+    """Step times side by side per path (one table per thread count and dtype; one detailed table when a single
+    path was timed), peak memory, the per-op breakdowns and their roofline, then the ceilings and environment."""
+    file = file or sys.stdout
+    cfg = result.get("config", {})
+    model = f"MLP {cfg.get('sizes')}, {cfg.get('activation', '')}, {cfg.get('optimizer', '')}"
+    paths = _paths(result)
+    if len(paths) == 1 and len(next(iter(paths.values()))) == 1:
+        (T, dtype), by_path = next(iter(paths.items()))
+        (path, by_b), = by_path.items()
+        _table(file, f"{model}: one training step [{path}, {T} thread(s), {dtype}]",
+               ["B", "median step", "IQR", "samples/s", "GFLOP/s", "% ceiling", "peak memory"],
+               [[str(B), _seconds(r["step_time_s"]), _seconds(r["iqr_s"]), f"{r['samples_per_s']:,.0f}",
+                 f"{r['gflops']:.1f}", f"{r['pct_of_ceiling']:.0f}", _bytes(r.get("mem_measured_bytes", 0))]
+                for B, r in by_b.items()])
+    else:
+        for (T, dtype), by_path in paths.items():
+            sizes = list(dict.fromkeys(B for by_b in by_path.values() for B in by_b))
+            columns = ["B"] + [c for p in by_path for c in (p, "%ceil")] + ["best samples/s"]
+            cells = []
+            for B in sizes:
+                line = [str(B)]
+                for by_b in by_path.values():
+                    r = by_b.get(B)
+                    line += [_seconds(r["step_time_s"]), f"{r['pct_of_ceiling']:.0f}"] if r else ["-", "-"]
+                best = max((by_b[B] for by_b in by_path.values() if B in by_b), key=lambda r: r["samples_per_s"])
+                cells.append(line + [f"{best['samples_per_s']:,.0f} ({best['backend']})"])
+            _table(file, f"{model}: median time of one training step [{T} thread(s), {dtype}]; %ceil = executed "
+                   "GEMM GFLOP/s as % of the GEMM ceiling", columns, cells)
+    _print_memory(result, file)
+    _print_breakdowns(result, file)
+    for name, why in result.get("skipped", {}).items():
+        print(f"--compare {name}: {why}", file=file)
+    for line in _footer(result):
+        print(line, file=file)
+
+
+def _print_memory(result, file):
+    rows = [r for r in result["rows"] if "mem_counted_bytes" in r]
+    if not rows:
+        return
+    T, dtype = max(r["threads"] for r in rows), rows[0]["dtype"]
+    rows = [r for r in rows if r["threads"] == T and r["dtype"] == dtype]
+    by_path = {}
+    for r in rows:
+        by_path.setdefault(r["backend"], {})[r["batch_size"]] = r
+    first = rows[0]
+    columns = ["B", "activations", "workspace"] + [c for p in by_path for c in (f"{p} counted", "measured")]
+    cells = []
+    for B in dict.fromkeys(r["batch_size"] for r in rows):
+        ref = next(by_b[B] for by_b in by_path.values() if B in by_b)
+        line = [str(B), _bytes(ref["mem_activations_bytes"]), _bytes(ref["mem_workspace_bytes"])]
+        for by_b in by_path.values():
+            r = by_b.get(B)
+            line += [_bytes(r["mem_counted_bytes"]), _bytes(r["mem_measured_bytes"])] if r else ["-", "-"]
+        cells.append(line)
+    _table(file, f"Peak memory of training [{T} thread(s), {dtype}]: parameters {_bytes(first['mem_parameters_bytes'])}, "
+           f"gradients {_bytes(first['mem_gradients_bytes'])}, optimizer state "
+           f"{_bytes(first['mem_optimizer_state_bytes'])} at every B; counted = MLP.memory_count, measured = "
+           "tracemalloc peak (workspace columns: the first path's)", columns, cells)
+
+
+def _print_breakdowns(result, file):
+    groups = {}
+    for entry in result.get("breakdowns", []):
+        groups.setdefault((entry["batch_size"], entry["threads"], entry["dtype"]), []).append(entry)
+    for (B, T, dtype), entries in groups.items():
+        names = [op["name"] for op in entries[0]["ops"]]
+        for e in entries[1:]:
+            names += [op["name"] for op in e["ops"] if op["name"] not in names]
+        columns = ["op"] + [c for e in entries for c in (e["backend"], "%")]
+        cells = []
+        for name in names:
+            line = [name]
+            for e in entries:
+                op = next((op for op in e["ops"] if op["name"] == name), None)
+                line += ([_seconds(op["seconds"]), f"{100 * op['seconds'] / e['compiled_step_s']:.0f}"] if op
+                         else ["-", "-"])
+            cells.append(line)
+        cells.append(["compiled step (sum of the ops)"] + [c for e in entries for c in
+                                                           (_seconds(e["compiled_step_s"]), "100")])
+        cells.append(["the step called once from Python"] + [c for e in entries for c in (
+            _seconds(e["python_call_s"]), f"{100 * e['python_call_s'] / e['compiled_step_s']:.0f}")])
+        cells.append(["MLP._train_step (training loop)"] + [c for e in entries for c in (
+            _seconds(e["train_step_s"]) + (" fused" if e["fused"] else ""),
+            f"{100 * e['train_step_s'] / e['compiled_step_s']:.0f}")])
+        cells.append(["  share outside compiled code"] + [c for e in entries for c in (
+            f"{100 * max(e['python_call_s'] - e['compiled_step_s'], 0) / e['python_call_s']:.0f}%", "")])
+        _table(file, f"Where the time of one step goes: B={B}, {T} thread(s), {dtype} (each op timed in place; "
+               "per-example: B x the ops of a single-example pass)", columns, cells)
+        gemms = [r["op"] for r in entries[0]["roofline"]]
+        columns = ["GEMM", "M x N x K", "flop/byte"] + [c for e in entries for c in (f"{e['backend']} GF/s",
+                                                                                        "% roof")]
+        cells = []
+        for name in gemms:
+            ref = next(r for r in entries[0]["roofline"] if r["op"] == name)
+            line = [name, ref["shape"], f"{ref['intensity']:.1f}"]
+            for e in entries:
+                r = next((r for r in e["roofline"] if r["op"] == name), None)
+                if r and e["backend"] == "per-example":
+                    line[1] += f" (x{r['repeat']})" if line[1] == ref["shape"] and r["repeat"] > 1 else ""
+                line += [f"{r['gflops']:.1f}", f"{r['pct_of_attainable']:.0f}"] if r else ["-", "-"]
+            cells.append(line)
+        ceiling, bandwidth = result["ceilings"][T], result["bandwidths"][T]
+        _table(file, f"Roofline: B={B}, {T} thread(s), {dtype}; GEMM ceiling {ceiling:.1f} GFLOP/s, memory "
+               f"bandwidth {bandwidth:.1f} GB/s, ridge at {ceiling / bandwidth:.1f} flop/byte; % roof = achieved / "
+               "min(ceiling, intensity x bandwidth)", columns, cells)
 
 
 def _footer(result):
     cfg, env = result.get("config", {}), result.get("env", {})
     lines = []
     for T, g in sorted(result.get("ceilings", {}).items(), key=lambda kv: int(kv[0])):
-        lines.append(f"GEMM ceiling, {T} thread(s): {g:.1f} GFLOP/s (float32 {cfg.get('ceiling_n', 2048)}^3 "
-                     "GEMMs through the model's BLAS)")
+        bandwidth = result.get("bandwidths", {}).get(T)
+        lines.append(f"{T} thread(s): GEMM ceiling {g:.1f} GFLOP/s (float32 {cfg.get('ceiling_n', 2048)}^3 GEMMs "
+                     "through the model's BLAS)" + (f", memory bandwidth {bandwidth:.1f} GB/s (STREAM triad)"
+                                                    if bandwidth else ""))
     if result.get("compile_s"):
         lines.append("compile (first calls, minus a step): " +
                      ", ".join(f"{k} {v:.1f} s" for k, v in result["compile_s"].items()))
@@ -337,39 +566,6 @@ def _footer(result):
                      f"NUMBA_NUM_THREADS={env.get('numba_num_threads')}, target {env.get('numba_cpu')}); "
                      f"CPU: {env.get('cpu')}")
     return lines
-
-
-def print_result(result, file=None):
-    """A table per backend / thread count: B, median step, IQR, samples/s, GFLOP/s, % of the GEMM ceiling; then
-    the ceiling, compile times and environment. Rich tables on a terminal, plain text otherwise."""
-    file = file or sys.stdout
-    cfg = result.get("config", {})
-    title = (f"MLP {cfg.get('sizes')}, {cfg.get('activation', '')}, {cfg.get('optimizer', '')}: "
-             "one training step")
-    if file.isatty():
-        from rich.console import Console
-        from rich.table import Table
-
-        console = Console(file=file)
-        for (backend, T, dtype), rows in _groups(result).items():
-            table = Table(title=f"{title} [{backend}, {T} thread(s), {dtype}]")
-            for name in COLUMNS:
-                table.add_column(name, justify="right")
-            for row in rows:
-                table.add_row(*_cells(row))
-            console.print(table)
-        for line in _footer(result):
-            console.print(line, highlight=False)
-        return
-    widths = (6, 12, 11, 12, 9, 9)
-    for (backend, T, dtype), rows in _groups(result).items():
-        print(f"{title} [{backend}, {T} thread(s), {dtype}]", file=file)
-        print("  ".join(f"{c:>{w}}" for c, w in zip(COLUMNS, widths)), file=file)
-        for row in rows:
-            print("  ".join(f"{c:>{w}}" for c, w in zip(_cells(row), widths)), file=file)
-        print(file=file)
-    for line in _footer(result):
-        print(line, file=file)
 
 
 def _plain(value):
