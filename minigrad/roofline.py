@@ -12,8 +12,9 @@ of the traffic: that is why a batch of 64 costs little more than one.
 
 The bandwidth is the STREAM triad a = b + s c over arrays far larger than the caches, with the thread count of the
 run (Numba threads), counting 3 x N x itemsize bytes per pass (the STREAM convention: the write-allocate read of
-`a` is not counted). Caveat: the GEMMs of a small MLP work mostly in cache, where bandwidth is higher; the DRAM roof
-is the pessimistic one, and a point above it means the data came from cache.
+`a` is not counted). The GEMMs of a small MLP work mostly in cache, where bandwidth is higher: a point above the
+DRAM roof means its data came from cache. So a second roof is measured the same way on arrays that stay in each
+core's L2 (3 x 64 KiB per thread), which no kernel of the step can beat while its data lives there.
 """
 import numpy as np
 from numba import njit, prange
@@ -35,6 +36,28 @@ def memory_bandwidth(n_bytes=256 * 2**20, repeats=10):
     _triad(a, b, c, 3.0)  # compile (parallel code is not cached) and touch every page
     median, _ = median_iqr(time_calls(lambda: _triad(a, b, c, 3.0), repeats=repeats))
     return 3 * n * 8 / median / 1e9
+
+
+@njit(parallel=True, fastmath=True)
+def _cache_triad(a, b, c, reps):
+    # a, b, c (T, n): each thread triads its own rows, `reps` times (the scale changes, so no pass can be skipped)
+    for t in prange(a.shape[0]):
+        for r in range(reps):
+            s = 1.0 + r * 1e-9
+            for i in range(a.shape[1]):
+                a[t, i] = b[t, i] + s * c[t, i]
+
+
+def cache_bandwidth(threads, n_bytes=192 * 2**10, reps=2000, repeats=7):
+    """GB/s of the STREAM triad with each of `threads` threads on its own three float64 arrays of n_bytes / 3 in
+    all (default 192 KiB: inside a core's L2), at the current Numba thread count."""
+    from minigrad.throughput import median_iqr, time_calls
+
+    n = max(n_bytes // 3 // 8, 1)
+    a, b, c = np.zeros((threads, n)), np.ones((threads, n)), np.full((threads, n), 2.0)
+    _cache_triad(a, b, c, 1)
+    median, _ = median_iqr(time_calls(lambda: _cache_triad(a, b, c, reps), repeats=repeats))
+    return 3 * threads * n * 8 * reps / median / 1e9
 
 
 def attainable(intensity, ceiling_gflops, bandwidth_gbs):

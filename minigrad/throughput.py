@@ -185,8 +185,8 @@ def measure(sizes, batch_sizes, backends="blas", threads=None, dtypes="float32",
     (minigrad.breakdown) and its GEMMs placed on the roofline; compare: frameworks to time alongside ("torch",
     "jax"; minigrad.frameworks, in subprocesses of compare_python), skipped with a message when missing.
     Returns {"rows": [one flat dict per (backend, threads, dtype, batch size), with the step's peak memory, measured
-    and counted], "ceilings": {threads: GFLOP/s}, "bandwidths": {threads: GB/s}, "ceiling_gflops": (for the
-    largest thread count), "breakdowns": [...], "skipped": {framework: why}, "compile_s": {"backend/threads/dtype":
+    and counted], "ceilings": {threads: GFLOP/s}, "bandwidths": {threads: DRAM GB/s}, "ceiling_gflops": (for the
+    largest thread count), "cache_bandwidths": {threads: GB/s in L2}, "breakdowns": [...], "skipped": {framework: why}, "compile_s": {"backend/threads/dtype":
     seconds}, "config": {...}, "env": {...}}. progress: True, False or None (a bar on stderr when it is a terminal).
     Raises ValueError (one line) for bad input."""
     sizes, batch_sizes, dtypes = _validate(sizes, batch_sizes, dtypes, activation, optimizer, repeats)
@@ -207,7 +207,7 @@ def measure(sizes, batch_sizes, backends="blas", threads=None, dtypes="float32",
 
     if progress is None:
         progress = sys.stderr.isatty()
-    rows, ceilings, bandwidths, compile_s, breakdowns = [], {}, {}, {}, []
+    rows, ceilings, bandwidths, cache_bandwidths, compile_s, breakdowns = [], {}, {}, {}, {}, []
     saved_threads = numba.get_num_threads()
     groups = len(dtypes) * len(backends)
     total = len(thread_counts) * (1 + groups * (len(batch_sizes) + len(breakdown)))
@@ -218,6 +218,7 @@ def measure(sizes, batch_sizes, backends="blas", threads=None, dtypes="float32",
                     numba.set_num_threads(T)
                     ceilings[T] = gemm_ceiling(ceiling_n, dtype="float32")
                     bandwidths[T] = roofline.memory_bandwidth()
+                    cache_bandwidths[T] = roofline.cache_bandwidth(T)
                     _settle()
                     advance()
                     for dtype in dtypes:
@@ -261,7 +262,7 @@ def measure(sizes, batch_sizes, backends="blas", threads=None, dtypes="float32",
             ceiling = ceilings[row["threads"]]
             rows.append(dict(row, gflops=gflops, ceiling_gflops=ceiling, pct_of_ceiling=100.0 * gflops / ceiling))
     return {"rows": rows, "ceiling_gflops": ceilings[max(ceilings)], "ceilings": ceilings, "bandwidths": bandwidths,
-            "breakdowns": breakdowns, "skipped": skipped, "compile_s": compile_s,
+            "cache_bandwidths": cache_bandwidths, "breakdowns": breakdowns, "skipped": skipped, "compile_s": compile_s,
             "config": dict(sizes=sizes, batch_sizes=batch_sizes, backends=backends, threads=thread_counts,
                            dtypes=[d.name for d in dtypes], activation=activation, optimizer=optimizer,
                            loss="cross_entropy", repeats=repeats, min_time=min_time, min_repeats=min_repeats,
@@ -552,9 +553,10 @@ def _footer(result):
     lines = []
     for T, g in sorted(result.get("ceilings", {}).items(), key=lambda kv: int(kv[0])):
         bandwidth = result.get("bandwidths", {}).get(T)
+        cache = result.get("cache_bandwidths", {}).get(T)
         lines.append(f"{T} thread(s): GEMM ceiling {g:.1f} GFLOP/s (float32 {cfg.get('ceiling_n', 2048)}^3 GEMMs "
-                     "through the model's BLAS)" + (f", memory bandwidth {bandwidth:.1f} GB/s (STREAM triad)"
-                                                    if bandwidth else ""))
+                     "through the model's BLAS)" + (f", memory bandwidth {bandwidth:.1f} GB/s DRAM, {cache:.0f} GB/s "
+                                                    "L2 (STREAM triad)" if bandwidth and cache else ""))
     if result.get("compile_s"):
         lines.append("compile (first calls, minus a step): " +
                      ", ".join(f"{k} {v:.1f} s" for k, v in result["compile_s"].items()))
