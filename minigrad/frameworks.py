@@ -326,13 +326,13 @@ def jax_steps(weights, biases, activation, hyper, threads):
 def minigrad_steps(weights, biases, activation, hyper, threads):
     import numba
     import numpy as np
-    from threadpoolctl import threadpool_limits
 
     import minigrad
     from minigrad.model import MLP
     from minigrad.optim import make_optimizer
+    from minigrad.throughput import limit_threads
 
-    threadpool_limits(threads)
+    limit_threads(threads)
     numba.set_num_threads(threads)
     sizes = [weights[0].shape[1]] + [w.shape[0] for w in weights]
     model = MLP(sizes, activation=activation, dtype=weights[0].dtype)

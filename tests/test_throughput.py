@@ -90,6 +90,9 @@ def test_adaptive_repeats_take_at_least_the_minimum():
     (dict(sizes=[8, 2], batch_sizes=[1], dtypes="int8"), "float32 or float64"),
     (dict(sizes=[8, 2], batch_sizes=[1], optimizer="lbfgs"), "unknown optimizer"),
     (dict(sizes=[8, 2], batch_sizes=[1], repeats=0), "repeats must be >= 1"),
+    (dict(sizes=[8, 2], batch_sizes=[1], dtypes=[]), "no dtype given"),
+    (dict(sizes=[8, 2], batch_sizes=[1], breakdown=[0]), "breakdown batch sizes must be >= 1"),
+    (dict(sizes=[8, 2], batch_sizes=[1], compare="tensorflow"), "unknown framework 'tensorflow'"),
 ])
 def test_bad_input_is_a_one_line_value_error(kwargs, match):
     with pytest.raises(ValueError, match=match) as info:
@@ -114,6 +117,9 @@ def test_cli_writes_json(tmp_path):
     (["--batch-sizes", "a,b"], "comma-separated"),
     (["--threads", "0"], "threads must lie between"),
     (["--backend", "gpu"], "gpu"),
+    (["--dtype", "float16"], "float32 or float64"),
+    (["--breakdown", "0"], "breakdown batch sizes must be >= 1"),
+    (["--compare", "mxnet"], "unknown framework 'mxnet'"),
 ])
 def test_cli_bad_value_exits_2_with_one_line(tmp_path, args, match):
     path = tmp_path / "x.json"
@@ -125,3 +131,79 @@ def test_cli_bad_value_exits_2_with_one_line(tmp_path, args, match):
     assert match in proc.stderr and "Traceback" not in proc.stderr
     assert len(lines) == 1 or lines[-1].startswith("Error")  # click's usage errors add a usage line
     assert not path.exists()
+
+
+@pytest.fixture(scope="module")
+def profiled():
+    return throughput.measure(SIZES, [1, 16], backends=["blas", "per-example"], threads=[1],
+                              dtypes=["float32", "float64"], repeats=3, ceiling_n=64, breakdown=[16])
+
+
+def test_float32_and_float64_rows_with_memory(profiled):
+    rows = profiled["rows"]
+    assert [(r["dtype"], r["backend"], r["batch_size"]) for r in rows] == [
+        (d, b, B) for d in ("float32", "float64") for b in ("blas", "per-example") for B in (1, 16)]
+    import numba
+
+    saved = numba.get_num_threads()
+    numba.set_num_threads(1)  # as measured: the fused step's buffers depend on the thread count
+    try:
+        counts = [MLP(SIZES, dtype=r["dtype"], backend=r["backend"]).memory_count(r["batch_size"], "sgd")["total"]
+                  for r in rows]
+    finally:
+        numba.set_num_threads(saved)
+    for r, count in zip(rows, counts):
+        assert r["mem_counted_bytes"] == count
+        # measured: what the step really allocated; the count names all of it but Python's own small objects
+        assert r["mem_counted_bytes"] <= r["mem_measured_bytes"] < r["mem_counted_bytes"] + 64_000
+    f32, f64 = rows[0], rows[4]
+    assert f64["mem_parameters_bytes"] == 2 * f32["mem_parameters_bytes"]
+
+
+def test_breakdowns_and_roofline_in_the_result(profiled):
+    entries = profiled["breakdowns"]
+    assert [(e["dtype"], e["backend"]) for e in entries] == [
+        (d, b) for d in ("float32", "float64") for b in ("blas", "per-example")]
+    for e in entries:
+        assert e["batch_size"] == 16 and e["threads"] == 1
+        assert sum(op["seconds"] for op in e["ops"]) == pytest.approx(e["compiled_step_s"], rel=1e-9)
+        assert [r["op"] for r in e["roofline"]] == [op["name"] for op in e["ops"] if op["kind"] == "gemm"]
+    assert profiled["bandwidths"][1] > 0 and profiled["cache_bandwidths"][1] > profiled["bandwidths"][1]
+    out = io.StringIO()
+    throughput.print_result(profiled, file=out)
+    text = out.getvalue()
+    for title in ("Peak memory of training", "Where the time of one step goes: B=16, 1 thread(s), float64",
+                  "Roofline: B=16", "share outside compiled code", "gradient accumulation"):
+        assert title in text
+
+
+def test_figures_are_written(profiled, tmp_path):
+    from minigrad.throughput_figures import throughput_figures
+
+    paths = throughput_figures(profiled, tmp_path / "figs")
+    assert [p.name for p in paths] == ["throughput_samples.png", "throughput_per_example.png", "roofline.png"]
+    for p in paths:
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 10_000
+
+
+def test_cli_compare_with_a_missing_framework_skips_it(tmp_path):
+    pytest.importorskip("numba")
+    try:
+        import torch  # noqa: F401
+        pytest.skip("torch is installed here: nothing is missing")
+    except ImportError:
+        pass
+    result = CliRunner().invoke(main, ["bench", "throughput", "--sizes", "8,8,2", "--batch-sizes", "1", "--threads",
+                                       "1", "--repeats", "3", "--compare", "torch"])
+    assert result.exit_code == 0, result.output
+    assert "torch is not installed in" in result.output and "skipped" in result.output
+
+
+def test_cli_breakdown_and_figures(tmp_path):
+    result = CliRunner().invoke(main, ["bench", "throughput", "--sizes", "8,8,2", "--batch-sizes", "1,4",
+                                       "--threads", "1", "--repeats", "3", "--breakdown", "4", "--figures",
+                                       str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "Where the time of one step goes: B=4" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "roofline.png", "throughput_per_example.png", "throughput_samples.png"]
