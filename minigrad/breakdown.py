@@ -203,7 +203,7 @@ def _per_example_breakdown(model, optimizer, X, y, opt_args, samples, target):
             y1, X, y, model.workspace(B).no_sqnorms, *opt_args)
     _run_prefix(1, len(ops), *one)
     _run_per_example(1, *full)
-    reps1 = _reps(lambda: _run_prefix(1, len(ops), *one), target)
+    reps1 = _reps(lambda: _run_prefix(1, len(ops), *one), 4 * target)  # its noise is multiplied by B
     reps = _reps(lambda: _run_per_example(1, *full), target)
     calls = [lambda k=k: _run_prefix(reps1, k, *one) for k in range(len(ops) + 1)]
     calls += [lambda: _run_per_example(reps, *full)]

@@ -178,7 +178,7 @@ def run_study(config, out, *, overwrite=False, executor=None, echo=print, measur
                      f"sizes ({executor.name})")
                 host, measured = executor.call_alone(_measure_throughput, {
                     "sizes": sizes, "batch_sizes": config["batch_sizes"], "backends": "blas",
-                    "dtype": config["dtype"], "activation": config["activation"], "optimizer": config["optimizer"]})
+                    "dtypes": config["dtype"], "activation": config["activation"], "optimizer": config["optimizer"]})
                 writer.write_throughput([dict(row, host=host) for row in measured["rows"]])
                 writer.set_attrs({"ceiling_gflops": measured.get("ceiling_gflops"), "throughput_host": host})
                 echo(f"compute speed measured on {host}")

@@ -186,7 +186,7 @@ def measure(sizes, batch_sizes, backends="blas", threads=None, dtypes="float32",
     "jax"; minigrad.frameworks, in subprocesses of compare_python), skipped with a message when missing.
     Returns {"rows": [one flat dict per (backend, threads, dtype, batch size), with the step's peak memory, measured
     and counted], "ceilings": {threads: GFLOP/s}, "bandwidths": {threads: DRAM GB/s}, "ceiling_gflops": (for the
-    largest thread count), "cache_bandwidths": {threads: GB/s in L2}, "breakdowns": [...], "skipped": {framework: why}, "compile_s": {"backend/threads/dtype":
+    largest thread count), "dtype_ceilings": {threads: {dtype: GFLOP/s}}, "cache_bandwidths": {threads: GB/s in L2}, "breakdowns": [...], "skipped": {framework: why}, "compile_s": {"backend/threads/dtype":
     seconds}, "config": {...}, "env": {...}}. progress: True, False or None (a bar on stderr when it is a terminal).
     Raises ValueError (one line) for bad input."""
     sizes, batch_sizes, dtypes = _validate(sizes, batch_sizes, dtypes, activation, optimizer, repeats)
@@ -207,7 +207,7 @@ def measure(sizes, batch_sizes, backends="blas", threads=None, dtypes="float32",
 
     if progress is None:
         progress = sys.stderr.isatty()
-    rows, ceilings, bandwidths, cache_bandwidths, compile_s, breakdowns = [], {}, {}, {}, {}, []
+    rows, ceilings, dtype_ceilings, bandwidths, cache_bandwidths, compile_s, breakdowns = [], {}, {}, {}, {}, {}, []
     saved_threads = numba.get_num_threads()
     groups = len(dtypes) * len(backends)
     total = len(thread_counts) * (1 + groups * (len(batch_sizes) + len(breakdown)))
@@ -217,12 +217,15 @@ def measure(sizes, batch_sizes, backends="blas", threads=None, dtypes="float32",
                 with limit_threads(T):
                     numba.set_num_threads(T)
                     ceilings[T] = gemm_ceiling(ceiling_n, dtype="float32")
+                    dtype_ceilings[T] = {d.name: ceilings[T] if d.name == "float32" else gemm_ceiling(ceiling_n, dtype=d)
+                                         for d in dtypes}
                     bandwidths[T] = roofline.memory_bandwidth()
                     cache_bandwidths[T] = roofline.cache_bandwidth(T)
                     _settle()
                     advance()
                     for dtype in dtypes:
                         batches = make_batches(sizes, sorted(set(batch_sizes) | set(breakdown)), dtype, seed)
+                        ceiling = dtype_ceilings[T][dtype.name]
                         for backend in backends:
                             model = MLP(sizes, activation=activation, dtype=dtype, backend=backend, seed=seed)
                             opt = make_optimizer(optimizer, LR)
@@ -233,7 +236,7 @@ def measure(sizes, batch_sizes, backends="blas", threads=None, dtypes="float32",
                                 gflops = model.flops_per_step(B) / row["step_time_s"] / 1e9
                                 row = dict(backend=backend, threads=T, dtype=dtype.name, batch_size=B, **row,
                                            samples_per_s=B / row["step_time_s"], gflops=gflops,
-                                           ceiling_gflops=ceilings[T], pct_of_ceiling=100.0 * gflops / ceilings[T],
+                                           ceiling_gflops=ceiling, pct_of_ceiling=100.0 * gflops / ceiling,
                                            **_memory(sizes, activation, dtype, backend, optimizer, seed, *batches[B]))
                                 rows.append(row)
                                 advance()
@@ -242,7 +245,7 @@ def measure(sizes, batch_sizes, backends="blas", threads=None, dtypes="float32",
                                 X, y = batches[B]
                                 model.check_batch(X, y)
                                 result = time_ops(model, opt, X, y)
-                                breakdowns.append(_breakdown_entry(result, backend, T, dtype, B, ceilings[T],
+                                breakdowns.append(_breakdown_entry(result, backend, T, dtype, B, ceiling,
                                                                    bandwidths[T]))
                                 advance()
                             _settle()
@@ -259,10 +262,10 @@ def measure(sizes, batch_sizes, backends="blas", threads=None, dtypes="float32",
         flops = MLP(sizes).flops_per_step
         for row in framework_rows:
             gflops = flops(row["batch_size"]) / row["step_time_s"] / 1e9
-            ceiling = ceilings[row["threads"]]
+            ceiling = dtype_ceilings[row["threads"]][row["dtype"]]
             rows.append(dict(row, gflops=gflops, ceiling_gflops=ceiling, pct_of_ceiling=100.0 * gflops / ceiling))
     return {"rows": rows, "ceiling_gflops": ceilings[max(ceilings)], "ceilings": ceilings, "bandwidths": bandwidths,
-            "cache_bandwidths": cache_bandwidths, "breakdowns": breakdowns, "skipped": skipped, "compile_s": compile_s,
+            "dtype_ceilings": dtype_ceilings, "cache_bandwidths": cache_bandwidths, "breakdowns": breakdowns, "skipped": skipped, "compile_s": compile_s,
             "config": dict(sizes=sizes, batch_sizes=batch_sizes, backends=backends, threads=thread_counts,
                            dtypes=[d.name for d in dtypes], activation=activation, optimizer=optimizer,
                            loss="cross_entropy", repeats=repeats, min_time=min_time, min_repeats=min_repeats,
@@ -467,7 +470,7 @@ def print_result(result, file=None):
                 best = max((by_b[B] for by_b in by_path.values() if B in by_b), key=lambda r: r["samples_per_s"])
                 cells.append(line + [f"{best['samples_per_s']:,.0f} ({best['backend']})"])
             _table(file, f"{model}: median time of one training step [{T} thread(s), {dtype}]; %ceil = executed "
-                   "GEMM GFLOP/s as % of the GEMM ceiling", columns, cells)
+                   f"GEMM GFLOP/s as % of the {dtype} GEMM ceiling", columns, cells)
     _print_memory(result, file)
     _print_breakdowns(result, file)
     for name, why in result.get("skipped", {}).items():
@@ -538,14 +541,14 @@ def _print_breakdowns(result, file):
             line = [name, ref["shape"], f"{ref['intensity']:.1f}"]
             for e in entries:
                 r = next((r for r in e["roofline"] if r["op"] == name), None)
-                if r and e["backend"] == "per-example":
-                    line[1] += f" (x{r['repeat']})" if line[1] == ref["shape"] and r["repeat"] > 1 else ""
                 line += [f"{r['gflops']:.1f}", f"{r['pct_of_attainable']:.0f}"] if r else ["-", "-"]
             cells.append(line)
-        ceiling, bandwidth = result["ceilings"][T], result["bandwidths"][T]
+        ceiling, bandwidth = result["dtype_ceilings"][T][dtype], result["bandwidths"][T]
         _table(file, f"Roofline: B={B}, {T} thread(s), {dtype}; GEMM ceiling {ceiling:.1f} GFLOP/s, memory "
                f"bandwidth {bandwidth:.1f} GB/s, ridge at {ceiling / bandwidth:.1f} flop/byte; % roof = achieved / "
-               "min(ceiling, intensity x bandwidth)", columns, cells)
+               "min(ceiling, intensity x bandwidth); shape and intensity of the batched GEMM"
+               + ("; per-example runs each as B products of one row (1 x N x K, intensity < 0.5 in float32, "
+                  "its own roof)" if any(e["backend"] == "per-example" for e in entries) else ""), columns, cells)
 
 
 def _footer(result):
@@ -554,8 +557,9 @@ def _footer(result):
     for T, g in sorted(result.get("ceilings", {}).items(), key=lambda kv: int(kv[0])):
         bandwidth = result.get("bandwidths", {}).get(T)
         cache = result.get("cache_bandwidths", {}).get(T)
-        lines.append(f"{T} thread(s): GEMM ceiling {g:.1f} GFLOP/s (float32 {cfg.get('ceiling_n', 2048)}^3 GEMMs "
-                     "through the model's BLAS)" + (f", memory bandwidth {bandwidth:.1f} GB/s DRAM, {cache:.0f} GB/s "
+        f64 = result.get("dtype_ceilings", {}).get(T, {}).get("float64")
+        lines.append(f"{T} thread(s): GEMM ceiling {g:.1f} GFLOP/s float32" + (f", {f64:.1f} float64" if f64 else "")
+                     + f" ({cfg.get('ceiling_n', 2048)}^3 GEMMs through the model's BLAS)" + (f", memory bandwidth {bandwidth:.1f} GB/s DRAM, {cache:.0f} GB/s "
                                                     "L2 (STREAM triad)" if bandwidth and cache else ""))
     if result.get("compile_s"):
         lines.append("compile (first calls, minus a step): " +

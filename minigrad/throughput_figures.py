@@ -4,7 +4,7 @@ throughput_samples.png   samples/s against B, log-log: one line per path (backen
                          dtype. Along a flat line every example costs the same; a line that climbs is batching paying.
 throughput_per_example.png  time per example (step time / B) against B, log-log, with the per-example path as the
                          no-vectorisation baseline.
-roofline.png             the measured roofs (GEMM ceiling, memory bandwidth x intensity) per thread count, and every
+roofline_<dtype>.png     the measured roofs (GEMM ceiling, memory bandwidth x intensity) per thread count, and every
                          GEMM of each --breakdown step at its arithmetic intensity and achieved GFLOP/s.
 """
 import math
@@ -28,7 +28,7 @@ def _label(backend, T, dtype):
 
 
 def throughput_figures(result, out_dir):
-    """Write the figures; returns their paths (the roofline only when the result has breakdowns)."""
+    """Write the figures; returns their paths (a roofline per dtype of the breakdowns, if any)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     plt = _plt()
@@ -52,8 +52,8 @@ def throughput_figures(result, out_dir):
         ax.legend(fontsize=7, ncol=2)
         paths.append(_save(fig, out_dir / name))
 
-    if result.get("breakdowns"):
-        paths.append(_roofline(result, out_dir / "roofline.png", model))
+    for dtype in dict.fromkeys(e["dtype"] for e in result.get("breakdowns", [])):
+        paths.append(_roofline(result, dtype, out_dir / f"roofline_{dtype}.png", model))
     return paths
 
 
@@ -66,17 +66,17 @@ def _shown(row, entry):
         row["seconds"] >= SHOWN_SHARE * entry["compiled_step_s"]
 
 
-def _roofline(result, path, model):
+def _roofline(result, dtype, path, model):
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7.5, 5.2))
-    entries = result["breakdowns"]
+    entries = [e for e in result["breakdowns"] if e["dtype"] == dtype]
     points = [r for e in entries for r in e["roofline"] if _shown(r, e)]
     lo = min([r["intensity"] for r in points] + [0.1]) / 2
     hi = max([r["intensity"] for r in points] + [100.0]) * 2
     grid = [lo * (hi / lo) ** (i / 200) for i in range(201)]
     top = max(result["ceilings"], key=int)
     for T in sorted(result["ceilings"], key=int):
-        ceiling, bandwidth = result["ceilings"][T], result["bandwidths"][T]
+        ceiling, bandwidth = result["dtype_ceilings"][T][dtype], result["bandwidths"][T]
         ax.loglog(grid, [min(ceiling, i * bandwidth) for i in grid], "k-" if T == top else "k--", linewidth=1.2,
                   label=f"DRAM roof, {T} thread(s): {ceiling:.0f} GFLOP/s, {bandwidth:.0f} GB/s")
         cache = result.get("cache_bandwidths", {}).get(T)
@@ -99,7 +99,7 @@ def _roofline(result, path, model):
                                                      f"{e['dtype']}")
             seen.add(key)
     ax.set(xlabel="arithmetic intensity (flop / byte of least traffic)", ylabel="achieved GFLOP/s",
-           title=f"Roofline: the GEMMs of one step ({model})\n(those with at least {SHOWN_SHARE:.0%} of the "
+           title=f"Roofline: the GEMMs of one step ({model}, {dtype})\n(those with at least {SHOWN_SHARE:.0%} of the "
                  "step's time; shorter ones are within timing noise)")
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(fontsize=6, ncol=2, loc="lower right")

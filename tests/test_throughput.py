@@ -181,7 +181,8 @@ def test_figures_are_written(profiled, tmp_path):
     from minigrad.throughput_figures import throughput_figures
 
     paths = throughput_figures(profiled, tmp_path / "figs")
-    assert [p.name for p in paths] == ["throughput_samples.png", "throughput_per_example.png", "roofline.png"]
+    assert [p.name for p in paths] == ["throughput_samples.png", "throughput_per_example.png",
+                                       "roofline_float32.png", "roofline_float64.png"]
     for p in paths:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 10_000
 
@@ -206,4 +207,4 @@ def test_cli_breakdown_and_figures(tmp_path):
     assert result.exit_code == 0, result.output
     assert "Where the time of one step goes: B=4" in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "roofline.png", "throughput_per_example.png", "throughput_samples.png"]
+        "roofline_float32.png", "throughput_per_example.png", "throughput_samples.png"]
