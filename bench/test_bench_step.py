@@ -38,7 +38,7 @@ def test_step_blas(benchmark, record, B):
 
 
 @pytest.mark.parametrize("B", [1, 8, 64, 1024])
-@pytest.mark.parametrize("backend", ["loops", "loops-parallel"])
+@pytest.mark.parametrize("backend", ["loops", "loops-parallel", "per-example"])
 def test_step_loops(benchmark, record, backend, B):
     run(benchmark, record, backend, B)
 

@@ -12,49 +12,46 @@ from pathlib import Path
 
 from minigrad.figures import _plt, _save
 
-_STYLES = {"blas": "o-", "loops": "s-", "loops-parallel": "^-", "per-example": "x-", "torch-eager": "D--",
-           "jax-jit": "v--"}
-
-
-def _lines(result):
-    lines = {}
-    for row in result["rows"]:
-        lines.setdefault((row["backend"], row["threads"], row["dtype"]), []).append(row)
-    return lines
-
-
-def _label(backend, T, dtype):
-    return f"{backend}, {T} thread{'s' if T > 1 else ''}, {dtype}"
+_COLOURS = {"blas": "C0", "loops": "C1", "loops-parallel": "C2", "per-example": "C3", "torch-eager": "C4",
+            "jax-jit": "C5"}
+_MARKERS = {"blas": "o", "loops": "s", "loops-parallel": "^", "per-example": "x", "torch-eager": "D", "jax-jit": "v"}
 
 
 def throughput_figures(result, out_dir):
     """Write the figures; returns their paths (a roofline per dtype of the breakdowns, if any)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    plt = _plt()
     cfg = result.get("config", {})
     model = f"MLP {'-'.join(map(str, cfg.get('sizes', [])))}, {cfg.get('optimizer', '')}"
-    lines = _lines(result)
-    paths = []
-
-    for name, y_of, ylabel, title in (
-            ("throughput_samples.png", lambda r: r["samples_per_s"], "samples / s",
-             f"Throughput of one training step ({model})"),
-            ("throughput_per_example.png", lambda r: r["step_time_s"] / r["batch_size"] * 1e6,
-             "time per example (us)", f"Time per example ({model})")):
-        fig, ax = plt.subplots(figsize=(7.5, 5))
-        for (backend, T, dtype), rows in lines.items():
-            ax.loglog([r["batch_size"] for r in rows], [y_of(r) for r in rows], _STYLES.get(backend, "o-"),
-                      label=_label(backend, T, dtype), alpha=0.85, markersize=4,
-                      linewidth=1.0 if dtype == "float64" else 1.6)
-        ax.set(xlabel="batch size B", ylabel=ylabel, title=title)
-        ax.grid(True, which="both", alpha=0.25)
-        ax.legend(fontsize=7, ncol=2)
-        paths.append(_save(fig, out_dir / name))
-
+    paths = [
+        _against_b(result, out_dir / "throughput_samples.png", lambda r: r["samples_per_s"], "samples / s",
+                   f"Throughput of one training step ({model})"),
+        _against_b(result, out_dir / "throughput_per_example.png",
+                   lambda r: r["step_time_s"] / r["batch_size"] * 1e6, "time per example (us)",
+                   f"Time per example ({model}); per-example = no vectorisation")]
     for dtype in dict.fromkeys(e["dtype"] for e in result.get("breakdowns", [])):
         paths.append(_roofline(result, dtype, out_dir / f"roofline_{dtype}.png", model))
     return paths
+
+
+def _against_b(result, path, y_of, ylabel, title):
+    # one panel per thread count; colour = path, solid = float32, dashed = float64
+    plt = _plt()
+    lines = {}
+    for row in result["rows"]:
+        lines.setdefault(row["threads"], {}).setdefault((row["backend"], row["dtype"]), []).append(row)
+    fig, axes = plt.subplots(1, len(lines), figsize=(6 * len(lines), 4.8), sharey=True, squeeze=False)
+    for ax, (T, by_path) in zip(axes[0], sorted(lines.items())):
+        for (backend, dtype), rows in by_path.items():
+            ax.loglog([r["batch_size"] for r in rows], [y_of(r) for r in rows], "-" if dtype == "float32" else "--",
+                      marker=_MARKERS.get(backend, "o"), color=_COLOURS.get(backend), markersize=4, alpha=0.85,
+                      label=f"{backend}, {dtype}")
+        ax.set(xlabel="batch size B", title=f"{T} thread{'s' if T > 1 else ''}")
+        ax.grid(True, which="both", alpha=0.25)
+        ax.legend(fontsize=7, ncol=2)
+    axes[0][0].set_ylabel(ylabel)
+    fig.suptitle(title)
+    return _save(fig, path)
 
 
 SHOWN_SHARE = 0.02
@@ -62,7 +59,8 @@ SHOWN_SHARE = 0.02
 
 def _shown(row, entry):
     # GEMMs that take a visible share of the step: the tiny ones' times are differences within the timing noise
-    return row["gflops"] > 0 and math.isfinite(row["gflops"]) and \
+    gflops = row["gflops"]  # None where JSON stored a NaN
+    return gflops is not None and math.isfinite(gflops) and gflops > 0 and \
         row["seconds"] >= SHOWN_SHARE * entry["compiled_step_s"]
 
 
@@ -83,24 +81,25 @@ def _roofline(result, dtype, path, model):
         if cache:
             ax.loglog(grid, [min(ceiling, i * cache) for i in grid], "-" if T == top else "--", color="grey",
                       linewidth=0.8, label=f"L2 roof, {T} thread(s): {cache:.0f} GB/s")
+    # marker = path, colour = batch size, hollow = 1 thread, filled = more
+    from matplotlib.lines import Line2D
+
     sizes = sorted({e["batch_size"] for e in entries})
-    colours = plt.get_cmap("viridis")
-    markers = {"blas": "o", "loops": "s", "loops-parallel": "^", "per-example": "x"}
-    seen = set()
+    colour_of = {B: plt.get_cmap("viridis")(i / max(len(sizes) - 1, 1)) for i, B in enumerate(sizes)}
     for e in entries:
-        colour = colours(sizes.index(e["batch_size"]) / max(len(sizes) - 1, 1))
-        for r in e["roofline"]:
-            if not _shown(r, e):
-                continue
-            key = (e["backend"], e["batch_size"], e["threads"], e["dtype"])
-            ax.loglog(r["intensity"], r["gflops"], markers.get(e["backend"], "o"), color=colour, markersize=6,
-                      alpha=0.8, markerfacecolor="none" if e["threads"] == 1 else colour,
-                      label=None if key in seen else f"{e['backend']}, B={e['batch_size']}, {e['threads']} thread(s), "
-                                                     f"{e['dtype']}")
-            seen.add(key)
+        colour = colour_of[e["batch_size"]]
+        shown = [r for r in e["roofline"] if _shown(r, e)]
+        ax.loglog([r["intensity"] for r in shown], [r["gflops"] for r in shown], _MARKERS.get(e["backend"], "o"),
+                  color=colour, markersize=6, alpha=0.8, markerfacecolor="none" if e["threads"] == 1 else colour)
+    handles, _ = ax.get_legend_handles_labels()
+    handles += [Line2D([], [], marker=_MARKERS.get(b, "o"), color="k", linestyle="", label=b)
+                for b in dict.fromkeys(e["backend"] for e in entries)]
+    handles += [Line2D([], [], marker="o", color=colour_of[B], linestyle="", label=f"B = {B}") for B in sizes]
+    handles += [Line2D([], [], marker="o", color="k", markerfacecolor="none", linestyle="", label="1 thread"),
+                Line2D([], [], marker="o", color="k", linestyle="", label="more threads")]
     ax.set(xlabel="arithmetic intensity (flop / byte of least traffic)", ylabel="achieved GFLOP/s",
            title=f"Roofline: the GEMMs of one step ({model}, {dtype})\n(those with at least {SHOWN_SHARE:.0%} of the "
                  "step's time; shorter ones are within timing noise)")
     ax.grid(True, which="both", alpha=0.25)
-    ax.legend(fontsize=6, ncol=2, loc="lower right")
+    ax.legend(handles=handles, fontsize=6.5, ncol=2, loc="lower right")
     return _save(fig, path)
