@@ -186,7 +186,8 @@ def measure(sizes, batch_sizes, backends="blas", threads=None, dtypes="float32",
     "jax"; minigrad.frameworks, in subprocesses of compare_python), skipped with a message when missing.
     Returns {"rows": [one flat dict per (backend, threads, dtype, batch size), with the step's peak memory, measured
     and counted], "ceilings": {threads: GFLOP/s}, "bandwidths": {threads: DRAM GB/s}, "ceiling_gflops": (for the
-    largest thread count), "dtype_ceilings": {threads: {dtype: GFLOP/s}}, "cache_bandwidths": {threads: GB/s in L2}, "breakdowns": [...], "skipped": {framework: why}, "compile_s": {"backend/threads/dtype":
+    largest thread count), "dtype_ceilings": {threads: {dtype: GFLOP/s}}, "cache_bandwidths": {threads: GB/s in L2}, "thread_settings":
+    {threads: the Numba and per-library BLAS thread counts in effect}, "breakdowns": [...], "skipped": {framework: why}, "compile_s": {"backend/threads/dtype":
     seconds}, "config": {...}, "env": {...}}. progress: True, False or None (a bar on stderr when it is a terminal).
     Raises ValueError (one line) for bad input."""
     sizes, batch_sizes, dtypes = _validate(sizes, batch_sizes, dtypes, activation, optimizer, repeats)
@@ -208,6 +209,7 @@ def measure(sizes, batch_sizes, backends="blas", threads=None, dtypes="float32",
     if progress is None:
         progress = sys.stderr.isatty()
     rows, ceilings, dtype_ceilings, bandwidths, cache_bandwidths, compile_s, breakdowns = [], {}, {}, {}, {}, {}, []
+    thread_settings = {}
     saved_threads = numba.get_num_threads()
     groups = len(dtypes) * len(backends)
     total = len(thread_counts) * (1 + groups * (len(batch_sizes) + len(breakdown)))
@@ -216,6 +218,7 @@ def measure(sizes, batch_sizes, backends="blas", threads=None, dtypes="float32",
             for T in thread_counts:
                 with limit_threads(T):
                     numba.set_num_threads(T)
+                    thread_settings[T] = _thread_settings()
                     ceilings[T] = gemm_ceiling(ceiling_n, dtype="float32")
                     dtype_ceilings[T] = {d.name: ceilings[T] if d.name == "float32" else gemm_ceiling(ceiling_n, dtype=d)
                                          for d in dtypes}
@@ -265,12 +268,22 @@ def measure(sizes, batch_sizes, backends="blas", threads=None, dtypes="float32",
             ceiling = dtype_ceilings[row["threads"]][row["dtype"]]
             rows.append(dict(row, gflops=gflops, ceiling_gflops=ceiling, pct_of_ceiling=100.0 * gflops / ceiling))
     return {"rows": rows, "ceiling_gflops": ceilings[max(ceilings)], "ceilings": ceilings, "bandwidths": bandwidths,
-            "dtype_ceilings": dtype_ceilings, "cache_bandwidths": cache_bandwidths, "breakdowns": breakdowns, "skipped": skipped, "compile_s": compile_s,
+            "dtype_ceilings": dtype_ceilings, "cache_bandwidths": cache_bandwidths, "thread_settings": thread_settings,
+            "breakdowns": breakdowns, "skipped": skipped, "compile_s": compile_s,
             "config": dict(sizes=sizes, batch_sizes=batch_sizes, backends=backends, threads=thread_counts,
                            dtypes=[d.name for d in dtypes], activation=activation, optimizer=optimizer,
                            loss="cross_entropy", repeats=repeats, min_time=min_time, min_repeats=min_repeats,
                            ceiling_n=ceiling_n, lr=LR, seed=seed, breakdown=breakdown, compare=compare),
             "env": environment()}
+
+
+def _thread_settings():
+    # what the limits really set, as the libraries report it
+    import numba
+    from threadpoolctl import threadpool_info
+
+    return dict(numba=numba.get_num_threads(),
+                blas={os.path.basename(i.get("filepath", "")): i.get("num_threads") for i in threadpool_info()})
 
 
 def _time_step(model, opt, X, y, repeats, min_time, min_repeats):
@@ -556,6 +569,10 @@ def _footer(result):
     lines = []
     for T, g in sorted(result.get("ceilings", {}).items(), key=lambda kv: int(kv[0])):
         bandwidth = result.get("bandwidths", {}).get(T)
+        settings = result.get("thread_settings", {}).get(T)
+        if settings:
+            lines.append(f"{T} thread(s) in effect: Numba {settings['numba']}; " +
+                         ", ".join(f"{lib} {n}" for lib, n in settings["blas"].items()))
         cache = result.get("cache_bandwidths", {}).get(T)
         f64 = result.get("dtype_ceilings", {}).get(T, {}).get("float64")
         lines.append(f"{T} thread(s): GEMM ceiling {g:.1f} GFLOP/s float32" + (f", {f64:.1f} float64" if f64 else "")

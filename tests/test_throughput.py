@@ -46,6 +46,45 @@ def test_rows_are_consistent(result):
     assert set(result["compile_s"]) == {f"{b}/1/float32" for b in throughput.BACKEND_NAMES}
 
 
+def test_thread_settings_in_effect_are_recorded(result):
+    settings = result["thread_settings"][1]
+    assert settings["numba"] == 1
+    # every loaded BLAS and OpenMP pool, scipy's OpenBLAS (the one Numba calls) included, ran on one thread
+    assert settings["blas"] and set(settings["blas"].values()) == {1}
+    assert any("scipy_openblas" in lib and "64_" not in lib for lib in settings["blas"])
+
+
+SCIPY_BLAS_THREADS = """
+import numpy as np
+from numba import njit
+from threadpoolctl import threadpool_info
+{limit}
+
+@njit
+def gemm(a, b, c):
+    np.dot(a, b, c)
+
+a = np.ones((4, 4))
+gemm(a, a, a.copy())  # Numba loads scipy's OpenBLAS here, at the first np.dot it compiles
+print([i["num_threads"] for i in threadpool_info() if "scipy_openblas" in i["filepath"] and "64_" not in i["filepath"]])
+"""
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 cores to tell 1 thread from the default")
+def test_limit_threads_reaches_the_blas_numba_loads_later():
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+
+    def threads(limit):
+        proc = subprocess.run([sys.executable, "-c", SCIPY_BLAS_THREADS.format(limit=limit)], capture_output=True,
+                              text=True, env=env, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.strip().splitlines()[-1]
+
+    assert threads("from minigrad.throughput import limit_threads; limits = limit_threads(1)") == "[1]"
+    # negative control: the same limit set with threadpoolctl alone, before the library is loaded, misses it
+    assert threads("from threadpoolctl import threadpool_limits; limits = threadpool_limits(1)") != "[1]"
+
+
 def test_environment_names_blas_and_numba(result):
     env = result["env"]
     assert env["numba_num_threads"] >= 1 and env["numpy"] == np.__version__
