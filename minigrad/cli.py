@@ -227,8 +227,20 @@ def bench_throughput(sizes, batch_sizes, backend, threads, dtypes, activation, o
                      compare_python, figures_dir, json_path):
     """Median time of one training step per batch size and path, samples/s, GFLOP/s, % of the GEMM ceiling and
     peak memory; with --breakdown, where the time of a step goes and the roofline."""
+    import os
+
     from minigrad import throughput
 
+    # where the results go is checked before minutes of timing, not after
+    if json_path and not os.path.isdir(os.path.dirname(os.path.abspath(json_path))):
+        raise ValueError(f"--json: the directory of {json_path} does not exist; create it first")
+    if figures_dir:
+        try:
+            os.makedirs(figures_dir, exist_ok=True)
+        except OSError as exc:
+            raise ValueError(f"--figures: cannot create directory {figures_dir} ({exc.strerror})") from None
+        if not os.access(figures_dir, os.W_OK):
+            raise ValueError(f"--figures: directory {figures_dir} is not writable")
     if not dtypes:
         dtypes = ["float32", "float64"] if backend == "all" else ["float32"]
     result = throughput.measure(sizes=sizes, batch_sizes=batch_sizes, backends=backend, threads=threads,

@@ -159,11 +159,13 @@ def test_cli_writes_json(tmp_path):
     (["--dtype", "float16"], "float32 or float64"),
     (["--breakdown", "0"], "breakdown batch sizes must be >= 1"),
     (["--compare", "mxnet"], "unknown framework 'mxnet'"),
+    (["--json", "/nonexistent-dir/x.json"], "does not exist; create it first"),
+    (["--figures", "/proc/no-figures-here"], "--figures: cannot create directory"),
 ])
 def test_cli_bad_value_exits_2_with_one_line(tmp_path, args, match):
     path = tmp_path / "x.json"
     proc = subprocess.run([sys.executable, "-m", "minigrad.cli", "bench", "throughput", "--sizes", "8,8,2",
-                           *args, "--json", str(path)], capture_output=True, text=True, timeout=300,
+                           "--json", str(path), *args], capture_output=True, text=True, timeout=300,
                           env=dict(os.environ, PYTHONUNBUFFERED="1"))
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2, proc.stderr
