@@ -545,6 +545,8 @@ def _print_breakdowns(result, file):
             f"{100 * max(e['python_call_s'] - e['compiled_step_s'], 0) / e['python_call_s']:.0f}%", "")])
         _table(file, f"Where the time of one step goes: B={B}, {T} thread(s), {dtype} (each op timed in place; "
                "per-example: B x the ops of a single-example pass)", columns, cells)
+        for line in _loops_against_blas(entries):
+            print(line, file=file)
         gemms = [r["op"] for r in entries[0]["roofline"]]
         columns = ["GEMM", "M x N x K", "flop/byte"] + [c for e in entries for c in (f"{e['backend']} GF/s",
                                                                                         "% roof")]
@@ -562,6 +564,27 @@ def _print_breakdowns(result, file):
                "min(ceiling, intensity x bandwidth); shape and intensity of the batched GEMM"
                + ("; per-example runs each as B products of one row (1 x N x K, intensity < 0.5 in float32, "
                   "its own roof)" if any(e["backend"] == "per-example" for e in entries) else ""), columns, cells)
+
+
+def _loops_against_blas(entries):
+    # where the loops paths lose to BLAS: GEMMs or the rest, and why
+    blas = next((e for e in entries if e["backend"] == "blas"), None)
+    if blas is None:
+        return []
+
+    def split(e):
+        gemm = sum(op["seconds"] for op in e["ops"] if op["kind"] == "gemm")
+        return gemm, e["compiled_step_s"] - gemm
+
+    blas_gemm, blas_rest = split(blas)
+    lines = []  # absolute times: the other ops are a few percent, where a ratio would be mostly noise
+    for e in entries:
+        if e["backend"].startswith("loops") and blas_gemm > 0:
+            gemm, rest = split(e)
+            lines.append(f"{e['backend']} against blas: GEMMs {_seconds(gemm)} against {_seconds(blas_gemm)} "
+                         f"({gemm / blas_gemm:.1f}x), other ops {_seconds(rest)} against {_seconds(blas_rest)} (the "
+                         "loops have no register tiling and no packing: see the README, 'Why the loops path is slower')")
+    return lines + ([""] if lines else [])
 
 
 def _footer(result):

@@ -249,3 +249,14 @@ def test_cli_breakdown_and_figures(tmp_path):
     assert "Where the time of one step goes: B=4" in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "roofline_float32.png", "throughput_per_example.png", "throughput_samples.png"]
+
+
+def test_breakdown_sets_the_loops_gemms_against_blas():
+    def entry(backend, gemm, rest):
+        return dict(backend=backend, compiled_step_s=gemm + rest,
+                    ops=[dict(kind="gemm", seconds=gemm), dict(kind="activation", seconds=rest)])
+
+    lines = throughput._loops_against_blas([entry("blas", 1e-3, 1e-4), entry("loops", 3.5e-3, 1e-4)])
+    assert lines[0].startswith("loops against blas: GEMMs 3.50 ms against 1.00 ms (3.5x), other ops 100.0 us")
+    assert "no register tiling and no packing" in lines[0]
+    assert throughput._loops_against_blas([entry("loops", 1e-3, 0.0)]) == []  # nothing to set it against
