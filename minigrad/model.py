@@ -463,7 +463,9 @@ class MLP:
             parts["workspace"] += workspace(1) + (out_widths + hidden) * item
         T = fused_workers() if self.backend == "blas" and optimizer == "sgd" else 0
         if T and B <= fused_sgd_max(T):
-            parts["workspace"] += (T * B * sum(self.sizes[:-1]) + T * B * self.sizes[-1] + B * inputs) * item + 16 * 8 + 8
+            # _FusedBuffers: parts, dlogits and the batch copy, then the int64 counter (16) and float64 loss
+            parts["workspace"] += (T * B * sum(self.sizes[:-1]) + T * B * self.sizes[-1] + B * inputs) * item
+            parts["workspace"] += 16 * 8 + 8
         parts["total"] = sum(parts.values())
         return parts
 

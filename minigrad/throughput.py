@@ -184,11 +184,16 @@ def measure(sizes, batch_sizes, backends="blas", threads=None, dtypes="float32",
     or a list; dtypes: "float32", "float64" or a list. breakdown: batch sizes for which every op of the step is timed
     (minigrad.breakdown) and its GEMMs placed on the roofline; compare: frameworks to time alongside ("torch",
     "jax"; minigrad.frameworks, in subprocesses of compare_python), skipped with a message when missing.
-    Returns {"rows": [one flat dict per (backend, threads, dtype, batch size), with the step's peak memory, measured
-    and counted], "ceilings": {threads: GFLOP/s}, "bandwidths": {threads: DRAM GB/s}, "ceiling_gflops": (for the
-    largest thread count), "dtype_ceilings": {threads: {dtype: GFLOP/s}}, "cache_bandwidths": {threads: GB/s in L2}, "thread_settings":
-    {threads: the Numba and per-library BLAS thread counts in effect}, "breakdowns": [...], "skipped": {framework: why}, "compile_s": {"backend/threads/dtype":
-    seconds}, "config": {...}, "env": {...}}. progress: True, False or None (a bar on stderr when it is a terminal).
+    Returns a dict:
+        rows              one flat dict per (backend, threads, dtype, batch size), with the step's peak memory,
+                          measured and counted; the frameworks' rows after minigrad's
+        ceilings          {threads: float32 GEMM GFLOP/s}; ceiling_gflops: that of the largest thread count
+        dtype_ceilings    {threads: {dtype: GEMM GFLOP/s}}
+        bandwidths        {threads: DRAM GB/s}; cache_bandwidths: {threads: L2 GB/s}
+        thread_settings   {threads: the Numba and per-library BLAS thread counts in effect}
+        breakdowns        one dict per (threads, dtype, backend, breakdown B): ops, step times, roofline rows
+        skipped           {framework: why}; compile_s: {"backend/threads/dtype": seconds}; config; env
+    progress: True, False or None (a bar on stderr when it is a terminal).
     Raises ValueError (one line) for bad input."""
     sizes, batch_sizes, dtypes = _validate(sizes, batch_sizes, dtypes, activation, optimizer, repeats)
     backends, thread_counts = _backends(backends), _threads(threads)
@@ -220,8 +225,8 @@ def measure(sizes, batch_sizes, backends="blas", threads=None, dtypes="float32",
                     numba.set_num_threads(T)
                     thread_settings[T] = _thread_settings()
                     ceilings[T] = gemm_ceiling(ceiling_n, dtype="float32")
-                    dtype_ceilings[T] = {d.name: ceilings[T] if d.name == "float32" else gemm_ceiling(ceiling_n, dtype=d)
-                                         for d in dtypes}
+                    dtype_ceilings[T] = {d.name: ceilings[T] if d.name == "float32" else
+                                         gemm_ceiling(ceiling_n, dtype=d) for d in dtypes}
                     bandwidths[T] = roofline.memory_bandwidth()
                     cache_bandwidths[T] = roofline.cache_bandwidth(T)
                     _settle()
@@ -511,7 +516,8 @@ def _print_memory(result, file):
             r = by_b.get(B)
             line += [_bytes(r["mem_counted_bytes"]), _bytes(r["mem_measured_bytes"])] if r else ["-", "-"]
         cells.append(line)
-    _table(file, f"Peak memory of training [{T} thread(s), {dtype}]: parameters {_bytes(first['mem_parameters_bytes'])}, "
+    _table(file, f"Peak memory of training [{T} thread(s), {dtype}]: parameters "
+           f"{_bytes(first['mem_parameters_bytes'])}, "
            f"gradients {_bytes(first['mem_gradients_bytes'])}, optimizer state "
            f"{_bytes(first['mem_optimizer_state_bytes'])} at every B; counted = MLP.memory_count, measured = "
            "tracemalloc peak (workspace columns: the first path's)", columns, cells)
@@ -583,7 +589,8 @@ def _loops_against_blas(entries):
             gemm, rest = split(e)
             lines.append(f"{e['backend']} against blas: GEMMs {_seconds(gemm)} against {_seconds(blas_gemm)} "
                          f"({gemm / blas_gemm:.1f}x), other ops {_seconds(rest)} against {_seconds(blas_rest)} (the "
-                         "loops have no register tiling and no packing: see the README, 'Why the loops path is slower')")
+                         "loops have no register tiling and no packing: see the README, 'Why the loops path is "
+                         "slower')")
     return lines + ([""] if lines else [])
 
 
@@ -598,9 +605,10 @@ def _footer(result):
                          ", ".join(f"{lib} {n}" for lib, n in settings["blas"].items()))
         cache = result.get("cache_bandwidths", {}).get(T)
         f64 = result.get("dtype_ceilings", {}).get(T, {}).get("float64")
+        memory = f", memory bandwidth {bandwidth:.1f} GB/s DRAM, {cache:.0f} GB/s L2 (STREAM triad)" \
+            if bandwidth and cache else ""
         lines.append(f"{T} thread(s): GEMM ceiling {g:.1f} GFLOP/s float32" + (f", {f64:.1f} float64" if f64 else "")
-                     + f" ({cfg.get('ceiling_n', 2048)}^3 GEMMs through the model's BLAS)" + (f", memory bandwidth {bandwidth:.1f} GB/s DRAM, {cache:.0f} GB/s "
-                                                    "L2 (STREAM triad)" if bandwidth and cache else ""))
+                     + f" ({cfg.get('ceiling_n', 2048)}^3 GEMMs through the model's BLAS){memory}")
     if result.get("compile_s"):
         lines.append("compile (first calls, minus a step): " +
                      ", ".join(f"{k} {v:.1f} s" for k, v in result["compile_s"].items()))

@@ -3,7 +3,7 @@ runs exactly its ops, the GEMM bookkeeping is right, and the model's memory coun
 import numpy as np
 import pytest
 
-from minigrad import MLP, breakdown as BD, make_optimizer, model as M, roofline
+from minigrad import MLP, breakdown as BD, make_optimizer, roofline
 from minigrad.throughput import make_batches
 
 SIZES = [12, 16, 8, 3]
