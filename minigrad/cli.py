@@ -11,23 +11,20 @@ import click
 from minigrad import __version__
 
 
-def int_list(ctx, param, value):
-    """'1,2,4' -> [1, 2, 4] (click callback)."""
-    if value is None or isinstance(value, list):
-        return value
-    try:
-        return [int(v) for v in str(value).split(",") if v.strip()]
-    except ValueError:
-        raise click.BadParameter(f"expected comma-separated integers, got {value!r}") from None
+def comma_list(convert, what):
+    """A click callback: '1,2,4' -> [convert('1'), convert('2'), convert('4')], or a one-line error."""
+    def callback(ctx, param, value):
+        if value is None or isinstance(value, list):
+            return value
+        try:
+            return [convert(v.strip()) for v in str(value).split(",") if v.strip()]
+        except ValueError:
+            raise click.BadParameter(f"expected comma-separated {what}, got {value!r}") from None
+
+    return callback
 
 
-def float_list(ctx, param, value):
-    if value is None or isinstance(value, list):
-        return value
-    try:
-        return [float(v) for v in str(value).split(",") if v.strip()]
-    except ValueError:
-        raise click.BadParameter(f"expected comma-separated numbers, got {value!r}") from None
+int_list, float_list, str_list = comma_list(int, "integers"), comma_list(float, "numbers"), comma_list(str, "names")
 
 
 def user_errors(func):
@@ -187,13 +184,6 @@ def show_report(path):
 def report_command(path):
     """Rebuild a study's table, recommendation and figures from its HDF5 file alone."""
     show_report(path)
-
-
-def str_list(ctx, param, value):
-    """'a,b' -> ['a', 'b'] (click callback)."""
-    if value is None or isinstance(value, list):
-        return value
-    return [v.strip() for v in str(value).split(",") if v.strip()]
 
 
 @bench.command("throughput")

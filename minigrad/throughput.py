@@ -444,9 +444,14 @@ def _table(file, title, columns, cells):
         from rich.console import Console
         from rich.table import Table
 
+    text_first = not cells[0][0].isdigit()  # op names go left, batch sizes right
+    if file.isatty():
+        from rich.console import Console
+        from rich.table import Table
+
         table = Table(title=title)
         for i, name in enumerate(columns):
-            table.add_column(name, justify="left" if i == 0 and not cells[0][0].isdigit() else "right")
+            table.add_column(name, justify="left" if i == 0 and text_first else "right")
         for row in cells:
             table.add_row(*row)
         Console(file=file, width=200).print(table)
@@ -454,8 +459,7 @@ def _table(file, title, columns, cells):
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
     print(title, file=file)
     for line in [columns, *cells]:
-        first = line[0].ljust(widths[0]) if not line[0].strip().isdigit() and line is not columns or \
-            (line is columns and not cells[0][0].isdigit()) else line[0].rjust(widths[0])
+        first = line[0].ljust(widths[0]) if text_first else line[0].rjust(widths[0])
         print("  ".join([first] + [c.rjust(w) for c, w in zip(line[1:], widths[1:])]), file=file)
     print(file=file)
 
