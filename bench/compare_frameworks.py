@@ -2,7 +2,7 @@
 
 The step is the one `minigrad bench throughput` times: an MLP (784-256-256-10 by default) with ReLU, mean softmax
 cross-entropy and a plain SGD update, float32. Every framework starts from the same initial weights (minigrad's
-MLP(sizes, seed=0)) and steps on the same batches (minigrad.throughput.make_batches: standard-normal inputs, random
+MLP(sizes, seed=0)) and steps on the same batches (minigrad.profile.batches.make_batches: standard-normal inputs, random
 labels). The builders, the worker and the timing are minigrad/frameworks.py's (what `bench throughput --compare`
 runs): each framework runs in its own subprocess, one after the other (two thread pools in one process would fight
 over the cores), restricted to the first --threads cores (sched_setaffinity, which every framework's thread pool
@@ -94,7 +94,7 @@ def main(argv=None):
             line += f"{results['minigrad'][B]['samples_per_s'] / max(others):>20.2f}"
         print(line)
     if args.json:
-        from minigrad.throughput import environment
+        from minigrad.machine.environment import environment
 
         env = {"sizes": sizes, "threads": args.threads, "lr": args.lr, "versions": versions,
                "cpu": environment()["cpu"]}

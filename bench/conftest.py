@@ -19,7 +19,7 @@ def pytest_addoption(parser):
 def threads(request):
     import numba
 
-    from minigrad.throughput import limit_threads
+    from minigrad.machine.threads import limit_threads
 
     n = request.config.getoption("--threads") or min(len(os.sched_getaffinity(0)), numba.config.NUMBA_NUM_THREADS)
     limits = limit_threads(n)
@@ -30,9 +30,9 @@ def threads(request):
 
 @pytest.fixture(scope="session")
 def environment(threads):
-    from minigrad import throughput
+    from minigrad.machine.environment import environment
 
-    return throughput.environment()
+    return environment()
 
 
 @pytest.fixture

@@ -7,10 +7,10 @@ for small batches), "loops" and "loops-parallel" (kernels_loops.py).
 import numpy as np
 import pytest
 
-from minigrad import kernels as K
-from minigrad import kernels_loops as KL
-from minigrad import kernels_small as KS
-from minigrad import optim
+from minigrad.engine import kernels as K
+from minigrad.engine import kernels_loops as KL
+from minigrad.engine import kernels_small as KS
+from minigrad.engine import optim
 
 PATHS = {
     "blas": (K.linear_forward, K.linear_backward),

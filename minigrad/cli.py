@@ -121,8 +121,8 @@ def bench(ctx, quick, config_path, out, overwrite, dry_run, data_name, workers, 
         return
     import json
 
-    from minigrad import study
-    from minigrad.sweep import parse_shard
+    from minigrad.study.config import make_config
+    from minigrad.study.sweep import parse_shard
 
     if scheduler is not None and executor != "dask":
         raise click.UsageError("--scheduler needs --executor dask")
@@ -140,9 +140,9 @@ def bench(ctx, quick, config_path, out, overwrite, dry_run, data_name, workers, 
     settings = {**file_settings, **{k: v for k, v in settings.items() if v is not None}}
     if data_name is not None:
         settings["data"] = data_name
-    config = study.make_config(quick=quick, **settings)
+    config = make_config(quick=quick, **settings)
     if dry_run:
-        from minigrad.sweep import count_trials
+        from minigrad.study.sweep import count_trials
 
         n_ref, n_tune, n_equal = count_trials(config)
         click.echo(json.dumps(config, indent=2))
@@ -154,12 +154,13 @@ def bench(ctx, quick, config_path, out, overwrite, dry_run, data_name, workers, 
                        f"{n_tune} of the initial tuning grid; `minigrad merge` the shards, then `minigrad bench` on the "
                        "merged file runs the widening and equal-budget phases")
         return
-    from minigrad.sweep import DaskExecutor, LocalExecutor, run_study
+    from minigrad import api
+    from minigrad.study.executors import DaskExecutor, LocalExecutor
 
     threads = worker_threads or 1
     runner = (DaskExecutor(scheduler, workers=workers, threads=threads) if executor == "dask"
               else LocalExecutor(workers, threads=threads))
-    run_study(config, out, overwrite=overwrite, executor=runner, echo=click.echo, shard=shard)
+    api.run_study(config, out, overwrite=overwrite, executor=runner, echo=click.echo, shard=shard)
     if shard is None:
         show_report(out)
 
@@ -167,14 +168,13 @@ def bench(ctx, quick, config_path, out, overwrite, dry_run, data_name, workers, 
 def show_report(path):
     from pathlib import Path
 
-    from minigrad import report, store
-    from minigrad.figures import study_figures
+    from minigrad import api
+    from minigrad.study.figures import study_figures
 
-    study_file = store.open(path)
-    analysis = report.analyse(study_file)
-    report.print_report(analysis)
+    study = api.open_study(path)
+    study.report()
     path = Path(path)
-    for written in study_figures(analysis, study_file, path.parent, stem=path.stem):
+    for written in study_figures(study.analysis, study.file, path.parent, stem=path.stem):
         click.echo(f"figure: {written}")
 
 
@@ -219,7 +219,8 @@ def bench_throughput(sizes, batch_sizes, backend, threads, dtypes, activation, o
     peak memory; with --breakdown, where the time of a step goes and the roofline."""
     import os
 
-    from minigrad import throughput
+    from minigrad.profile import report as profile_report
+    from minigrad.profile import throughput
 
     # where the results go is checked before minutes of timing, not after
     if json_path and not os.path.isdir(os.path.dirname(os.path.abspath(json_path))):
@@ -237,12 +238,12 @@ def bench_throughput(sizes, batch_sizes, backend, threads, dtypes, activation, o
                                 dtypes=dtypes, activation=activation, optimizer=optimizer, repeats=repeats,
                                 breakdown=breakdown, compare=compare, compare_python=compare_python,
                                 echo=lambda msg: click.echo(msg, err=True))
-    throughput.print_result(result)
+    profile_report.print_result(result)
     if json_path:
-        throughput.write_json(result, json_path)
+        profile_report.write_json(result, json_path)
         click.echo(f"wrote {json_path}")
     if figures_dir:
-        from minigrad.throughput_figures import throughput_figures
+        from minigrad.profile.figures import throughput_figures
 
         for path in throughput_figures(result, figures_dir):
             click.echo(f"figure: {path}")
@@ -260,7 +261,7 @@ def budget_options(func):
 
 
 def make_budget(steps, examples, epochs, default_epochs=20.0):
-    from minigrad.train import Budget
+    from minigrad.training.train import Budget
 
     given = [v for v in (steps, examples, epochs) if v is not None]
     if len(given) > 1:
@@ -317,10 +318,10 @@ def train(data_name, hidden, activation, loss, batch_size, lr, optimizer, moment
     budget = make_budget(steps, examples, epochs)
     from minigrad import data as datasets
     from minigrad import store
-    from minigrad.progress import progress_bar
-    from minigrad.schedules import BatchSchedule, LRSchedule, scaled_lr
-    from minigrad.train import build_model, optimizer_options
-    from minigrad.train import train as train_run
+    from minigrad.machine.progress import progress_bar
+    from minigrad.training.schedules import BatchSchedule, LRSchedule, scaled_lr
+    from minigrad.training.train import build_model, optimizer_options
+    from minigrad.training.train import train as train_run
 
     dataset = datasets.load(data_name, seed=data_seed)
     if not 1 <= batch_size <= len(dataset.y_train):
@@ -369,7 +370,7 @@ def merge_command(out, inputs, overwrite):
 
     Refuses files of different configurations and runs whose copies differ; a run found in several files is kept once.
     """
-    from minigrad.merge import merge
+    from minigrad.study.merge import merge
 
     merge(out, inputs, overwrite=overwrite, echo=click.echo)
 
@@ -423,7 +424,7 @@ def experiment_options(name, data=True):
 
 
 def run_experiment(name, quick, out, overwrite, workers, data_name=None, **settings):
-    from minigrad import experiments
+    import minigrad.experiments as experiments
 
     if data_name is not None:
         settings["data"] = data_name

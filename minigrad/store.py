@@ -45,20 +45,19 @@ from __future__ import annotations
 
 import builtins  # the module-level open() below shadows the builtin
 import csv
-import datetime
 import json
 import os
-import platform
 import re
 import shutil
-import socket
 import uuid
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 
 import h5py
 import numpy as np
+
+from minigrad.machine.environment import study_record
+from minigrad.machine.text import json_default
 
 try:
     import fcntl
@@ -84,19 +83,8 @@ class StoreError(ValueError):
 
 # ---------------------------------------------------------------------------------------------------------- values
 
-def _plain(v):
-    """json.dumps default: numpy scalars and arrays, paths."""
-    if isinstance(v, np.generic):
-        return v.item()
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    if isinstance(v, os.PathLike):
-        return os.fspath(v)
-    raise TypeError(f"cannot store a {type(v).__name__} as JSON")
-
-
 def _dumps(v) -> str:
-    return json.dumps(v, default=_plain, sort_keys=True)
+    return json.dumps(v, default=json_default, sort_keys=True)
 
 
 def _put_attrs(obj, values: dict) -> None:
@@ -261,38 +249,6 @@ def _journal_entries(journal: Path) -> list[Path]:
     return sorted(journal.glob("*.h5"))
 
 
-def _environment() -> dict:
-    """Where and with what the study ran: enough to tell whether two files' timings can be compared."""
-    from minigrad import __version__
-
-    def version(dist):
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            return "not installed"
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with builtins.open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    try:
-        import threadpoolctl  # lazily: it inspects every loaded library
-
-        blas = [{k: info.get(k) for k in ("user_api", "internal_api", "version", "architecture", "num_threads")}
-                for info in threadpoolctl.threadpool_info()]
-    except Exception:  # metadata must never stop a study
-        blas = []
-    threads = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                                              "NUMBA_NUM_THREADS", "NUMBA_THREADING_LAYER")}
-    threads["cpu_count"] = os.cpu_count()
-    return {"minigrad_version": __version__, "numpy_version": np.__version__, "numba_version": version("numba"),
-            "h5py_version": h5py.__version__, "hdf5_version": h5py.version.hdf5_version,
-            "created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-            "host": socket.gethostname(), "cpu": cpu, "blas": blas, "threads": threads}
-
-
 # ------------------------------------------------------------------------------------------------------ writer
 
 class Store:
@@ -343,7 +299,7 @@ class Store:
                 def fill(f):
                     f.attrs["schema"], f.attrs["schema_version"] = SCHEMA, SCHEMA_VERSION
                     f.attrs["study_id"], f.attrs["kind"] = study_id, kind
-                    _put_attrs(f, {**_environment(), "config": json.loads(config_json)})
+                    _put_attrs(f, {**study_record(), "config": json.loads(config_json)})
                     f.create_group("runs")
                     _write_table(f, "summary", [])
 

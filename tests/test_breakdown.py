@@ -1,10 +1,14 @@
-"""minigrad.breakdown and minigrad.roofline: the op-by-op mirror of the train step is the train step, each prefix
+"""minigrad.profile.breakdown and minigrad.profile.roofline: the op-by-op mirror of the train step is the train step, each prefix
 runs exactly its ops, the GEMM bookkeeping is right, and the model's memory count is what it allocates."""
+import math
+
 import numpy as np
 import pytest
 
-from minigrad import MLP, breakdown as BD, make_optimizer, roofline
-from minigrad.throughput import make_batches
+from minigrad import MLP, make_optimizer
+from minigrad.profile import breakdown as BD
+from minigrad.profile import roofline
+from minigrad.profile.batches import make_batches
 
 SIZES = [12, 16, 8, 3]
 
@@ -60,7 +64,8 @@ def test_breakdown_adds_up_and_names_every_op():
     result = BD.breakdown(model, opt, X, y, samples=5, target=2e-4)
     assert [op.name for op in result["ops"]] == [op.name for op in BD.step_ops(SIZES, 32, "relu", "sgd")]
     assert sum(result["op_s"]) == pytest.approx(result["compiled_step_s"], rel=1e-9)
-    assert result["compiled_step_s"] > 0 and result["python_call_s"] > 0 and result["train_step_s"] > 0
+    # the compiled step is a sum of differences of timings: its sign is a benchmark's business (bench/), not a test's
+    assert math.isfinite(result["compiled_step_s"]) and result["python_call_s"] > 0 and result["train_step_s"] > 0
     assert result["fused"]  # blas + SGD at B = 32: the training loop runs the fused step
 
 
@@ -91,10 +96,11 @@ def test_gemm_intensity_and_roofline_rows():
     assert rows[0]["pct_of_attainable"] == pytest.approx(100 * rows[0]["gflops"] / 200.0)
 
 
-def test_bandwidths_are_measured_and_cache_is_faster():
+def test_bandwidths_are_measured():
+    # which is faster is a timing comparison, and a busy machine can reverse it: bench/test_bench_machine.py
     dram = roofline.memory_bandwidth(n_bytes=96 * 2**20, repeats=3)
     l2 = roofline.cache_bandwidth(1, reps=500, repeats=3)
-    assert 0.5 < dram < 2000 and l2 > dram
+    assert 0 < dram < 2000 and 0 < l2 < 1e5
 
 
 def held_bytes(model, opt):

@@ -9,10 +9,11 @@ import pytest
 
 distributed = pytest.importorskip("distributed")
 
-from minigrad import store, sweep
-from minigrad import study as S
+from minigrad import store
+from minigrad.study import sweep
+from minigrad.study import plan as S
 from minigrad.cli import main as cli
-from minigrad.executors import thread_settings, trial_task
+from minigrad.study.executors import thread_settings, trial_task
 from tests.test_sweep import (assert_same_study, baseline, cpu_seconds, in_thread, kill_driver_then_resume,
                               kill_mid_trial, needs_proc, small_config)
 
@@ -121,7 +122,7 @@ def test_unreachable_scheduler_is_one_clear_error():
 
 def test_bench_passes_executor_options_to_the_study(monkeypatch, tmp_path):
     calls = []
-    monkeypatch.setattr(sweep, "run_study", lambda config, out, **kw: calls.append((config, out, kw)))
+    monkeypatch.setattr("minigrad.api.run_study", lambda config, out, **kw: calls.append((config, out, kw)))
     monkeypatch.setattr("minigrad.cli.show_report", lambda path: None)
     from click.testing import CliRunner
 

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from minigrad import experiments as E
+import minigrad.experiments as E
+from minigrad.experiments.stratified import steps_to
 from minigrad import store
 
 TINY_DATA = {"data_options": {"n_train": 1200, "n_val": 400, "n_test": 400}, "hidden": [16]}
@@ -106,13 +107,14 @@ def test_stratified_experiment(tmp_path):
 
 def test_steps_to_target_reads_the_first_evaluation_at_or_below_it():
     trace = {"step": np.array([1, 2, 5, 9]), "val_error": np.array([0.5, 0.3, 0.2, 0.25])}
-    assert E.steps_to(trace, 0.3) == 2 and E.steps_to(trace, 0.2) == 5 and E.steps_to(trace, 0.1) == math.inf
+    assert steps_to(trace, 0.3) == 2 and steps_to(trace, 0.2) == 5 and steps_to(trace, 0.1) == math.inf
 
 
 @pytest.mark.slow
 def test_gns_experiment_against_a_small_study(tmp_path):
-    from minigrad import study, sweep
-    from minigrad.executors import LocalExecutor
+    from minigrad.study import config as study
+    from minigrad.study import sweep
+    from minigrad.study.executors import LocalExecutor
 
     study_path = tmp_path / "study.h5"
     sconf = study.make_config(quick=True, **TINY_DATA, batch_sizes=[4, 16, 64], seeds=1, reference_lrs=[0.1, 0.3],

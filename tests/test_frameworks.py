@@ -1,4 +1,4 @@
-"""minigrad.frameworks: --compare validation, skipping what is not installed, the worker's rows, and (where PyTorch
+"""minigrad.profile.frameworks: --compare validation, skipping what is not installed, the worker's rows, and (where PyTorch
 or JAX can be run) that the framework's step is minigrad's step.
 
 PyTorch and JAX are not minigrad dependencies. The tests that need them run in the interpreter named by
@@ -14,8 +14,9 @@ import sys
 import numpy as np
 import pytest
 
-from minigrad import MLP, frameworks, make_optimizer
-from minigrad.throughput import make_batches
+from minigrad import MLP, make_optimizer
+from minigrad.profile import frameworks
+from minigrad.profile.batches import make_batches
 
 SIZES, BATCH_SIZES = [8, 8, 2], [1, 4]
 ROW_KEYS = {"backend", "threads", "dtype", "batch_size", "step_time_s", "iqr_s", "samples_per_s", "repeats",
@@ -38,7 +39,7 @@ def test_parse_compare():
 
 
 def test_import_loads_no_framework():
-    code = "import sys, minigrad.frameworks; print(sorted({'torch', 'jax', 'numba'} & set(sys.modules)))"
+    code = "import sys, minigrad.profile.frameworks; print(sorted({'torch', 'jax', 'numba'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 

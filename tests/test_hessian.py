@@ -9,8 +9,8 @@ Closed forms used:
 import numpy as np
 import pytest
 
-from minigrad import hessian as H
-from minigrad.model import MLP
+from minigrad.instruments import hessian as H
+from minigrad.engine.model import MLP, layer_views
 
 
 def least_squares(n=200, d=6, seed=0, scales=None):
@@ -42,7 +42,7 @@ def softmax_regression(n=150, d=4, K=3, seed=0):
 
 def test_layer_views_match_the_model_layout():
     model = MLP([5, 7, 3], seed=1)
-    for (W, b), w, bb in zip(H.layer_views(model.sizes, model.params), model.weights, model.biases):
+    for (W, b), w, bb in zip(layer_views(model.sizes, model.params), model.weights, model.biases):
         assert np.shares_memory(W, model.params) and np.array_equal(W, w) and np.array_equal(b, bb)
 
 

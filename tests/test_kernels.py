@@ -6,9 +6,9 @@ or a transpose cannot pass by symmetry.
 import numpy as np
 import pytest
 
-from minigrad import kernels as K
-from minigrad import kernels_loops as KL
-from minigrad import kernels_small as KS
+from minigrad.engine import kernels as K
+from minigrad.engine import kernels_loops as KL
+from minigrad.engine import kernels_small as KS
 from tests import reference as ref
 
 LINEAR_PATHS = {

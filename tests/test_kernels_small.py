@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from minigrad import MLP, SGD, make_optimizer
-from minigrad import kernels_small as KS
-from minigrad import model as M
+from minigrad.engine import kernels_small as KS
+from minigrad.engine import model as M
 from tests import reference as ref
 
 # (B, C, OC): B = 1, B and OC not multiples of the 4-row blocks, C not a multiple of 16, and B * C past L1_FLOATS so

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from minigrad import MLP, SGD, make_optimizer
-from minigrad.model import BACKENDS, DivergenceError
+from minigrad.engine.model import BACKENDS, DivergenceError
 from tests import reference as ref
 
 
@@ -33,7 +33,7 @@ def test_mlp_gradient_matches_central_differences(sizes, activation, loss):
 
 def test_gradient_check_fails_for_a_model_with_a_wrong_backward(monkeypatch):
     # negative control: the same check on a model whose relu backward lets every gradient through
-    from minigrad import kernels as K
+    from minigrad.engine import kernels as K
 
     model = MLP([5, 7, 3], dtype=np.float64, seed=3)
     X, y = batch([5, 7, 3], B=5)

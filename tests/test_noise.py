@@ -5,9 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from minigrad import data, noise
-from minigrad.model import MLP
-from minigrad.train import Budget, build_model, train
+from minigrad.instruments import noise
+from minigrad.engine.model import MLP
+from minigrad.training.train import Budget, build_model, train
 
 
 def population(n=40, seed=0):
@@ -111,19 +111,6 @@ def test_small_pieces():
     assert [ema.update(x) for x in (4.0, 0.0, 2.0)] == [4.0, 2.0, 2.0]
     with pytest.raises(ValueError):
         noise.EMA(0.0)
-
-
-@pytest.fixture(scope="module")
-def blobs():
-    r = np.random.default_rng(0)
-    centres = r.standard_normal((3, 6)) * 2
-
-    def split(n):
-        y = r.integers(0, 3, n)
-        return (centres[y] + r.standard_normal((n, 6))).astype(np.float32), y.astype(np.int64)
-
-    (Xt, yt), (Xv, yv), (Xs, ys) = split(600), split(200), split(200)
-    return data.Dataset(name="blobs", X_train=Xt, y_train=yt, X_val=Xv, y_val=yv, X_test=Xs, y_test=ys, n_classes=3)
 
 
 def test_gns_hook_records_b_simple_and_leaves_the_run_unchanged(blobs):

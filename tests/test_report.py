@@ -4,8 +4,9 @@ import math
 import numpy as np
 import pytest
 
-from minigrad import report
-from minigrad import study as S
+from minigrad.study import report
+from minigrad.study import plan as S
+from minigrad.study.config import make_config
 
 
 def test_fit_recovers_known_smin_emin():
@@ -58,7 +59,7 @@ def test_best_rate_uses_the_median_over_seeds_and_counts_misses_as_infinite():
 
 
 def test_grid_is_widened_where_the_best_rate_is_on_its_edge():
-    config = S.make_config(batch_sizes=[32], lr_points=3, seeds=1, max_widen=2)
+    config = make_config(batch_sizes=[32], lr_points=3, seeds=1, max_widen=2)
     grid = S.grid_for(config, 0.1, 32)
     assert grid == [0.05, 0.1, 0.2]
     results = [result(32, 0.05, 0, 300), result(32, 0.1, 0, 200), result(32, 0.2, 0, 100)]
@@ -73,7 +74,7 @@ def test_grid_is_widened_where_the_best_rate_is_on_its_edge():
 
 
 def test_grid_widening_stops_after_max_widen():
-    config = S.make_config(batch_sizes=[32], lr_points=2, seeds=1, max_widen=1)
+    config = make_config(batch_sizes=[32], lr_points=2, seeds=1, max_widen=1)
     results = [result(32, lr, 0, 1000 / lr) for lr in (0.07071, 0.1414, 0.2828)]
     assert len({t["lr"] for t in S.tune_trials(config, 0.1, 0.2, [32], results, (100, 3200))}) == 3
 
@@ -95,7 +96,7 @@ def test_trial_ids_are_stable_and_store_safe():
 ])
 def test_bad_study_settings(overrides, match):
     with pytest.raises(ValueError, match=match):
-        S.make_config(**overrides)
+        make_config(**overrides)
 
 
 def reference_result(lr, seed, steps, examples, errors):
@@ -105,7 +106,7 @@ def reference_result(lr, seed, steps, examples, errors):
 
 
 def test_reference_cost_reads_when_the_best_rate_first_met_the_target():
-    config = S.make_config()
+    config = make_config()
     results = [reference_result(0.1, 0, [10, 20, 30], [320, 640, 960], [0.5, 0.2, 0.1]),
                reference_result(0.1, 1, [10, 20, 30], [320, 640, 960], [0.5, 0.15, 0.12]),
                reference_result(0.3, 0, [10, 20, 30], [320, 640, 960], [0.4, 0.3, 0.3])]
@@ -119,7 +120,7 @@ def test_reference_cost_reads_when_the_best_rate_first_met_the_target():
 
 
 def test_grids_centre_linearly_below_the_reference_batch_and_by_sqrt_above():
-    config = S.make_config()
+    config = make_config()
     assert S.centre_lr(config, 0.1, 8) == pytest.approx(0.025)
     assert S.centre_lr(config, 0.1, 128) == pytest.approx(0.2)
     assert S.centre_lr(config, 0.1, 32) == pytest.approx(0.1)

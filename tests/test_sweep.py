@@ -16,10 +16,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from minigrad import store, sweep
-from minigrad import study as S
+from minigrad import store
+from minigrad.study import sweep
+from minigrad.study import plan as S
+from minigrad.study.config import make_config
 from minigrad.cli import main as cli
-from minigrad.merge import merge, run_difference
+from minigrad.study.merge import merge, run_difference
 
 SETTINGS = {"data_options": {"n_train": 2000, "n_val": 500, "n_test": 500}, "hidden": [16], "batch_sizes": [4, 32],
             "reference_lrs": [0.1, 0.3], "seeds": 1, "lr_points": 2, "max_widen": 1, "reference_epochs": 600.0,
@@ -28,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def small_config():
-    return S.make_config(**copy.deepcopy(SETTINGS))
+    return make_config(**copy.deepcopy(SETTINGS))
 
 
 _BASELINE = {}
@@ -197,7 +199,8 @@ def test_local_worker_killed_mid_trial_reruns_it(tmp_path_factory, tmp_path):
 
 DRIVER = r"""
 import sys
-from minigrad import study as S, sweep
+from minigrad.study import plan as S
+from minigrad.study import sweep
 from tests.test_sweep import small_config
 executor = sweep.DaskExecutor(workers=2) if sys.argv[2] == "dask" else sweep.LocalExecutor(2)
 sweep.run_study(small_config(), sys.argv[1], executor=executor, measure_throughput=False)

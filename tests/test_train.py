@@ -4,24 +4,8 @@ import math
 import numpy as np
 import pytest
 
-from minigrad import data
-from minigrad.schedules import BatchSchedule, LRSchedule, scaled_lr
-from minigrad.train import TRACE_COLUMNS, Budget, build_model, next_eval_step, train
-
-
-@pytest.fixture(scope="module")
-def blobs():
-    """Three well separated Gaussian blobs: learnable to ~0 error in a few hundred steps."""
-    r = np.random.default_rng(0)
-    centres = r.standard_normal((3, 6)) * 3
-
-    def split(n):
-        y = r.integers(0, 3, n)
-        return (centres[y] + r.standard_normal((n, 6))).astype(np.float32), y.astype(np.int64)
-
-    (Xt, yt), (Xv, yv), (Xs, ys) = split(600), split(300), split(300)
-    return data.Dataset(name="blobs", X_train=Xt, y_train=yt, X_val=Xv, y_val=yv, X_test=Xs, y_test=ys,
-                        n_classes=3, info={})
+from minigrad.training.schedules import BatchSchedule, LRSchedule, scaled_lr
+from minigrad.training.train import TRACE_COLUMNS, Budget, build_model, next_eval_step, train
 
 
 def model_for(ds, seed=0):

@@ -1,0 +1,102 @@
+"""The Python API under the CLI: the same functions `minigrad bench` and `minigrad report` call.
+
+    import minigrad
+    config = minigrad.make_config(quick=True, batch_sizes=[1, 8, 64, 512])
+    study = minigrad.run_study(config, "study.h5")          # or minigrad.open_study("study.h5")
+    study.summary()                                         # per batch size: a pandas DataFrame (columns if no pandas)
+    study.traces()                                          # every evaluation point of every run, long format
+    study.analysis                                          # fit, B_crit, recommendation (minigrad.study.report)
+    study.figures()                                         # {name: matplotlib Figure}; no backend is switched
+
+Nothing here compiles anything until a study runs.
+"""
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from minigrad import store
+from minigrad.study.config import make_config  # noqa: F401 - part of the API
+
+
+def run_study(config, out="minigrad-study.h5", *, overwrite=False, executor=None, echo=print, shard=None,
+              measure_throughput=True):
+    """Run (or resume) a study from `config` (make_config) into the HDF5 file `out`; returns the Study.
+    executor: minigrad.study.executors.LocalExecutor (default: one worker process per core), DaskExecutor or
+    InlineExecutor (this process). measure_throughput=False skips the compute-speed phase (no step times, so no
+    time-to-target: convergence only)."""
+    from minigrad.study.sweep import run_study as run
+
+    run(config, out, overwrite=overwrite, executor=executor, echo=echo, shard=shard,
+        measure_throughput=measure_throughput)
+    return open_study(out)
+
+
+def open_study(path):
+    """A study file read into memory (the file is closed again)."""
+    return Study(store.open(path))
+
+
+@dataclass
+class Study:
+    """A study file with its analysis, as tables and figures."""
+
+    file: store.StudyFile
+
+    @property
+    def path(self) -> Path:
+        return self.file.path
+
+    @property
+    def config(self) -> dict:
+        return self.file.config
+
+    @cached_property
+    def analysis(self):
+        """The fit, B_crit and recommendation (minigrad.study.report.Analysis), computed from the file alone."""
+        from minigrad.study import report
+
+        return report.analyse(self.file)
+
+    def summary(self):
+        """One row per batch size: step time, tuned lr, steps-, examples- and time-to-target, status."""
+        return as_table(self.analysis.rows)
+
+    def runs(self):
+        """One row per stored run: its id and attributes (batch size, lr, seed, phase, status, ...)."""
+        return as_table(self.file.summary())
+
+    def traces(self, phase=None):
+        """Every evaluation point of every run (of `phase`, if given), one row each, with run_id, phase, batch_size,
+        lr and seed next to the trace columns (step, examples, val_error, ...)."""
+        rows = []
+        for run_id, run in self.file.runs.items():
+            if phase is not None and run.attrs.get("phase") != phase:
+                continue
+            keys = {k: run.attrs.get(k) for k in ("phase", "batch_size", "lr", "seed")}
+            columns = {k: v for k, v in run.trace.items() if getattr(v, "ndim", 0) == 1}
+            n = len(next(iter(columns.values()), []))
+            rows += [{"run_id": run_id, **keys, **{k: v[i].item() for k, v in columns.items() if len(v) == n}}
+                     for i in range(n)]
+        return as_table(rows)
+
+    def figures(self):
+        """{name: matplotlib Figure} of the six study figures; show one by leaving it as a notebook cell's value."""
+        from minigrad.study.figures import make_figures
+
+        return make_figures(self.analysis, self.file)
+
+    def report(self, console=None):
+        """Print the table and the recommendation, as `minigrad report` does."""
+        from minigrad.study import report
+
+        report.print_report(self.analysis, console)
+
+
+def as_table(rows):
+    """A list of dicts as a pandas DataFrame when pandas is installed, else as {column: list}."""
+    try:
+        import pandas
+    except ImportError:
+        keys = list(dict.fromkeys(k for row in rows for k in row))
+        return {k: [row.get(k) for row in rows] for k in keys}
+    return pandas.DataFrame(rows)

@@ -1,0 +1,31 @@
+"""The classic experiments, one module each: configuration, runs, HDF5 (through minigrad.store), verdict, figures.
+
+    noise       spread of minibatch gradients around the full gradient for B = 1..4096, next to the step time
+    keskar      small batch against large batch at a fixed epoch budget: errors, sharpness, re-tuning
+    smith       learning-rate step decay against growing the batch by the same factor (Smith et al. 2017)
+    gns         the gradient noise scale B_simple over training next to B_crit from a `minigrad bench` study
+    stratified  shuffled against class-stratified batches: steps-to-target and its spread over seeds
+"""
+from importlib import import_module
+from pathlib import Path
+
+from minigrad.experiments.common import DEFAULTS, EXPERIMENTS, QUICK, Outcome, make_config  # noqa: F401 - the API
+
+
+def run(name, config, out, *, overwrite=False, executor=None, workers=None, echo=print):
+    """Run (or resume) experiment `name` with `config` (from make_config) into the HDF5 file `out`.
+
+    Its training runs go to `executor` (minigrad.study.executors: LocalExecutor, DaskExecutor, InlineExecutor),
+    by default a local pool of `workers` processes (2), or this process when workers is 1."""
+    from minigrad import store
+    from minigrad.study.executors import InlineExecutor, LocalExecutor
+
+    if executor is None:
+        executor = InlineExecutor() if workers == 1 else LocalExecutor(workers or 2)
+    runner = import_module(f"minigrad.experiments.{name}").run
+    with store.Store.create(out, config, kind=f"experiment/{name}", overwrite=overwrite) as writer, executor:
+        if writer.resumed:
+            echo(f"resuming {out}: {len(writer.completed_run_ids())} runs already stored")
+        if name == "gns":
+            return runner(config, Path(out), writer, executor, echo, overwrite=overwrite)
+        return runner(config, Path(out), writer, executor, echo)

@@ -1,0 +1,112 @@
+"""What every experiment shares: configurations, running its trials on a study executor, the outcome.
+
+Every experiment is `minigrad.experiments.run(name, config, out)`: its configuration (DEFAULTS[name], QUICK[name] with
+quick=True) goes to the file's root attrs, every training run to /runs/<id> with its trace (as `minigrad bench` stores
+them), the measurements to further runs, and the verdict and summary numbers to the root attrs. A rerun with the same
+configuration resumes: finished runs are read back, not run again. Everything after the runs (summary, verdict,
+figures) is computed from the HDF5 file alone. Training runs go through the study's executors (a local pool with
+retries, or Dask) and the one trial runner, minigrad.training.trial.
+"""
+import copy
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+EXPERIMENTS = ("noise", "keskar", "smith", "gns", "stratified")
+
+_BASE = {"data": "teacher", "data_options": {}, "hidden": [64, 64], "activation": "relu", "loss": "cross_entropy",
+         "dtype": "float32", "optimizer": "sgd", "momentum": 0.9, "eval_growth": 1.04}
+
+DEFAULTS = {
+    "noise": dict(_BASE, batch_size=32, lr=0.1, at_epochs=[1.0, 10.0], seed=0,
+                  batch_sizes=[2 ** k for k in range(13)], draws=32, min_examples=8192, threads=1),
+    # Keskar et al. trained with Adam at its default rate; the large batch is 10% of the training split
+    "keskar": dict(_BASE, hidden=[128, 128], optimizer="adam", lr=1e-3, epochs=20.0, small_batch=64,
+                   large_fraction=0.1, between=[256, 1024], retune_factors=[2, 4, 8, 16, 32], seeds=2,
+                   curvature_examples=4000, eps=[1e-3, 5e-4], sharpness_iters=10, power_tol=1e-3, power_iters=100,
+                   hutchinson_samples=0, interpolation_points=25),
+    "smith": dict(_BASE, batch_size=32, lr=0.2, epochs=30.0, milestones=[10.0, 20.0, 25.0], factor=5, seeds=3,
+                  eval_growth=1.01),
+    "gns": dict(study=None, gns_batch_size=512, gns_batches=4, smoothing=0.25, checkpoints=16, seed=0,
+                study_quick=False),
+    "stratified": dict(_BASE, batch_sizes=[8, 64], lr_per_example=0.1 / 32, epochs=8.0, seeds=12,
+                       target_margin=0.01, loose_margin=0.05, eval_growth=1.01),
+}
+
+QUICK = {
+    "noise": dict(at_epochs=[2.0], draws=8, min_examples=2048),
+    "keskar": dict(epochs=4.0, between=[], retune_factors=[4, 16], seeds=1, curvature_examples=2000,
+                   eps=[1e-3], power_tol=1e-2, power_iters=30, interpolation_points=13),
+    "smith": dict(epochs=6.0, milestones=[2.0, 4.0, 5.0], seeds=1),
+    "gns": dict(gns_batches=2, checkpoints=8, study_quick=True),
+    "stratified": dict(epochs=3.0, seeds=5, batch_sizes=[8]),
+}
+
+# The small study the gns experiment runs when it is given none: `minigrad bench --quick` (default), or smaller
+# still for --quick, so that the whole experiment stays under a minute.
+MINI_STUDY = {"batch_sizes": [4, 16, 64, 256, 1024], "seeds": 1, "reference_lrs": [0.1, 0.3],
+              "reference_epochs": 8.0, "lr_points": 3, "max_widen": 1, "budget_factor": 2.0, "equal_epochs": 0.25}
+
+
+def make_config(name, quick=False, **overrides):
+    """The experiment's configuration: defaults, --quick's on top, then `overrides` (None = keep)."""
+    if name not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {name!r}; choose one of {', '.join(EXPERIMENTS)}")
+    config = copy.deepcopy(DEFAULTS[name])
+    if quick:
+        config.update(copy.deepcopy(QUICK[name]))
+    unknown = set(overrides) - set(config)
+    if unknown:
+        raise ValueError(f"unknown {name} setting(s): {', '.join(sorted(unknown))}")
+    config.update({k: v for k, v in overrides.items() if v is not None})
+    config["experiment"], config["quick"] = name, bool(quick)
+    for key in ("seeds", "draws", "checkpoints"):
+        if key in config and config[key] < 1:
+            raise ValueError(f"{key} must be >= 1, got {config[key]}")
+    return config
+
+
+@dataclass
+class Outcome:
+    """What an experiment leaves: the file, the verdict lines, the numbers behind them, the figures."""
+
+    name: str
+    path: Path
+    verdict: list
+    summary: dict
+    figures: list = field(default_factory=list)
+
+
+def run_jobs(config, specs, writer, executor, label="runs"):
+    """Run the specs not yet stored in `writer`'s file on `executor` (minigrad.study.executors: retries, Dask),
+    storing each as it finishes. Every run also records its training-set error (evaluate_train)."""
+    from minigrad.machine.progress import progress_bar
+
+    todo = [dict(s, evaluate_train=True) for s in specs if s["run_id"] not in writer.completed_run_ids()]
+    if not todo:
+        return
+    with executor, progress_bar(f"{config['experiment']}: {label}", total=len(todo)) as advance:
+        for result in executor.run(config, todo):
+            writer.write_run(result["run_id"], result["attrs"], result["columns"], result["arrays"])
+            advance(advance=1)
+    writer.flush()
+
+
+def median(values):
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    return float(np.median(values)) if values else math.nan
+
+
+def runs(study_file, **match):
+    return [r for r in study_file.runs.values() if all(r.attrs.get(k) == v for k, v in match.items())]
+
+
+def finish(name, out, summary, verdict, figures, writer):
+    writer.set_attrs({"summary": summary, "verdict": verdict})
+    return Outcome(name, Path(out), verdict, summary, figures)
+
+
+def stem(out):
+    return Path(out).parent, Path(out).stem

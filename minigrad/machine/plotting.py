@@ -1,0 +1,24 @@
+"""Figures without pyplot: matplotlib Figure objects that never touch the global backend, so a notebook that
+imports minigrad keeps its own. `subplots` mirrors pyplot.subplots; `save` writes a PNG and returns its path."""
+
+
+def subplots(*args, figsize=None, **kwargs):
+    """(Figure, axes) like matplotlib.pyplot.subplots, but the figure belongs to no pyplot state: show it in a
+    notebook by leaving it as a cell's value, or save it with `save`."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*args, **kwargs)
+
+
+def get_cmap(name):
+    import matplotlib
+
+    return matplotlib.colormaps[name]
+
+
+def save(fig, path, dpi=110):
+    """Write `fig` as PNG at `path` (Agg renders it, whatever backend is active); returns the path."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    return path

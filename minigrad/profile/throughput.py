@@ -1,0 +1,300 @@
+"""Compute speed: how long one training step takes at each batch size B, on this machine.
+
+`measure` times the training loop's own path (MLP._train_step on a batch validated once) for every backend, thread
+count and batch size asked for, and reports per row the median step time and its interquartile range, samples/s,
+the executed GFLOP/s (model.flops_per_step(B) / median: GEMM arithmetic only, the elementwise work is not counted)
+and that as a percentage of the GEMM ceiling measured in the same run. Timing starts after the JIT has compiled
+everything for that B (the first call, reported apart as first_call_s) and a short warm-up; the number of timed
+steps adapts to the step time (at least `min_repeats`, and at least `min_time` seconds), unless `repeats` fixes it.
+
+The GEMM ceiling is the median GFLOP/s of n x n float32 matrix products (n = 2048) through the BLAS the model uses
+(Numba lowers np.dot to scipy's OpenBLAS; numpy's own OpenBLAS is a second copy and may differ: both are listed in
+env["blas"]), with the same thread count. Threads: BLAS threads are set with threadpoolctl (it reaches both OpenBLAS
+copies), Numba threads with numba.set_num_threads; each row records the count, which is both.
+
+Inputs are standard-normal float32 (or float64) rows and uniform random labels: step time does not depend on the
+values, except through ReLU's sparsity, which standard-normal inputs keep realistic.
+"""
+import sys
+import time
+
+from minigrad.machine.environment import environment
+from minigrad.machine.threads import available_cores, limit_threads, max_threads
+from minigrad.machine.threads import thread_settings as threads_in_effect
+from minigrad.machine.timing import median_iqr, settle, time_calls
+from minigrad.profile.batches import make_batches
+
+BACKEND_NAMES = ("blas", "loops", "loops-parallel", "per-example")
+LR = 1e-4  # small enough that no optimizer diverges on random data in the few thousand steps a measurement takes
+
+
+# -------------------------------------------------------------------------------------------------- validation
+def _backends(backends):
+    if isinstance(backends, str):
+        backends = list(BACKEND_NAMES) if backends == "all" else [backends]
+    backends = list(backends)
+    if not backends:
+        raise ValueError("no backend given; choose from " + ", ".join(BACKEND_NAMES) + " or all")
+    for name in backends:
+        if name not in BACKEND_NAMES:
+            raise ValueError(f"unknown backend {name!r}; choose from {', '.join(BACKEND_NAMES)} or all")
+    return list(dict.fromkeys(backends))
+
+
+def _threads(threads):
+    top = max_threads()
+    if threads is None:
+        return [min(top, available_cores())]
+    if isinstance(threads, int):
+        threads = [threads]
+    threads = [int(t) for t in threads]
+    if not threads:
+        raise ValueError("no thread count given")
+    for t in threads:
+        if not 1 <= t <= top:
+            raise ValueError(f"threads must lie between 1 and {top} (NUMBA_NUM_THREADS), got {t}")
+    return list(dict.fromkeys(threads))
+
+
+def _validate(sizes, batch_sizes, dtypes, activation, optimizer, repeats):
+    import numpy as np
+
+    from minigrad.engine import kernels as K
+    from minigrad.engine.optim import OPTIMIZERS
+
+    sizes = [int(n) for n in (sizes or [])]
+    if len(sizes) < 2 or min(sizes) < 1:
+        raise ValueError(f"sizes must list at least 2 positive layer widths (inputs, ..., outputs), got {sizes}")
+    batch_sizes = [int(b) for b in (batch_sizes or [])]
+    if not batch_sizes:
+        raise ValueError("no batch sizes given")
+    if min(batch_sizes) < 1:
+        raise ValueError(f"batch sizes must be >= 1, got {min(batch_sizes)}")
+    if isinstance(dtypes, str) or not hasattr(dtypes, "__iter__"):
+        dtypes = [dtypes]
+    if not list(dtypes):
+        raise ValueError("no dtype given; choose float32, float64 or both")
+    checked = []
+    for dtype in dtypes:
+        try:
+            dtype = np.dtype(dtype)
+        except TypeError:
+            raise ValueError(f"dtype must be float32 or float64, got {dtype!r}") from None
+        if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+            raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+        checked.append(dtype)
+    if activation not in K.ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}; choose one of {', '.join(K.ACTIVATIONS)}")
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+    if repeats is not None and int(repeats) < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    return sizes, list(dict.fromkeys(batch_sizes)), list(dict.fromkeys(checked))
+
+
+_gemm = None
+
+
+def gemm_ceiling(n=2048, repeats=5, dtype="float32"):
+    """Median GFLOP/s of n x n x n GEMMs (2 n^3 flops each) through the BLAS the model uses, at the current
+    thread settings."""
+    global _gemm
+    import numpy as np
+    from numba import njit
+
+    if _gemm is None:
+        @njit(cache=True)
+        def gemm(a, b, c):
+            np.dot(a, b, c)
+
+        _gemm = gemm
+    r = np.random.default_rng(0)
+    a, b = r.standard_normal((n, n)).astype(dtype), r.standard_normal((n, n)).astype(dtype)
+    c = np.empty((n, n), dtype)
+    _gemm(a, b, c)  # compile (or load) and warm up
+    _gemm(a, b, c)
+    median, _ = median_iqr(time_calls(lambda: _gemm(a, b, c), repeats=repeats))
+    return 2.0 * n**3 / median / 1e9
+
+
+# ----------------------------------------------------------------------------------------------------- measure
+def measure(sizes, batch_sizes, backends="blas", threads=None, dtypes="float32", activation="relu",
+            optimizer="sgd", repeats=None, *, min_time=0.3, min_repeats=5, ceiling_n=2048, seed=0,
+            breakdown=(), compare=(), compare_python=None, progress=None, echo=None):
+    """Time one training step of MLP(sizes) per (threads, dtype, backend, batch size); see the module docstring.
+
+    backends: "blas", "loops", "loops-parallel", "per-example", "all" or a list; threads: None (all cores), an int
+    or a list; dtypes: "float32", "float64" or a list. breakdown: batch sizes for which every op of the step is timed
+    (minigrad.profile.breakdown) and its GEMMs placed on the roofline; compare: frameworks to time alongside ("torch",
+    "jax"; minigrad.profile.frameworks, in subprocesses of compare_python), skipped with a message when missing.
+    Returns a dict:
+        rows              one flat dict per (backend, threads, dtype, batch size), with the step's peak memory,
+                          measured and counted; the frameworks' rows after minigrad's
+        ceilings          {threads: float32 GEMM GFLOP/s}; ceiling_gflops: that of the largest thread count
+        dtype_ceilings    {threads: {dtype: GEMM GFLOP/s}}
+        bandwidths        {threads: DRAM GB/s}; cache_bandwidths: {threads: L2 GB/s}
+        thread_settings   {threads: the Numba and per-library BLAS thread counts in effect}
+        breakdowns        one dict per (threads, dtype, backend, breakdown B): ops, step times, roofline rows
+        skipped           {framework: why}; compile_s: {"backend/threads/dtype": seconds}; config; env
+    progress: True, False or None (a bar on stderr when it is a terminal).
+    Raises ValueError (one line) for bad input."""
+    sizes, batch_sizes, dtypes = _validate(sizes, batch_sizes, dtypes, activation, optimizer, repeats)
+    backends, thread_counts = _backends(backends), _threads(threads)
+    breakdown = _breakdown_sizes(breakdown)
+    repeats = None if repeats is None else int(repeats)
+    if compare:
+        from minigrad.profile import frameworks
+
+        compare = frameworks.parse_compare(compare)
+
+    import numba
+
+    from minigrad.profile import roofline
+    from minigrad.profile.breakdown import breakdown as time_ops
+    from minigrad.engine.model import MLP
+    from minigrad.engine.optim import make_optimizer
+
+    if progress is None:
+        progress = sys.stderr.isatty()
+    rows, ceilings, dtype_ceilings, bandwidths, cache_bandwidths, compile_s, breakdowns = [], {}, {}, {}, {}, {}, []
+    thread_settings = {}
+    saved_threads = numba.get_num_threads()
+    groups = len(dtypes) * len(backends)
+    total = len(thread_counts) * (1 + groups * (len(batch_sizes) + len(breakdown)))
+    with _progress(progress, "timing train steps", total) as advance:
+        try:
+            for T in thread_counts:
+                with limit_threads(T):
+                    numba.set_num_threads(T)
+                    thread_settings[T] = threads_in_effect()
+                    ceilings[T] = gemm_ceiling(ceiling_n, dtype="float32")
+                    dtype_ceilings[T] = {d.name: ceilings[T] if d.name == "float32" else
+                                         gemm_ceiling(ceiling_n, dtype=d) for d in dtypes}
+                    bandwidths[T] = roofline.memory_bandwidth()
+                    cache_bandwidths[T] = roofline.cache_bandwidth(T)
+                    settle()
+                    advance()
+                    for dtype in dtypes:
+                        batches = make_batches(sizes, sorted(set(batch_sizes) | set(breakdown)), dtype, seed)
+                        ceiling = dtype_ceilings[T][dtype.name]
+                        for backend in backends:
+                            model = MLP(sizes, activation=activation, dtype=dtype, backend=backend, seed=seed)
+                            opt = make_optimizer(optimizer, LR)
+                            first_total = 0.0
+                            for B in batch_sizes:
+                                row = _time_step(model, opt, *batches[B], repeats, min_time, min_repeats)
+                                first_total += max(row["first_call_s"] - row["step_time_s"], 0.0)
+                                gflops = model.flops_per_step(B) / row["step_time_s"] / 1e9
+                                row = dict(backend=backend, path=model.step_path(B, optimizer), threads=T,
+                                           dtype=dtype.name, batch_size=B, **row,
+                                           samples_per_s=B / row["step_time_s"], gflops=gflops,
+                                           ceiling_gflops=ceiling, pct_of_ceiling=100.0 * gflops / ceiling,
+                                           **_memory(sizes, activation, dtype, backend, optimizer, seed, *batches[B]))
+                                rows.append(row)
+                                advance()
+                            compile_s[f"{backend}/{T}/{dtype.name}"] = first_total
+                            for B in breakdown:
+                                X, y = batches[B]
+                                model.check_batch(X, y)
+                                result = time_ops(model, opt, X, y)
+                                breakdowns.append(_breakdown_entry(result, backend, T, dtype, B, ceiling,
+                                                                   bandwidths[T]))
+                                advance()
+                            settle()
+        finally:
+            numba.set_num_threads(saved_threads)
+    skipped = {}
+    if compare:
+        from minigrad.profile import frameworks
+
+        framework_rows, skipped = frameworks.measure(
+            compare, sizes, batch_sizes, thread_counts, [d.name for d in dtypes], activation=activation,
+            optimizer=optimizer, lr=LR, seed=seed, repeats=repeats, min_time=min_time, min_repeats=min_repeats,
+            python=compare_python, echo=echo)
+        flops = MLP(sizes).flops_per_step
+        for row in framework_rows:
+            gflops = flops(row["batch_size"]) / row["step_time_s"] / 1e9
+            ceiling = dtype_ceilings[row["threads"]][row["dtype"]]
+            rows.append(dict(row, gflops=gflops, ceiling_gflops=ceiling, pct_of_ceiling=100.0 * gflops / ceiling))
+    return {"rows": rows, "ceiling_gflops": ceilings[max(ceilings)], "ceilings": ceilings, "bandwidths": bandwidths,
+            "dtype_ceilings": dtype_ceilings, "cache_bandwidths": cache_bandwidths, "thread_settings": thread_settings,
+            "breakdowns": breakdowns, "skipped": skipped, "compile_s": compile_s,
+            "config": dict(sizes=sizes, batch_sizes=batch_sizes, backends=backends, threads=thread_counts,
+                           dtypes=[d.name for d in dtypes], activation=activation, optimizer=optimizer,
+                           loss="cross_entropy", repeats=repeats, min_time=min_time, min_repeats=min_repeats,
+                           ceiling_n=ceiling_n, lr=LR, seed=seed, breakdown=breakdown, compare=compare),
+            "env": environment()}
+
+
+def _time_step(model, opt, X, y, repeats, min_time, min_repeats):
+    model.check_batch(X, y)  # once, as the training loop does
+    t0 = time.perf_counter()
+    model._train_step(X, y, opt)  # compiles what this B needs
+    first = time.perf_counter() - t0
+    time_calls(lambda: model._train_step(X, y, opt), min_time=0.02, min_repeats=2)  # warm-up
+    samples = time_calls(lambda: model._train_step(X, y, opt), repeats, min_time, min_repeats)
+    median, iqr = median_iqr(samples)
+    return dict(step_time_s=median, iqr_s=iqr, repeats=len(samples), first_call_s=first)
+
+
+def _memory(sizes, activation, dtype, backend, optimizer, seed, X, y):
+    """Peak bytes of training at this batch size: measured (tracemalloc: every NumPy and Numba allocation from a
+    fresh model's construction through two train steps; the batch itself and the float64 draws of the
+    initialisation excluded) and counted (MLP.memory_count, by part)."""
+    import tracemalloc
+
+    from minigrad.engine.model import MLP
+    from minigrad.engine.optim import make_optimizer
+
+    tracemalloc.start()
+    try:
+        model = MLP(sizes, activation=activation, dtype=dtype, backend=backend, seed=seed)
+        tracemalloc.reset_peak()  # the initialisation's float64 temporaries are gone by now
+        opt = make_optimizer(optimizer, LR)
+        model._train_step(X, y, opt)
+        model._train_step(X, y, opt)
+        measured = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    counted = model.memory_count(X.shape[0], optimizer)
+    return dict(mem_measured_bytes=measured, mem_counted_bytes=counted.pop("total"),
+                **{f"mem_{part}_bytes": n for part, n in counted.items()})
+
+
+def _breakdown_sizes(sizes):
+    sizes = [int(b) for b in (sizes or [])]
+    if sizes and min(sizes) < 1:
+        raise ValueError(f"breakdown batch sizes must be >= 1, got {min(sizes)}")
+    return list(dict.fromkeys(sizes))
+
+
+def _breakdown_entry(result, backend, T, dtype, B, ceiling, bandwidth):
+    from minigrad.profile import roofline
+
+    ops = [dict(name=op.name, kind=op.kind, shape=list(op.shape), repeat=op.repeat, flops=op.flops,
+                bytes=op.bytes(dtype.itemsize), seconds=s) for op, s in zip(result["ops"], result["op_s"])]
+    return dict(backend=backend, threads=T, dtype=dtype.name, batch_size=B, ops=ops,
+                compiled_step_s=result["compiled_step_s"], python_call_s=result["python_call_s"],
+                train_step_s=result["train_step_s"], fused=result["fused"],
+                roofline=roofline.gemm_rows(result, dtype.itemsize, ceiling, bandwidth))
+
+
+class _progress:
+    """progress_bar from minigrad.machine.progress when wanted, else a no-op; yields advance()."""
+
+    def __init__(self, wanted, description, total):
+        self.wanted, self.description, self.total, self.cm = wanted, description, total, None
+
+    def __enter__(self):
+        if not self.wanted:
+            return lambda *a, **k: None
+        from minigrad.machine.progress import progress_bar
+
+        self.cm = progress_bar(self.description, self.total)
+        step = self.cm.__enter__()
+        return lambda: step(advance=1)
+
+    def __exit__(self, *exc):
+        return self.cm.__exit__(*exc) if self.cm is not None else False
+
+

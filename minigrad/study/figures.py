@@ -1,0 +1,117 @@
+"""The study's figures: matplotlib Figure objects (make_figures, no pyplot state touched), or PNG files beside the
+HDF5 file (study_figures)."""
+import math
+from pathlib import Path
+
+import numpy as np
+
+from minigrad.machine import plotting as plt
+
+
+def study_figures(analysis, study_file, out_dir, stem="study"):
+    """Write the six figures of a study as <stem>_<name>.png in out_dir; returns their paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return [plt.save(fig, out_dir / f"{stem}_{name}.png") for name, fig in make_figures(analysis, study_file).items()]
+
+
+def make_figures(analysis, study_file):
+    """The six figures of a study, {name: matplotlib Figure}: steps, throughput, time, lr, curves, heatmap."""
+    a = analysis
+    rows = [r for r in a.rows if math.isfinite(r["steps"])]
+    figures = {}
+
+    # 1. steps to target against B, with perfect scaling and the fitted S_min + E_min/B
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    B = np.array([r["batch_size"] for r in rows], float)
+    steps = np.array([r["steps"] for r in rows], float)
+    if len(rows):
+        ax.loglog(B, steps, "o-", label="measured (best lr, median over seeds)")
+        ax.loglog(B, steps[0] * B[0] / B, "k:", label="perfect scaling (S ~ 1/B)")
+    if a.fit:
+        grid = np.geomspace(min(r["batch_size"] for r in a.rows), max(r["batch_size"] for r in a.rows), 100)
+        ax.loglog(grid, a.fit["S_min"] + a.fit["E_min"] / grid, "r--",
+                  label=f"fit S_min + E_min/B, B_crit = {a.fit['B_crit']:.0f}")
+        if math.isfinite(a.fit["B_crit"]) and a.fit["B_crit"] > 0:
+            ax.axvline(a.fit["B_crit"], color="r", alpha=0.3)
+    ax.set(xlabel="batch size B", ylabel=f"steps to val error {a.target:g}", title="Steps to target")
+    ax.legend(fontsize=8)
+    figures["steps"] = fig
+
+    # 2. samples/s against B
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    tp = [r for r in a.rows if math.isfinite(r["samples_per_s"])]
+    ax.loglog([r["batch_size"] for r in tp], [r["samples_per_s"] for r in tp], "o-")
+    ax.set(xlabel="batch size B", ylabel="samples / s (one train step, faster of 1 thread and all cores)", title="Compute speed")
+    figures["throughput"] = fig
+
+    # 3. time to target, recommended B marked
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    timed = [r for r in rows if math.isfinite(r["time_s"])]
+    ax.loglog([r["batch_size"] for r in timed], [r["time_s"] for r in timed], "o-")
+    if a.recommended:
+        ax.loglog([a.recommended["batch_size"]], [a.recommended["time_s"]], "r*", markersize=16,
+                  label=f"recommended B = {a.recommended['batch_size']}")
+        ax.legend(fontsize=8)
+    ax.set(xlabel="batch size B", ylabel="time to target (s) = steps x step time", title="Time to target")
+    figures["time"] = fig
+
+    # 4. tuned learning rate against B with the linear and square-root rules
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    tuned = [r for r in rows if r["best_lr"] is not None]
+    if tuned:
+        Bt = np.array([r["batch_size"] for r in tuned], float)
+        ax.loglog(Bt, [r["best_lr"] for r in tuned], "o-", label="tuned (fewest steps to target)")
+        ref_B = a.config["reference_batch_size"]
+        ref_lr = a.reference_lr or tuned[0]["best_lr"]
+        grid = np.geomspace(Bt.min(), Bt.max(), 50)
+        ax.loglog(grid, ref_lr * grid / ref_B, "k:", label=f"linear rule from B={ref_B}")
+        ax.loglog(grid, ref_lr * np.sqrt(grid / ref_B), "k--", label=f"square-root rule from B={ref_B}")
+    ax.set(xlabel="batch size B", ylabel="learning rate", title="Tuned learning rate")
+    ax.legend(fontsize=8)
+    figures["lr"] = fig
+
+    # 5. validation error against examples seen, per B at its tuned rate: median and spread over seeds
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    cmap = plt.get_cmap("viridis")
+    for i, r in enumerate(tuned):
+        curves = [run.trace for run in study_file.runs.values()
+                  if run.attrs.get("phase") == "tune" and int(run.attrs["batch_size"]) == r["batch_size"]
+                  and float(run.attrs["lr"]) == r["best_lr"] and len(run.trace.get("examples", [])) > 1]
+        if not curves:
+            continue
+        hi = min(c["examples"][-1] for c in curves)
+        lo = max(c["examples"][0] for c in curves)
+        if hi <= lo:
+            continue
+        grid = np.geomspace(lo, hi, 60)
+        errs = np.array([np.interp(grid, c["examples"], c["val_error"]) for c in curves])
+        color = cmap(i / max(1, len(tuned) - 1))
+        ax.semilogx(grid, np.median(errs, axis=0), color=color, label=f"B={r['batch_size']}")
+        ax.fill_between(grid, errs.min(axis=0), errs.max(axis=0), color=color, alpha=0.2)
+    ax.axhline(a.target, color="r", ls="--", lw=0.8, label="target")
+    ax.set(xlabel="examples seen", ylabel="validation error", title="Validation error against examples seen")
+    ax.legend(fontsize=7, ncol=2)
+    figures["curves"] = fig
+
+    # 6. learning rate x batch size heat map of steps-to-target; x marks divergence, '-' a missed target
+    cells, diverged = a.heat["cells"], a.heat["diverged"]
+    Bs = sorted({b for b, _ in cells})
+    lrs = sorted({lr for _, lr in cells})
+    grid = np.full((len(lrs), len(Bs)), np.nan)
+    for (b, lr), v in cells.items():
+        grid[lrs.index(lr), Bs.index(b)] = math.log10(v) if math.isfinite(v) else np.nan
+    fig, ax = plt.subplots(figsize=(1.0 + 0.55 * len(Bs), 1.2 + 0.32 * len(lrs)))
+    im = ax.imshow(grid, origin="lower", aspect="auto", cmap="viridis_r")
+    for (b, lr), v in cells.items():
+        x, y = Bs.index(b), lrs.index(lr)
+        if (b, lr) in diverged and not math.isfinite(v):
+            ax.text(x, y, "x", ha="center", va="center", color="red", fontsize=9)
+        elif not math.isfinite(v):
+            ax.text(x, y, "-", ha="center", va="center", color="gray", fontsize=9)
+    ax.set_xticks(range(len(Bs)), [str(b) for b in Bs], rotation=45)
+    ax.set_yticks(range(len(lrs)), [f"{lr:.3g}" for lr in lrs], fontsize=7)
+    ax.set(xlabel="batch size B", ylabel="learning rate", title="log10 steps to target (x: diverged, -: missed)")
+    fig.colorbar(im, ax=ax)
+    figures["heatmap"] = fig
+    return figures

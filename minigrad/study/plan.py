@@ -1,0 +1,190 @@
+"""The batch-size study behind `minigrad bench`: the configuration, the grid of trials, and its phases.
+
+Phases, each a set of independent trials whose ids are fixed by the configuration and the results before it, so a
+rerun on the same file recomputes the same ids and runs only the missing ones:
+
+  reference  a few learning rates at the reference batch size with a long budget and no target: its best validation
+             error sets the target (unless --target is given), its best learning rate centres the grids, and the
+             steps S_ref and examples E_ref it took to first reach the target size the tuning budgets;
+  tune       for each batch size B, learning rates log-spaced around the reference rate scaled by B/B_ref below B_ref and
+             sqrt(B/B_ref) above,
+             several seeds each, stopping at the target, with a budget of budget_factor * max(S_ref, E_ref/B) steps
+             (S(B) can be no larger than S_ref above B_ref, nor E(B) much larger than E_ref below it); a grid whose
+             best rate lies on its edge is widened on that side (up to `max_widen` times);
+  equal      the equal-budget question: every B trained for the same number of examples, at its tuned rate and at
+             the reference rate held fixed, final validation and test error recorded.
+
+Compute speed is measured first, alone on the machine (workers start after it), by minigrad.profile.throughput.
+"""
+import math
+
+import numpy as np
+
+from minigrad.study.config import COMPLETE
+
+# -------------------------------------------------------------------------------------------------- trial ids
+def lr_key(lr):
+    return f"{lr:.4g}"
+
+
+def trial(phase, batch_size, lr, seed, target, *, epochs=None, steps=None, stop_at_target=True, tag=""):
+    """One trial's settings; its budget is `epochs` or `steps`."""
+    run_id = f"{phase}-B{batch_size:05d}-lr{lr_key(lr)}-s{seed}{tag}"
+    spec = dict(run_id=run_id, phase=phase, batch_size=int(batch_size), lr=float(lr), seed=int(seed),
+                epochs=None if epochs is None else float(epochs), steps=None if steps is None else int(steps),
+                target=target, stop_at_target=stop_at_target)
+    if phase == "tune":
+        # gradient noise scale at each evaluation (gns_* columns): 2 x 256 examples, about 4% of a trial's time,
+        # its own random stream, so the trajectory is the one without it (minigrad.instruments.noise)
+        spec["gns"] = dict(batch_size=256, batches=2)
+    return spec
+
+
+def reference_trials(config):
+    B = config["reference_batch_size"]
+    return [trial("reference", B, lr, seed, None, epochs=config["reference_epochs"], stop_at_target=False)
+            for lr in config["reference_lrs"] for seed in range(min(config["seeds"], 2))]
+
+
+def best_reference(results):
+    """(best validation error, learning rate that reached it, averaged over the reference seeds)."""
+    by_lr = {}
+    for r in results:
+        if r["phase"] == "reference" and r["status"] != "DIVERGED":
+            by_lr.setdefault(r["lr"], []).append(r["best_val_error"])
+    if not by_lr:
+        raise ValueError("every reference run diverged: lower the reference learning rates (--lrs)")
+    lr, errors = min(by_lr.items(), key=lambda item: (np.mean(item[1]), item[0]))
+    return float(np.mean(errors)), lr
+
+
+def choose_target(config, results):
+    if config["target"] is not None:
+        return config["target"], "given with --target"
+    best, lr = best_reference(results)
+    target = round(best + config["target_margin"], 4)
+    return target, (f"best reference validation error {best:.4f} (B={config['reference_batch_size']}, "
+                    f"lr={lr:g}) + margin {config['target_margin']:g}")
+
+
+def reference_cost(config, results, target):
+    """(S_ref, E_ref): median over seeds of the steps and examples the best reference rate took to first reach the
+    target, read off its trace."""
+    _, lr = best_reference(results)
+    hits = []
+    for r in results:
+        if r["phase"] == "reference" and r["lr"] == lr:
+            curve = r["curve"]
+            reached = np.flatnonzero(curve["val_error"] <= target)
+            if len(reached):
+                hits.append((curve["step"][reached[0]], curve["examples"][reached[0]]))
+    if len(hits) * 2 <= sum(1 for r in results if r["phase"] == "reference" and r["lr"] == lr):
+        raise ValueError(f"the reference run (B={config['reference_batch_size']}, lr={lr:g}) did not reach validation "
+                         f"error {target:g} in {config['reference_epochs']:g} epochs: loosen --target or raise "
+                         "reference_epochs")
+    steps, examples = np.median(np.array(hits, float), axis=0)
+    return float(steps), float(examples)
+
+
+def tune_budget(config, reference, batch_size):
+    """Steps a tuning trial at batch size B may take: budget_factor * max(S_ref, E_ref / B)."""
+    s_ref, e_ref = reference
+    return int(math.ceil(config["budget_factor"] * max(s_ref, e_ref / batch_size)))
+
+
+def centre_lr(config, reference_lr, batch_size):
+    """Where a batch size's grid is centred: the reference rate scaled linearly below B_ref (Goyal et al.; the
+    optimal rate grows about in proportion to B at small B) and by sqrt(B/B_ref) above it (Hoffer et al.; it
+    saturates at large B). The grid is wide and is widened where needed, so the rule is only a starting guess."""
+    ratio = batch_size / config["reference_batch_size"]
+    return reference_lr * (ratio if ratio < 1 else math.sqrt(ratio))
+
+
+def grid_for(config, reference_lr, batch_size):
+    centre, f, n = centre_lr(config, reference_lr, batch_size), config["lr_factor"], config["lr_points"]
+    return [float(f"{centre * f ** (k - (n - 1) / 2):.4g}") for k in range(n)]
+
+
+def steps_per_cell(results, phase="tune"):
+    """{(B, lr): [steps-to-target per seed]} of a phase's trials; a seed that missed the target counts as infinitely
+    many steps."""
+    cells = {}
+    for r in results:
+        if r["phase"] == phase:
+            steps = r["steps_to_target"] if r["status"] == COMPLETE and r["steps_to_target"] is not None else math.inf
+            cells.setdefault((r["batch_size"], r["lr"]), []).append(steps)
+    return cells
+
+
+def best_of(medians):
+    """(lr, steps) of the fewest median steps in {lr: median steps} (the smaller rate on a tie); (None, inf) if every
+    rate missed."""
+    finite = {lr: s for lr, s in medians.items() if math.isfinite(s)}
+    if not finite:
+        return None, math.inf
+    lr = min(finite, key=lambda k: (finite[k], k))
+    return lr, finite[lr]
+
+
+def steps_by_lr(results, batch_size, phase="tune"):
+    """{lr: median over seeds of steps-to-target} for one batch size (an lr whose median missed is infinite)."""
+    return {lr: float(np.median(v)) for (B, lr), v in sorted(steps_per_cell(results, phase).items())
+            if B == batch_size}
+
+
+def best_lr(results, batch_size):
+    return best_of(steps_by_lr(results, batch_size))
+
+
+def tune_trials(config, reference_lr, target, batch_sizes, results, reference=None):
+    """The tuning trials needed now: the initial grid for every B, then one more rate beyond each edge where the
+    best rate sits on it (or where no rate reached the target: towards larger rates first, then smaller)."""
+    wanted = []
+    for B in batch_sizes:
+        grid = grid_for(config, reference_lr, B)
+        tried = sorted({r["lr"] for r in results if r["phase"] == "tune" and r["batch_size"] == B})
+        lrs = sorted(set(grid) | set(tried))
+        if set(grid) <= set(tried):
+            lr, _ = best_lr(results, B)
+            widened = len(lrs) - len(grid)
+            if widened < config["max_widen"]:
+                f = config["lr_factor"]
+                medians = steps_by_lr(results, B)
+                diverged_top = all(r["status"] == "DIVERGED" for r in results if r["phase"] == "tune"
+                                   and r["batch_size"] == B and r["lr"] == lrs[-1])
+                if lr is None:
+                    # nothing reached the target: try larger rates unless the largest diverged, then smaller
+                    extra = lrs[0] / f if diverged_top else lrs[-1] * f
+                    lrs.append(float(f"{extra:.4g}"))
+                elif lr == lrs[-1] and not diverged_top:
+                    lrs.append(float(f"{lr * f:.4g}"))
+                elif lr == lrs[0] and len(medians) > 1:
+                    lrs.append(float(f"{lr / f:.4g}"))
+        for lr in lrs:
+            for seed in range(config["seeds"]):
+                wanted.append(trial("tune", B, lr, seed, target, steps=tune_budget(config, reference, B)))
+    return wanted
+
+
+def equal_budget_trials(config, reference_lr, target, batch_sizes, results):
+    """Every B for the same number of examples (equal_epochs), at its tuned rate and at the reference rate."""
+    wanted = []
+    for B in batch_sizes:
+        tuned, _ = best_lr(results, B)
+        for tag, lr in (("tuned", tuned), ("fixed", reference_lr)):
+            if lr is None:
+                continue
+            for seed in range(config["seeds"]):
+                wanted.append(trial("equal", B, lr, seed, target, epochs=config["equal_epochs"], stop_at_target=False,
+                                    tag=f"-{tag}"))
+    return wanted
+
+
+def result_row(run_id, attrs, columns):
+    """The fields the phases decide on, from a run's stored attrs (and, for reference runs, its curve)."""
+    row = dict(run_id=run_id, phase=attrs["phase"], batch_size=int(attrs["batch_size"]), lr=float(attrs["lr"]),
+               seed=int(attrs["seed"]), status=attrs["status"], steps_to_target=attrs.get("steps_to_target"),
+               best_val_error=float(attrs["best_val_error"]))
+    if row["phase"] == "reference":
+        row["curve"] = {k: np.asarray(columns[k]) for k in ("step", "examples", "val_error")}
+    return row

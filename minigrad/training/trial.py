@@ -1,0 +1,86 @@
+"""The one trial runner: plain settings in, a trace as plain arrays out, in this process or on a worker.
+
+Used by the study (minigrad.study), every experiment (minigrad.experiments) and `minigrad train`:
+
+  config   the model and data: data, data_options, data_seed, hidden, activation, loss, dtype, backend, optimizer,
+           momentum, weight_decay, eval_growth, sampler (missing keys take the defaults below)
+  spec     one trial: run_id, batch_size, lr, seed, a budget (epochs, steps or examples), and optionally target,
+           stop_at_target, lr_schedule / batch_schedule (keyword dicts for LRSchedule / BatchSchedule), sampler,
+           drop_last, patience, optimizer, eval_growth, gns (GNSHook settings), full_gns (checkpoints, with
+           total_steps), evaluate_train, curvature (Keskar's measurements at the end), keep_params
+
+The result is a dict run_id, attrs (the trace's, plus the spec's bookkeeping keys), columns and arrays, which
+pickles cheaply and goes to minigrad.store as it is.
+"""
+DEFAULTS = {"data_options": {}, "data_seed": 0, "activation": "relu", "loss": "cross_entropy", "dtype": "float32",
+            "backend": "blas", "optimizer": "sgd", "momentum": 0.9, "weight_decay": 0.0, "eval_growth": 1.04,
+            "sampler": "shuffle"}
+RECORDED = ("phase", "role", "tag", "epochs", "lr_factor")  # spec keys kept in the run's attrs
+
+_DATA = {}
+
+
+def load_data(config):
+    """The config's dataset, loaded once per process."""
+    from minigrad import data
+
+    options = config.get("data_options") or {}
+    seed = config.get("data_seed", 0)
+    key = (config["data"], seed, repr(sorted(options.items())))
+    if _DATA.get("key") != key:
+        _DATA["data"], _DATA["key"] = data.load(config["data"], seed=seed, **options), key
+    return _DATA["data"]
+
+
+def run_trial(config, spec, progress=None):
+    """Train one trial (see the module docstring); progress: callable(fraction done) at each evaluation."""
+    from minigrad.training.schedules import BatchSchedule, LRSchedule
+    from minigrad.training.train import Budget, build_model, optimizer_options, train
+
+    cfg = dict(DEFAULTS, **config)
+    dataset = load_data(cfg)
+    n_train, B = len(dataset.y_train), spec["batch_size"]
+    if not 1 <= B <= n_train:
+        raise ValueError(f"batch size {B} must lie between 1 and the training split's {n_train} examples")
+    model = build_model(dataset, cfg["hidden"], activation=cfg["activation"], loss=cfg["loss"], dtype=cfg["dtype"],
+                        backend=cfg["backend"], seed=spec["seed"])
+    budget = Budget(**{k: spec[k] for k in ("steps", "examples", "epochs") if spec.get(k) is not None})
+    optimizer = spec.get("optimizer", cfg["optimizer"])
+    lr_schedule = batch_schedule = None
+    if spec.get("lr_schedule"):
+        lr_schedule = LRSchedule(spec["lr"], **dict(dict(total_epochs=budget.total_epochs(B, n_train)),
+                                                    **spec["lr_schedule"]))
+    if spec.get("batch_schedule"):
+        batch_schedule = BatchSchedule(B, **spec["batch_schedule"])
+    trace = train(model, dataset, B, spec["lr"], optimizer, budget=budget, target=spec.get("target"),
+                  stop_at_target=spec.get("stop_at_target", False), lr_schedule=lr_schedule,
+                  batch_schedule=batch_schedule, sampler=spec.get("sampler", cfg["sampler"]),
+                  drop_last=spec.get("drop_last", True), patience=spec.get("patience"), seed=spec["seed"],
+                  eval_growth=spec.get("eval_growth", cfg["eval_growth"]), eval_hooks=_hooks(spec),
+                  optimizer_options=optimizer_options(optimizer, cfg["momentum"], cfg["weight_decay"]),
+                  progress=progress)
+    attrs = dict(trace.attrs, lr=spec["lr"], budget_epochs=spec.get("epochs"), budget_steps=spec.get("steps"),
+                 **{k: spec[k] for k in RECORDED if spec.get(k) is not None})
+    if trace.status != "DIVERGED" and (spec.get("evaluate_train") or spec.get("curvature")):
+        attrs["train_loss_final"], attrs["train_error"] = model.evaluate(
+            dataset.X_train.astype(model.dtype, copy=False), dataset.y_train)
+        attrs["generalisation_gap"] = attrs["test_error"] - attrs["train_error"]
+        if spec.get("curvature"):
+            from minigrad.instruments.hessian import curvature
+
+            attrs.update(curvature(model, dataset, spec["curvature"], spec["seed"]))
+    arrays = {"params": trace.params} if spec.get("keep_params") else {}
+    return dict(run_id=spec["run_id"], attrs=attrs, columns=trace.columns, arrays=arrays)
+
+
+def _hooks(spec):
+    hooks = []
+    if spec.get("gns"):
+        from minigrad.instruments.noise import GNSHook
+
+        hooks.append(GNSHook(seed=spec["seed"], **spec["gns"]))
+    if spec.get("full_gns"):
+        from minigrad.instruments.noise import FullNoiseHook
+
+        hooks.append(FullNoiseHook(spec["full_gns"], spec["total_steps"], spec.get("target")))
+    return hooks
