@@ -316,30 +316,28 @@ def train(data_name, hidden, activation, loss, batch_size, lr, optimizer, moment
     """Train one run and store its trace; prints a one-line summary."""
     config = {key: value for key, value in locals().items() if key not in ("out", "overwrite")}
     budget = make_budget(steps, examples, epochs)
-    from minigrad import data as datasets
     from minigrad import store
     from minigrad.machine.progress import progress_bar
-    from minigrad.training.schedules import BatchSchedule, LRSchedule, scaled_lr
-    from minigrad.training.train import build_model, optimizer_options
-    from minigrad.training.train import train as train_run
+    from minigrad.training.schedules import scaled_lr
+    from minigrad.training.trial import load_data, prepare, run_trial
 
-    dataset = datasets.load(data_name, seed=data_seed)
-    if not 1 <= batch_size <= len(dataset.y_train):
-        raise ValueError(f"--batch-size must lie between 1 and the training split's {len(dataset.y_train)} examples")
-    base_lr = scaled_lr(lr, batch_size, reference_batch_size, scale_lr)
-    lrs = LRSchedule(base_lr, kind=lr_schedule, milestones=milestones, gamma=gamma, warmup_epochs=warmup_epochs,
-                     total_epochs=budget.total_epochs(batch_size, len(dataset.y_train)))
-    model = build_model(dataset, hidden, activation=activation, loss=loss, dtype=dtype, backend=backend, seed=seed)
+    model_config = dict(data=data_name, data_seed=data_seed, hidden=hidden, activation=activation, loss=loss,
+                        dtype=dtype, backend=backend, optimizer=optimizer, momentum=momentum,
+                        weight_decay=weight_decay)
+    spec = dict(run_id="run", batch_size=batch_size, lr=scaled_lr(lr, batch_size, reference_batch_size, scale_lr),
+                seed=seed, steps=budget.steps, examples=budget.examples, epochs=budget.epochs, target=target,
+                stop_at_target=not keep_going, sampler=sampler, drop_last=not keep_last, patience=patience,
+                lr_schedule=dict(kind=lr_schedule, milestones=milestones, gamma=gamma, warmup_epochs=warmup_epochs),
+                batch_schedule=dict(milestones=milestones, factor=batch_growth), keep_params=True)
+    n_train = len(load_data(model_config).y_train)
+    if not 1 <= batch_size <= n_train:
+        raise ValueError(f"--batch-size must lie between 1 and the training split's {n_train} examples")
+    prepare(model_config, spec)  # every check before the output file is touched: a mistake leaves nothing behind
     with store.Store.create(out, config, kind="train", overwrite=overwrite, resume=False) as writer:
         with progress_bar("training", total=1.0) as advance:
-            trace = train_run(model, dataset, batch_size, base_lr, optimizer, budget=budget, target=target,
-                              stop_at_target=not keep_going, lr_schedule=lrs,
-                              batch_schedule=BatchSchedule(batch_size, milestones, batch_growth),
-                              sampler=sampler, drop_last=not keep_last, patience=patience, seed=seed,
-                              optimizer_options=optimizer_options(optimizer, momentum, weight_decay),
-                              progress=lambda fraction: advance(completed=fraction))
-        writer.write_run("run", trace.attrs, trace.columns, {"params": trace.params})
-    a = trace.attrs
+            result = run_trial(model_config, spec, progress=lambda fraction: advance(completed=fraction))
+        writer.write_run("run", result["attrs"], result["columns"], result["arrays"])
+    a = result["attrs"]
     reached = (f"target {target:g} reached at step {a['steps_to_target']} ({a['examples_to_target']} examples)"
                if a["steps_to_target"] is not None else
                (f"target {target:g} not reached" if target is not None else "no target"))

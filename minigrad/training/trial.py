@@ -32,26 +32,37 @@ def load_data(config):
     return _DATA["data"]
 
 
-def run_trial(config, spec, progress=None):
-    """Train one trial (see the module docstring); progress: callable(fraction done) at each evaluation."""
+def prepare(config, spec):
+    """The trial's settings checked and built without training: (config with defaults, dataset, budget, learning-rate
+    schedule, batch schedule). Raises ValueError naming what is wrong, so a caller can check a trial before it
+    creates any file."""
     from minigrad.training.schedules import BatchSchedule, LRSchedule
-    from minigrad.training.train import Budget, build_model, optimizer_options, train
+    from minigrad.training.train import Budget
 
     cfg = dict(DEFAULTS, **config)
     dataset = load_data(cfg)
     n_train, B = len(dataset.y_train), spec["batch_size"]
     if not 1 <= B <= n_train:
         raise ValueError(f"batch size {B} must lie between 1 and the training split's {n_train} examples")
-    model = build_model(dataset, cfg["hidden"], activation=cfg["activation"], loss=cfg["loss"], dtype=cfg["dtype"],
-                        backend=cfg["backend"], seed=spec["seed"])
     budget = Budget(**{k: spec[k] for k in ("steps", "examples", "epochs") if spec.get(k) is not None})
-    optimizer = spec.get("optimizer", cfg["optimizer"])
     lr_schedule = batch_schedule = None
     if spec.get("lr_schedule"):
         lr_schedule = LRSchedule(spec["lr"], **dict(dict(total_epochs=budget.total_epochs(B, n_train)),
                                                     **spec["lr_schedule"]))
     if spec.get("batch_schedule"):
         batch_schedule = BatchSchedule(B, **spec["batch_schedule"])
+    return cfg, dataset, budget, lr_schedule, batch_schedule
+
+
+def run_trial(config, spec, progress=None):
+    """Train one trial (see the module docstring); progress: callable(fraction done) at each evaluation."""
+    from minigrad.training.train import build_model, optimizer_options, train
+
+    cfg, dataset, budget, lr_schedule, batch_schedule = prepare(config, spec)
+    B = spec["batch_size"]
+    model = build_model(dataset, cfg["hidden"], activation=cfg["activation"], loss=cfg["loss"], dtype=cfg["dtype"],
+                        backend=cfg["backend"], seed=spec["seed"])
+    optimizer = spec.get("optimizer", cfg["optimizer"])
     trace = train(model, dataset, B, spec["lr"], optimizer, budget=budget, target=spec.get("target"),
                   stop_at_target=spec.get("stop_at_target", False), lr_schedule=lr_schedule,
                   batch_schedule=batch_schedule, sampler=spec.get("sampler", cfg["sampler"]),
