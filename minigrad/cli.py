@@ -27,21 +27,73 @@ def comma_list(convert, what):
 int_list, float_list, str_list = comma_list(int, "integers"), comma_list(float, "numbers"), comma_list(str, "names")
 
 
+RESUMES = {"bench", "experiment", "merge"}  # commands whose --out keeps finished work: a rerun resumes it
+
+
 def user_errors(func):
-    """Turn the library's ValueErrors (bad data, bad files, bad settings) into one line and exit status 2."""
+    """Every way a command can fail ends in one line on stderr, never a traceback.
+
+    Exit status 2: the user can fix it by changing the command, its inputs or the machine's state -- a bad value or
+    file (ValueError), a file or directory that cannot be read or written (OSError: permissions, a full disk, a lock),
+    too little memory. Exit status 1: a failure that is not the user's mistake (trials that keep failing, a bug);
+    MINIGRAD_DEBUG=1 shows its traceback. Ctrl-C stops the workers and exits with 130."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
+        import os
+
         try:
             return func(*args, **kwargs)
+        except click.ClickException:
+            raise
+        except KeyboardInterrupt:
+            command = click.get_current_context().command_path
+            resume = any(word in command.split() for word in RESUMES)
+            click.echo("Interrupted: " + ("finished runs are stored; rerun the same command to resume"
+                                          if resume else "nothing was stored"), err=True)
+            sys.exit(130)
         except (ValueError, FileNotFoundError) as exc:
-            click.echo(f"Error: {exc}", err=True)
-            sys.exit(2)
+            _fail(exc, 2)
+        except OSError as exc:
+            where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+            _fail(f"{where}{exc.strerror or exc}", 2)
+        except MemoryError:
+            _fail("not enough memory for these settings; use smaller --hidden or batch sizes", 2)
+        except Exception as exc:  # noqa: BLE001 - a failure that is not the user's: one line, status 1
+            if os.environ.get("MINIGRAD_DEBUG"):
+                raise
+            kind = type(exc).__name__
+            _fail(f"{kind}: {exc}" if kind == "TrialError" else
+                  f"internal error ({kind}: {exc}); rerun with MINIGRAD_DEBUG=1 for the traceback and report it", 1)
 
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _fail(exc, status):
+    message = " ".join(str(exc).split()) or type(exc).__name__
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(status)
+
+
+class OneLineErrors(click.Group):
+    """click's usage errors as one line (the message and where to find help), like every other error."""
+
+    def main(self, args=None, prog_name=None, **extra):
+        extra.pop("standalone_mode", None)
+        try:
+            status = super().main(args, prog_name, standalone_mode=False, **extra)
+        except click.ClickException as exc:
+            ctx = getattr(exc, "ctx", None)
+            hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+            click.echo(f"Error: {' '.join(exc.format_message().split())}{hint}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("Interrupted", err=True)
+            sys.exit(130)
+        sys.exit(status if isinstance(status, int) else 0)
+
+
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="minigrad")
 def main():
     """minigrad: which batch size should I use on this machine?
@@ -60,6 +112,10 @@ STUDY_OPTIONS = [
     click.option("--overwrite", is_flag=True, help="Start over even if --out holds a study."),
     click.option("--dry-run", is_flag=True, help="Print the resolved configuration and trial count; run nothing."),
     click.option("--data", "data_name", default=None, help="Dataset name or .npz/.h5 path [teacher]."),
+    click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+                 help="Folder with the IDX files of mnist / fashion-mnist [$MINIGRAD_DATA or ./data]."),
+    click.option("--n-val", type=int, default=None,
+                 help="Validation examples carved from the training set (teacher, mnist, fashion-mnist)."),
     click.option("--hidden", default=None, callback=int_list, help="Hidden widths [64,64]."),
     click.option("--activation", type=click.Choice(["relu", "tanh", "gelu"]), default=None),
     click.option("--optimizer", type=click.Choice(["sgd", "momentum", "nesterov", "adam"]), default=None),
@@ -110,8 +166,8 @@ def load_toml(path):
 @study_options
 @click.pass_context
 @user_errors
-def bench(ctx, quick, config_path, out, overwrite, dry_run, data_name, workers, executor, scheduler, worker_threads,
-          shard, **settings):
+def bench(ctx, quick, config_path, out, overwrite, dry_run, data_name, data_dir, n_val, workers, executor, scheduler,
+          worker_threads, shard, **settings):
     """Which batch size? Compute speed x convergence speed on this machine, stored in --out with figures.
 
     Runs the default study on the embedded dataset (about 5 minutes on 2 cores; --quick about 1) and prints the
@@ -130,6 +186,8 @@ def bench(ctx, quick, config_path, out, overwrite, dry_run, data_name, workers, 
         raise click.UsageError("--workers starts a LocalCluster: the cluster at --scheduler has its own workers")
     if worker_threads is not None and worker_threads < 1:
         raise click.UsageError("--worker-threads must be >= 1")
+    if workers is not None and workers < 1:
+        raise click.UsageError("--workers must be >= 1 (leave it out for one per core)")
     try:
         shard = parse_shard(shard)
     except ValueError as exc:
@@ -140,6 +198,11 @@ def bench(ctx, quick, config_path, out, overwrite, dry_run, data_name, workers, 
     settings = {**file_settings, **{k: v for k, v in settings.items() if v is not None}}
     if data_name is not None:
         settings["data"] = data_name
+    if data_dir is not None or n_val is not None:
+        options = settings.get("data_options")
+        settings["data_options"] = {**(options if isinstance(options, dict) else {}),
+                                    **({"data_dir": str(data_dir)} if data_dir is not None else {}),
+                                    **({"n_val": n_val} if n_val is not None else {})}
     config = make_config(quick=quick, **settings)
     if dry_run:
         from minigrad.study.sweep import count_trials
@@ -155,8 +218,18 @@ def bench(ctx, quick, config_path, out, overwrite, dry_run, data_name, workers, 
                        "merged file runs the widening and equal-budget phases")
         return
     from minigrad import api
+    from minigrad.machine.checks import memory_fits
     from minigrad.study.executors import DaskExecutor, LocalExecutor
+    from minigrad.training.trial import load_data
 
+    # everything that can be checked is checked before --out is touched: the data, the batch sizes, the memory
+    dataset = load_data(config)
+    too_big = [B for B in config["batch_sizes"] if B > dataset.n_train]
+    if too_big:
+        raise ValueError(f"batch size(s) {', '.join(map(str, too_big))} exceed the {dataset.n_train} training "
+                         "examples; choose --batch-sizes up to that")
+    memory_fits("the study", [dataset.n_features, *config["hidden"], dataset.n_classes], max(config["batch_sizes"]),
+                4 if config["dtype"] == "float32" else 8, copies=workers or 1)
     threads = worker_threads or 1
     runner = (DaskExecutor(scheduler, workers=workers, threads=threads) if executor == "dask"
               else LocalExecutor(workers, threads=threads))
@@ -165,25 +238,36 @@ def bench(ctx, quick, config_path, out, overwrite, dry_run, data_name, workers, 
         show_report(out)
 
 
-def show_report(path):
+def show_report(path, html=False):
     from pathlib import Path
 
     from minigrad import api
     from minigrad.study.figures import study_figures
 
     study = api.open_study(path)
+    if study.file.kind != "study":
+        raise ValueError(f"{path} holds a {study.file.kind!r} file, not a study: `minigrad report` reads the files of "
+                         "`minigrad bench` (`minigrad export` reads any)")
     study.report()
     path = Path(path)
-    for written in study_figures(study.analysis, study.file, path.parent, stem=path.stem):
+    figures = study_figures(study.analysis, study.file, path.parent, stem=path.stem)
+    for written in figures:
         click.echo(f"figure: {written}")
+    if html:
+        from minigrad.study.html import write
+
+        click.echo(f"html: {write(study.analysis, study.file, figures, path.with_suffix('.html'))}")
 
 
 @main.command("report")
 @click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--html", is_flag=True,
+              help="Also write one self-contained HTML page beside the file (STUDY.html): the answer and its recipe, "
+                   "the table, the fit, every figure inline, the configuration and the machine.")
 @user_errors
-def report_command(path):
+def report_command(path, html):
     """Rebuild a study's table, recommendation and figures from its HDF5 file alone."""
-    show_report(path)
+    show_report(path, html=html)
 
 
 @bench.command("throughput")
@@ -225,13 +309,14 @@ def bench_throughput(sizes, batch_sizes, backend, threads, dtypes, activation, o
     # where the results go is checked before minutes of timing, not after
     if json_path and not os.path.isdir(os.path.dirname(os.path.abspath(json_path))):
         raise ValueError(f"--json: the directory of {json_path} does not exist; create it first")
+    if json_path:
+        can_write("--json", os.path.dirname(os.path.abspath(json_path)))
     if figures_dir:
         try:
             os.makedirs(figures_dir, exist_ok=True)
         except OSError as exc:
             raise ValueError(f"--figures: cannot create directory {figures_dir} ({exc.strerror})") from None
-        if not os.access(figures_dir, os.W_OK):
-            raise ValueError(f"--figures: directory {figures_dir} is not writable")
+        can_write("--figures", figures_dir)
     if not dtypes:
         dtypes = ["float32", "float64"] if backend == "all" else ["float32"]
     result = throughput.measure(sizes=sizes, batch_sizes=batch_sizes, backends=backend, threads=threads,
@@ -249,6 +334,17 @@ def bench_throughput(sizes, batch_sizes, backend, threads, dtypes, activation, o
             click.echo(f"figure: {path}")
 
 
+def can_write(option, directory):
+    """Create and remove a file in `directory`: the one test of writability that holds for root and for /proc too."""
+    import tempfile
+
+    try:
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as exc:
+        raise ValueError(f"{option}: cannot write in {directory} ({exc.strerror}); choose another place") from None
+
+
 # ----------------------------------------------------------------------------------------------- one training run
 def budget_options(func):
     for option in reversed([
@@ -258,6 +354,37 @@ def budget_options(func):
     ]):
         func = option(func)
     return func
+
+
+def check_train_settings(c):
+    """The values of `minigrad train`, each once, before any data is loaded or file touched."""
+    from minigrad.machine import checks as C
+
+    C.numbers("--hidden", c["hidden"], 1, 1_000_000, integer=True)
+    C.number("--batch-size", c["batch_size"], 1, None, integer=True)
+    C.number("--lr (learning rate)", c["lr"], 0, 1e6, lo_open=True)
+    C.number("--momentum", c["momentum"], 0, 1, hi_open=True)
+    C.number("--weight-decay", c["weight_decay"], 0, 1e3)
+    C.number("--gamma", c["gamma"], 0, 1e3, lo_open=True)
+    C.number("--warmup-epochs", c["warmup_epochs"], 0, 1e5)
+    C.number("--batch-growth", c["batch_growth"], 1, 1e6, integer=True)
+    C.number("--reference-batch-size", c["reference_batch_size"], 1, None, integer=True)
+    for value in c["milestones"]:
+        C.number("--milestones", value, 0, 1e5)
+    if c["steps"] is not None:
+        C.number("--steps", c["steps"], 1, 1e12, integer=True)
+    if c["examples"] is not None:
+        C.number("--examples", c["examples"], 1, 1e15, integer=True)
+    if c["epochs"] is not None:
+        C.number("--epochs", c["epochs"], 0, 1e5, lo_open=True)
+    if c["target"] is not None:
+        C.number("--target (a validation error)", c["target"], 0, 1)
+    if c["patience"] is not None:
+        C.number("--patience", c["patience"], 1, None, integer=True)
+    if c["n_val"] is not None:
+        C.number("--n-val", c["n_val"], 1, None, integer=True)
+    C.number("--seed", c["seed"], 0, 2**63 - 1, integer=True)
+    C.number("--data-seed", c["data_seed"], 0, 2**63 - 1, integer=True)
 
 
 def make_budget(steps, examples, epochs, default_epochs=20.0):
@@ -272,6 +399,10 @@ def make_budget(steps, examples, epochs, default_epochs=20.0):
 @main.command()
 @click.option("--data", "data_name", default="teacher", show_default=True,
               help="Dataset name (teacher, mnist, fashion-mnist, digits) or a .npz/.h5 file with X and y.")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help="Folder with the IDX files of mnist / fashion-mnist [$MINIGRAD_DATA or ./data].")
+@click.option("--n-val", type=int, default=None,
+              help="Validation examples carved from the training set (teacher, mnist, fashion-mnist).")
 @click.option("--hidden", default="128,128", show_default=True, callback=int_list, help="Hidden layer widths.")
 @click.option("--activation", type=click.Choice(["relu", "tanh", "gelu"]), default="relu", show_default=True)
 @click.option("--loss", type=click.Choice(["cross_entropy", "mse"]), default="cross_entropy", show_default=True)
@@ -310,28 +441,35 @@ def make_budget(steps, examples, epochs, default_epochs=20.0):
               help="HDF5 file for the trace.")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
 @user_errors
-def train(data_name, hidden, activation, loss, batch_size, lr, optimizer, momentum, weight_decay, lr_schedule,
-          milestones, gamma, warmup_epochs, batch_growth, scale_lr, reference_batch_size, steps, examples, epochs,
-          target, keep_going, patience, sampler, keep_last, dtype, backend, seed, data_seed, out, overwrite):
+def train(data_name, data_dir, n_val, hidden, activation, loss, batch_size, lr, optimizer, momentum, weight_decay,
+          lr_schedule, milestones, gamma, warmup_epochs, batch_growth, scale_lr, reference_batch_size, steps, examples,
+          epochs, target, keep_going, patience, sampler, keep_last, dtype, backend, seed, data_seed, out, overwrite):
     """Train one run and store its trace; prints a one-line summary."""
     config = {key: value for key, value in locals().items() if key not in ("out", "overwrite")}
+    check_train_settings(config)
     budget = make_budget(steps, examples, epochs)
+    from minigrad.machine.checks import memory_fits
     from minigrad import store
     from minigrad.machine.progress import progress_bar
     from minigrad.training.schedules import scaled_lr
     from minigrad.training.trial import load_data, prepare, run_trial
 
-    model_config = dict(data=data_name, data_seed=data_seed, hidden=hidden, activation=activation, loss=loss,
-                        dtype=dtype, backend=backend, optimizer=optimizer, momentum=momentum,
-                        weight_decay=weight_decay)
+    options = {**({"data_dir": str(data_dir)} if data_dir is not None else {}),
+               **({"n_val": n_val} if n_val is not None else {})}
+    model_config = dict(data=data_name, data_options=options, data_seed=data_seed, hidden=hidden,
+                        activation=activation, loss=loss, dtype=dtype, backend=backend, optimizer=optimizer,
+                        momentum=momentum, weight_decay=weight_decay)
     spec = dict(run_id="run", batch_size=batch_size, lr=scaled_lr(lr, batch_size, reference_batch_size, scale_lr),
                 seed=seed, steps=budget.steps, examples=budget.examples, epochs=budget.epochs, target=target,
                 stop_at_target=not keep_going, sampler=sampler, drop_last=not keep_last, patience=patience,
                 lr_schedule=dict(kind=lr_schedule, milestones=milestones, gamma=gamma, warmup_epochs=warmup_epochs),
                 batch_schedule=dict(milestones=milestones, factor=batch_growth), keep_params=True)
-    n_train = len(load_data(model_config).y_train)
+    dataset = load_data(model_config)
+    n_train = len(dataset.y_train)
     if not 1 <= batch_size <= n_train:
         raise ValueError(f"--batch-size must lie between 1 and the training split's {n_train} examples")
+    memory_fits("this run", [dataset.n_features, *hidden, dataset.n_classes],
+                batch_size * batch_growth ** len(milestones), 4 if dtype == "float32" else 8)
     prepare(model_config, spec)  # every check before the output file is touched: a mistake leaves nothing behind
     with store.Store.create(out, config, kind="train", overwrite=overwrite, resume=False) as writer:
         with progress_bar("training", total=1.0) as advance:
@@ -421,8 +559,24 @@ def experiment_options(name, data=True):
     return wrap
 
 
+EXPERIMENT_CHECKS = {  # setting -> (lo, hi, lo_open, integer): each value given on the command line
+    "at_epochs": (0, 1e5, False, False), "batch_sizes": (1, None, False, True), "draws": (1, 1e6, False, True),
+    "epochs": (0, 1e5, True, False), "lr": (0, 1e6, True, False), "seeds": (1, 1000, False, True),
+    "factor": (2, 1e3, False, True),
+}
+
+
 def run_experiment(name, quick, out, overwrite, workers, data_name=None, **settings):
     import minigrad.experiments as experiments
+    from minigrad.machine import checks
+
+    if workers is not None and workers < 1:
+        raise click.UsageError("--workers must be >= 1")
+    for key, value in settings.items():
+        if value is not None and key in EXPERIMENT_CHECKS:
+            lo, hi, lo_open, integer = EXPERIMENT_CHECKS[key]
+            for v in value if isinstance(value, list) else [value]:
+                checks.number("--" + key.replace("_", "-"), v, lo, hi, lo_open=lo_open, integer=integer)
 
     if data_name is not None:
         settings["data"] = data_name
@@ -479,6 +633,12 @@ def experiment_smith(quick, out, overwrite, workers, data_name, optimizer, lr, f
               help="A `minigrad bench` study file (default: run a --quick study beside --out).")
 def experiment_gns(quick, out, overwrite, workers, study):
     """The gradient noise scale B_simple over training next to the critical batch size B_crit of a study."""
+    if study is not None:
+        from minigrad import store
+
+        kind = store.open(study).kind
+        if kind != "study":
+            raise ValueError(f"--study {study} holds a {kind!r} file; give a study file written by `minigrad bench`")
     run_experiment("gns", quick, out, overwrite, workers, study=study)
 
 

@@ -175,15 +175,24 @@ def _finish(name, splits, info, *, standardize=True, n_classes=None) -> Dataset:
     n_classes = top if n_classes is None else n_classes
     if top > n_classes:
         raise DataError(f"{name}: labels go up to {top - 1} but the dataset has {n_classes} classes")
+    unseen = sorted(set(np.unique(np.concatenate([ys["val"], ys.get("test", ys["val"])]))) - set(present.tolist()))
+    if unseen:
+        raise DataError(f"{name}: validation/test labels {unseen[:5]} never occur in the training split; a "
+                        f"classifier cannot learn them: check the labels")
     if standardize:
         # A feature constant on the training split (MNIST's border pixels) keeps scale 1 and becomes exactly 0,
         # rather than blowing up as x/0; min == max tells constant features apart exactly.
+        # A near-constant one (a pixel inked in 3 of 50000 images) would get a tiny scale, and a validation image
+        # that inks it would sit hundreds of standard deviations out: each scale is floored at SCALE_FLOOR times
+        # the root-mean-square scale of all features, which leaves features of similar spread (teacher) unchanged.
         Xtr = Xs["train"]
         constant = Xtr.min(axis=0) == Xtr.max(axis=0)
         mean, std = _column_stats(Xtr)
         mean = np.where(constant, Xtr[0], mean)
-        scale = np.where(constant, 1.0, std)
-        info = {**info, "standardized": True, "constant_features": int(constant.sum())}
+        floor = SCALE_FLOOR * float(np.sqrt(np.mean(std ** 2)))
+        scale = np.where(constant, 1.0, np.maximum(std, floor))
+        info = {**info, "standardized": True, "constant_features": int(constant.sum()),
+                "floored_features": int(np.count_nonzero(~constant & (std < floor)))}
     else:
         mean, scale = 0.0, 1.0
         info = {**info, "standardized": False}
@@ -194,6 +203,7 @@ def _finish(name, splits, info, *, standardize=True, n_classes=None) -> Dataset:
     return Dataset(name=name, n_classes=int(n_classes), info=info, **arrays)
 
 
+SCALE_FLOOR = 0.1  # a feature's scale is at least this times the root-mean-square scale of all features (_finish)
 _ROWS = 4096  # row block: statistics in float64 without a float64 copy of the whole set (300 MB for MNIST)
 
 
@@ -467,22 +477,34 @@ def fetch(name: str, data_dir=None, *, mirrors=None, timeout: float = 30.0, log=
     return paths
 
 
+def _idx_folder(name, data_dir) -> Path:
+    """Where the IDX files of `name` are: data_dir/name (where fetch puts them) or data_dir itself (files placed by
+    hand); the first that holds the training images."""
+    base = Path(data_dir or default_data_dir())
+    for folder in (base / name, base):
+        if any((folder / f).is_file() for f in (_IDX_FILES[0], _IDX_FILES[0][:-3])):
+            return folder
+    return base / name
+
+
 def _load_idx_family(name, data_dir, seed, standardize, n_val=10000):
-    folder = Path(data_dir or default_data_dir()) / name
+    folder = _idx_folder(name, data_dir)
     arrays = []
     for filename in _IDX_FILES:
         # Accept the files as downloaded or gunzipped by hand; read_idx tells them apart by content.
-        path = next((p for p in (folder / filename, folder / filename[:-3]) if p.exists()), None)
+        path = next((p for p in (folder / filename, folder / filename[:-3]) if p.is_file()), None)
         if path is None:
-            raise DataError(f"{name} is not downloaded ({filename} missing in {folder}); "
-                            f"run `minigrad data fetch {name}` (or set MINIGRAD_DATA to the folder that holds it)")
+            base = Path(data_dir or default_data_dir())
+            raise DataError(f"{name}: {filename} (or {filename[:-3]}) not found in {base / name} nor {base}; run "
+                            f"`minigrad data fetch {name}`, or pass --data-dir (or set MINIGRAD_DATA to) the folder "
+                            f"that holds the four IDX files")
         arrays.append(read_idx(path))
     X, y, X_test, y_test = arrays
     for images, labels, split in ((X, y, "train"), (X_test, y_test, "test")):
         if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
             raise DataError(f"{name} {split}: expected images (n, rows, cols) and n labels, got {images.shape} "
                             f"and {labels.shape}; delete {folder} and fetch again")
-    train, val, _ = split_indices(len(y), _int_in(n_val, 1, len(y) - 1, f"{name}: n_val"), 0, seed)
+    train, val, _ = split_indices(len(y), _int_in(n_val, 1, len(y) - 1, f"{name}: n_val (--n-val)"), 0, seed)
     X = X.reshape(len(X), -1).astype(np.float32)
     X /= 255  # in place: pixels in [0, 1], for runs with standardize=False
     X_test = X_test.reshape(len(X_test), -1).astype(np.float32)
@@ -524,11 +546,18 @@ def _load_digits(seed, standardize, val_fraction=0.2, test_fraction=0.2):
 def _read_arrays(path: Path) -> dict:
     try:
         if path.suffix == ".npz":
+            import zipfile
+
+            if not zipfile.is_zipfile(path):  # else numpy reads it as a pickle and talks about allow_pickle
+                raise DataError(f"{path} is not a complete .npz archive (a .npz is a zip file: truncated, or not "
+                                f"written by numpy.savez)")
             with np.load(path, allow_pickle=False) as f:
                 return {k: f[k] for k in f.files}
         import h5py  # a core dependency, imported here so that importing minigrad.data needs numpy only
         with h5py.File(path, "r") as f:
             return {k: f[k][()] for k in f.keys() if isinstance(f[k], h5py.Dataset)}
+    except DataError:
+        raise
     except Exception as e:  # zip, gzip, HDF5 and pickle-refusal errors all mean: unreadable
         raise DataError(f"cannot read {path}: {' '.join(str(e).split()) or type(e).__name__}; "
                         f"is it a complete {path.suffix} file?") from None
@@ -536,6 +565,9 @@ def _read_arrays(path: Path) -> dict:
 
 def _load_file(path, seed, standardize, val_fraction=0.1, test_fraction=0.1):
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path} is a directory; --data takes a .npz or .h5 file with arrays X and y, or a dataset name "
+                        f"({', '.join(DATASETS)})")
     if path.suffix not in (".npz", ".h5", ".hdf5"):
         raise DataError(f"{path}: unsupported file type {path.suffix!r}; use .npz or .h5 with arrays X and y")
     if not path.is_file():

@@ -81,6 +81,18 @@ class StoreError(ValueError):
     """A study file cannot be used as asked; the message is one line naming the file and what to do."""
 
 
+# Writers whose new study exists only as a header until its first commit, by resolved path: the study file of that
+# path (absent, or the old study an --overwrite replaces) stays untouched until the new study holds something, and
+# open() in the writing process sees the new study (see Store.create).
+_STAGED: dict = {}
+
+
+def _os_error(path, exc: OSError, doing: str) -> StoreError:
+    """One line for an OS error on a study file, naming the file the user gave rather than an internal one."""
+    reason = exc.strerror or " ".join(str(exc).split()) or type(exc).__name__
+    return StoreError(f"cannot {doing} {path}: {reason}; fix that or choose another --out")
+
+
 # ---------------------------------------------------------------------------------------------------------- values
 
 def _dumps(v) -> str:
@@ -197,8 +209,25 @@ def _fsync_dir(path: Path) -> None:
         _fsync(path)
 
 
-def _atomic_write(path: Path, fill, *, base: Path | None = None) -> None:
-    """Build the new version of `path` beside it (a copy of `base`, or empty), then rename it over `path`."""
+_SLACK = 256 * 1024  # bytes of HDF5 metadata a write may add to its data
+
+
+def _check_space(path: Path, need: int) -> None:
+    """Refuse a write that cannot fit on the disk before HDF5 starts it: HDF5 fails a full disk late and hard (a
+    failed flush in a destructor), sometimes by crashing the process, so the check comes first."""
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        return
+    if need + _SLACK > free:
+        raise OSError(28, f"No space left on device (a write of about {(need + _SLACK) / 2**20:.1f} MiB, "
+                          f"{free / 2**20:.1f} MiB free)")
+
+
+def _atomic_write(path: Path, fill, *, base: Path | None = None, size: int = 0) -> None:
+    """Build the new version of `path` beside it (a copy of `base`, or empty, plus about `size` bytes of new data),
+    then rename it over `path`."""
+    _check_space(path, size + (base.stat().st_size if base is not None else 0))
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
     try:
         if base is not None:
@@ -225,6 +254,9 @@ def _open_h5(path: Path) -> h5py.File:
     try:
         f = h5py.File(path, "r")
     except OSError as e:
+        if "unable to lock file" in str(e):
+            raise StoreError(f"{path} is open for writing in another program (HDF5 file lock); close it there and "
+                             f"rerun") from None
         raise StoreError(f"{path} cannot be read as HDF5 ({str(e).splitlines()[0]}); it is truncated or damaged, "
                          f"restore it or start again with --overwrite") from None
     schema, version = f.attrs.get("schema"), f.attrs.get("schema_version")
@@ -249,6 +281,41 @@ def _journal_entries(journal: Path) -> list[Path]:
     return sorted(journal.glob("*.h5"))
 
 
+_HEADER = "new-study.header"  # in the journal: the root attrs of a new study whose file is not written yet
+
+
+def _write_header(journal: Path, header: dict) -> None:
+    path = journal / _HEADER
+    _check_space(path, 0)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with h5py.File(tmp, "w", libver=_LIBVER) as f:
+            f.attrs["header"] = _dumps(header)
+        _fsync(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(journal)
+
+
+def _read_header(journal: Path) -> dict | None:
+    """The header a new study left in its journal, when its writer was killed before the first commit."""
+    try:
+        with h5py.File(journal / _HEADER, "r") as f:
+            return json.loads(f.attrs["header"])
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def _entry_study(entry: Path) -> str:
+    try:
+        with h5py.File(entry, "r") as f:
+            return f.attrs.get("study_id")
+    except OSError:
+        raise StoreError(f"journal entry {entry} cannot be read; delete it (its run is then rerun)") from None
+
+
 # ------------------------------------------------------------------------------------------------------ writer
 
 class Store:
@@ -261,6 +328,7 @@ class Store:
         self._done: set[str] = set()
         self._dirty = False  # journal entries not yet merged into the file
         self._closed = False
+        self._header = None  # a new study's root attrs until its first commit writes the file (see create)
 
     @classmethod
     def create(cls, path, config: dict, *, kind: str = "study", overwrite: bool = False,
@@ -268,21 +336,37 @@ class Store:
         """Start a study file, or resume the one at `path` if it holds the same configuration and kind.
 
         resume=False: an existing file is an error (a single `train` has nothing to resume).
-        overwrite=True: start afresh; the old file stays in place until the new one is complete.
+        overwrite=True: start afresh. A new study is written at its first commit (a run, throughput or results), not
+        here: until then an old file at `path` stays as it was, and a command that fails or is killed before it has
+        anything to store leaves nothing that blocks its rerun. open() in this process sees the new study meanwhile.
         """
         path = Path(path)
         if not isinstance(config, dict):
             raise TypeError(f"config must be a dict, not {type(config).__name__}")
         config_json = _dumps(config)  # fails before anything is touched
+        if not path.parent.is_dir():
+            raise StoreError(f"the directory of {path} does not exist; create it first or choose another --out")
+        if path.is_dir():
+            raise StoreError(f"{path} is a directory; --out takes a file name")
         journal = _journal_dir(path)
-        lock_fd = cls._lock(path, journal)
         try:
-            if path.exists() and not overwrite:
+            lock_fd = cls._lock(path, journal)
+        except OSError as e:
+            raise _os_error(path, e, "write") from None
+        try:
+            # a new study killed before its first commit left its header and finished runs in the journal
+            header = None if path.exists() or overwrite or not resume else _read_header(journal)
+            if header is not None and not any(_entry_study(e) == header["study_id"] for e in _journal_entries(journal)):
+                header = None  # nothing finished: nothing to resume
+            if (path.exists() or header is not None) and not overwrite:
                 if not resume:
                     raise StoreError(f"{path} exists; pass --overwrite to replace it or choose another --out")
-                with _open_h5(path) as f:
-                    study_id, old_kind = f.attrs["study_id"], f.attrs.get("kind")
-                    old_config = json.loads(f.attrs["config"])
+                if header is not None:
+                    study_id, old_kind, old_config = header["study_id"], header["kind"], header["config"]
+                else:
+                    with _open_h5(path) as f:
+                        study_id, old_kind = f.attrs["study_id"], f.attrs.get("kind")
+                        old_config = json.loads(f.attrs["config"])
                 new_config = json.loads(config_json)
                 if old_kind != kind or old_config != new_config:
                     what = (f"kind {old_kind!r}, not {kind!r}" if old_kind != kind else "differs in " + ", ".join(
@@ -290,22 +374,20 @@ class Store:
                     raise StoreError(f"{path} holds a different configuration ({what}); "
                                      f"use another --out or pass --overwrite")
                 store = cls(path, study_id, lock_fd, resumed=True)
+                store._header = header
                 store._clean()
                 store._dirty = bool(_journal_entries(journal))
                 store._commit()  # merge what a killed writer left in the journal
             else:
-                study_id = uuid.uuid4().hex
-
-                def fill(f):
-                    f.attrs["schema"], f.attrs["schema_version"] = SCHEMA, SCHEMA_VERSION
-                    f.attrs["study_id"], f.attrs["kind"] = study_id, kind
-                    _put_attrs(f, {**study_record(), "config": json.loads(config_json)})
-                    f.create_group("runs")
-                    _write_table(f, "summary", [])
-
-                _atomic_write(path, fill)
-                store = cls(path, study_id, lock_fd, resumed=False)
-                store._clean()  # entries of the study this one replaced
+                store = cls(path, uuid.uuid4().hex, lock_fd, resumed=False)
+                store._header = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "study_id": store.study_id,
+                                 "kind": kind, **study_record(), "config": json.loads(config_json)}
+                store._clean_tmp()
+                _write_header(journal, store._header)
+                _STAGED[path.resolve()] = store
+        except OSError as e:
+            cls._unlock(lock_fd, journal)
+            raise _os_error(path, e, "write") from None
         except BaseException:
             cls._unlock(lock_fd, journal)
             raise
@@ -313,7 +395,7 @@ class Store:
 
     @staticmethod
     def _lock(path: Path, journal: Path):
-        journal.mkdir(parents=True, exist_ok=True)
+        journal.mkdir(exist_ok=True)
         if fcntl is None:
             return None
         fd = os.open(journal / "lock", os.O_RDWR | os.O_CREAT, 0o644)
@@ -334,26 +416,36 @@ class Store:
         except OSError:
             pass
 
-    def _clean(self) -> None:
-        """Remove what killed writers left half-done, and journal entries of another study."""
+    def _clean_tmp(self) -> None:
+        """Remove the temporary files of killed writers: they are never part of a study."""
         for tmp in self.path.parent.glob(f".{self.path.name}.*.tmp"):
             tmp.unlink(missing_ok=True)
         for tmp in self._journal.glob("*.tmp"):
             tmp.unlink(missing_ok=True)
-        for entry in _journal_entries(self._journal):
-            try:
-                with h5py.File(entry, "r") as f:
-                    mine = f.attrs.get("study_id") == self.study_id
-            except OSError:
-                raise StoreError(f"journal entry {entry} cannot be read; delete it (its run is then rerun)") from None
-            if not mine:
-                entry.unlink()
 
-    def _commit(self, root_attrs: dict | None = None, throughput: list[dict] | None = None) -> None:
+    def _clean(self) -> None:
+        """Remove what killed writers left half-done, and journal entries of another study."""
+        self._clean_tmp()
+        for entry in _journal_entries(self._journal):
+            if _entry_study(entry) != self.study_id:
+                entry.unlink()
+        header = _read_header(self._journal)
+        if header is not None and header["study_id"] != self.study_id:
+            (self._journal / _HEADER).unlink(missing_ok=True)
+
+    def _commit(self, root_attrs: dict | None = None, throughput: list[dict] | None = None, *,
+                write_empty: bool = False) -> None:
         """Write a new version of the study file holding the journal and the given changes; see module docstring."""
-        entries = _journal_entries(self._journal)
+        header = self._header
+        entries = [e for e in _journal_entries(self._journal) if header is None or _entry_study(e) == self.study_id]
 
         def fill(f):
+            if header is not None:  # the new study's first version, written from nothing
+                f.attrs["schema"], f.attrs["schema_version"] = SCHEMA, SCHEMA_VERSION
+                f.attrs["study_id"], f.attrs["kind"] = header["study_id"], header["kind"]
+                _put_attrs(f, {k: v for k, v in header.items() if k not in _RESERVED or k == "config"})
+                f.create_group("runs")
+                _write_table(f, "summary", [])
             runs = f["runs"]
             for entry in entries:
                 with h5py.File(entry, "r") as src:
@@ -369,11 +461,20 @@ class Store:
                 _write_table(f, "summary", [{"run_id": k, **_get_attrs(g)} for k, g in runs.items()])
             self._done = set(runs)
 
-        if entries or root_attrs or throughput is not None:
-            _atomic_write(self.path, fill, base=self.path)
+        if entries or root_attrs or throughput is not None or (header is not None and write_empty):
+            try:
+                _atomic_write(self.path, fill, base=None if header is not None else self.path,
+                              size=sum(e.stat().st_size for e in entries))
+            except OSError as e:
+                raise _os_error(self.path, e, "write") from None
             for entry in entries:
                 entry.unlink()
-        else:
+            if header is not None:  # the new study is in place: the replaced study's unmerged entries go with it
+                self._header = None
+                _STAGED.pop(self.path.resolve(), None)
+                (self._journal / _HEADER).unlink(missing_ok=True)
+                self._clean()
+        elif header is None:
             with _open_h5(self.path) as f:
                 self._done = set(f["runs"])
         self._dirty = False
@@ -409,6 +510,7 @@ class Store:
         entry = self._journal / f"{run_id}.h5"
         tmp = entry.with_suffix(".tmp")
         try:
+            _check_space(entry, sum(a.nbytes for a in (*trace.values(), *arrays.values())))
             with h5py.File(tmp, "w", libver=_LIBVER) as f:
                 f.attrs["study_id"], f.attrs["run_id"] = self.study_id, run_id
                 g = f.create_group("run", track_order=True)  # attrs and columns keep the caller's order
@@ -421,6 +523,9 @@ class Store:
                         _put_array(ag, name, a)
             _fsync(tmp)
             os.replace(tmp, entry)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise _os_error(self.path, e, "write a run of") from None
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
@@ -450,21 +555,26 @@ class Store:
         if self._dirty:
             self._commit()
 
-    def close(self) -> None:
+    def close(self, *, failed: bool = False) -> None:
+        """Merge the journal and release the file. A new study that stored nothing is written (empty) only when the
+        work ended well (failed=False): a failed command leaves an old file, or no file, as it found it."""
         if self._closed:
             return
         try:
-            if self._dirty:
-                self._commit()
+            if self._dirty or (self._header is not None and not failed):
+                self._commit(write_empty=True)
         finally:
             self._closed = True
+            if self._header is not None:  # a new study that never committed leaves no file and no header
+                _STAGED.pop(self.path.resolve(), None)
+                (self._journal / _HEADER).unlink(missing_ok=True)
             self._unlock(self._lock_fd, self._journal)
 
     def __enter__(self) -> "Store":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()  # runs written before an exception are finished runs: keep them
+    def __exit__(self, exc_type, *exc) -> None:
+        self.close(failed=exc_type is not None)  # runs written before an exception are finished runs: keep them
 
 
 # ------------------------------------------------------------------------------------------------------ reader
@@ -509,6 +619,7 @@ def _read_run(run_id: str, g) -> Run:
 def open(path) -> StudyFile:  # noqa: A001 - minigrad.store.open(path) reads like the builtin it mirrors
     """Read a study file, with any runs that a killed writer left in its journal."""
     path = Path(path)
+    staged = _STAGED.get(path.resolve())
     # The journal first: a commit deletes entries only after the file holding them is in place (module docstring).
     journal = []
     for entry in _journal_entries(_journal_dir(path)):
@@ -518,13 +629,17 @@ def open(path) -> StudyFile:  # noqa: A001 - minigrad.store.open(path) reads lik
         except OSError:
             if entry.exists():
                 raise StoreError(f"journal entry {entry} cannot be read; delete it (its run is then rerun)") from None
-    with _open_h5(path) as f:
-        try:
-            attrs = _get_attrs(f)
-            runs = {rid: _read_run(rid, g) for rid, g in f["runs"].items()}
-            throughput = _read_table(f["throughput"]) if "throughput" in f else []
-        except (OSError, KeyError) as e:
-            raise StoreError(f"{path} is damaged ({e}); restore it or start again with --overwrite") from None
+    header = staged._header if staged is not None else None if path.exists() else _read_header(_journal_dir(path))
+    if header is not None:  # a new study whose file is not written yet: its runs are in the journal
+        attrs, runs, throughput = dict(header), {}, []
+    else:
+        with _open_h5(path) as f:
+            try:
+                attrs = _get_attrs(f)
+                runs = {rid: _read_run(rid, g) for rid, g in f["runs"].items()}
+                throughput = _read_table(f["throughput"]) if "throughput" in f else []
+            except (OSError, KeyError) as e:
+                raise StoreError(f"{path} is damaged ({e}); restore it or start again with --overwrite") from None
     unmerged = set()
     for study_id, run in journal:
         if study_id == attrs["study_id"]:

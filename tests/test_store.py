@@ -211,6 +211,8 @@ def test_one_writer_at_a_time_and_readers_see_the_journal(tmp_path):
 def test_overwrite_keeps_the_old_file_until_the_new_one_is_complete(tmp_path, monkeypatch):
     path = tmp_path / "study.h5"
     old = Store.create(path, CONFIG)
+    old.flush()
+    old.set_attr("note", "the old study's file exists")
     old.write_run("old-run", ATTRS, trace())
     old._closed = True  # abandon the writer as a kill would: its run stays in the journal
     Store._unlock(old._lock_fd, old._journal)
@@ -221,26 +223,52 @@ def test_overwrite_keeps_the_old_file_until_the_new_one_is_complete(tmp_path, mo
 
     def replace(src, dst):
         if Path(dst) == path:  # the moment the new study file takes the old one's place
-            seen.append(store.open(path))
+            with h5py.File(path, "r") as f:  # what other processes read (the writer's own open() sees the new one)
+                seen.append(json.loads(f.attrs["config"]))
+            seen.append((tmp_path / "study.h5.pending" / "old-run.h5").exists())
             assert store.open(src).config == {"new": True}
         real_replace(src, dst)
 
     monkeypatch.setattr(store.os, "replace", replace)
     with Store.create(path, {"new": True}, overwrite=True) as w:
         assert not w.resumed and w.completed_run_ids() == set()
-    assert seen[0].config == CONFIG and "old-run" in seen[0].runs
+    assert seen == [CONFIG, True]
     s = store.open(path)
     assert s.config == {"new": True} and s.runs == {}  # the old study's journal entry is not mixed in
     assert sorted(os.listdir(tmp_path)) == ["study.h5"]
 
     def fail(src, dst):
-        raise OSError("disk full")
+        if Path(dst) == path:
+            raise OSError(28, "No space left on device")
+        real_replace(src, dst)
 
     monkeypatch.setattr(store.os, "replace", fail)
-    with pytest.raises(OSError, match="disk full"):
-        Store.create(path, {"newer": True}, overwrite=True)
+    with pytest.raises(StoreError, match="No space left"):
+        with Store.create(path, {"newer": True}, overwrite=True) as w:
+            w.write_run("new-run", ATTRS, trace())
     assert store.open(path).config == {"new": True}  # a failed overwrite leaves the old file as it was
+    assert sorted(os.listdir(tmp_path)) == ["study.h5", "study.h5.pending"]  # with the finished run, for a rerun
+
+
+def test_overwrite_that_stores_nothing_leaves_the_old_file_byte_identical(tmp_path):
+    path = tmp_path / "study.h5"
+    with Store.create(path, CONFIG) as w:
+        w.write_run("r0", ATTRS, trace())
+    before = path.read_bytes()
+    with pytest.raises(RuntimeError):
+        with Store.create(path, {"new": True}, overwrite=True) as w:
+            assert store.open(path).config == {"new": True} and store.open(path).runs == {}  # the writer's view
+            raise RuntimeError("bad data found after the writer was opened")
+    assert path.read_bytes() == before and sorted(os.listdir(tmp_path)) == ["study.h5"]
+    # a new study that fails before storing anything leaves no file to block its rerun
+    with pytest.raises(RuntimeError):
+        with Store.create(tmp_path / "new.h5", CONFIG, resume=False):
+            raise RuntimeError("failed")
     assert sorted(os.listdir(tmp_path)) == ["study.h5"]
+    # negative control: the same overwrite without the failure does replace the file
+    with Store.create(path, {"new": True}, overwrite=True):
+        pass
+    assert path.read_bytes() != before and store.open(path).config == {"new": True}
 
 
 def test_truncated_file_is_reported(tmp_path):
@@ -301,8 +329,8 @@ def test_sigkill_at_random_moments_loses_no_finished_run(tmp_path):
         kills += 1
         in_write += bool(glob.glob(f"{path}.pending/*.tmp"))  # killed inside write_run
         in_commit += bool(glob.glob(f"{tmp_path}/.{path.name}.*.tmp"))  # killed inside a commit
-        if not path.exists():  # killed before the file was first created: nothing was reported
-            assert reported == []
+        if not path.exists() and not (tmp_path / f"{path.name}.pending" / "new-study.header").exists():
+            assert reported == []  # killed before the study was first created: nothing was reported
             continue
         check_study(path, reported)
         verified += len(reported)

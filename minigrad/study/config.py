@@ -1,6 +1,8 @@
 """The study's configuration: the defaults, --quick's lower resolution, the user's settings, and their checks."""
 import copy
 
+from minigrad.machine import checks as C
+
 COMPLETE = "COMPLETE"  # minigrad.training.train.COMPLETE, without importing the engine
 
 DEFAULT_CONFIG = {
@@ -54,24 +56,32 @@ def make_config(quick=False, **overrides):
 
 
 def validate(config):
-    bs = config["batch_sizes"]
-    if not bs or min(bs) < 1:
-        raise ValueError(f"batch sizes must be >= 1, got {bs}")
-    if len(set(bs)) != len(bs):
-        raise ValueError(f"batch sizes must not repeat, got {bs}")
-    if config["seeds"] < 1:
-        raise ValueError(f"seeds must be >= 1, got {config['seeds']}")
-    if not config["reference_lrs"] or min(config["reference_lrs"]) <= 0:
-        raise ValueError(f"learning rates must be > 0, got {config['reference_lrs']}")
-    if config["target"] is not None and not 0 < config["target"] < 1:
-        raise ValueError(f"target validation error must lie in (0, 1), got {config['target']}")
-    for key in ("budget_factor", "reference_epochs", "equal_epochs"):
-        if not config[key] > 0:
-            raise ValueError(f"{key.replace('_', ' ')} must be > 0, got {config[key]}")
-    if config["lr_points"] < 2 or config["lr_factor"] <= 1:
-        raise ValueError("the learning-rate grid needs at least 2 points and a factor > 1")
-    if config["optimizer"] not in ("sgd", "momentum", "nesterov", "adam"):
-        raise ValueError(f"unknown optimizer {config['optimizer']!r}")
+    """Every setting once, where the configuration is built: types (TOML too), finite values, ranges."""
+    if not isinstance(config["data"], str):
+        raise ValueError(f"data must be a dataset name or a file path, got {config['data']!r}")
+    if not isinstance(config["data_options"], dict):
+        raise ValueError(f"data_options must be a table of dataset options, got {config['data_options']!r}")
+    C.numbers("hidden", config["hidden"], 1, 1_000_000, integer=True)
+    C.choice("activation", config["activation"], ("relu", "tanh", "gelu"))
+    C.choice("loss", config["loss"], ("cross_entropy", "mse"))
+    C.choice("dtype", config["dtype"], ("float32", "float64"))
+    C.choice("optimizer", config["optimizer"], ("sgd", "momentum", "nesterov", "adam"))
+    C.choice("sampler", config["sampler"], ("shuffle", "replacement", "stratified"))
+    C.number("momentum", config["momentum"], 0, 1, hi_open=True)
+    C.numbers("batch sizes", config["batch_sizes"], 1, None, integer=True, unique=True)
+    C.number("seeds", config["seeds"], 1, 1000, integer=True)
+    C.number("reference_batch_size", config["reference_batch_size"], 1, None, integer=True)
+    C.numbers("learning rates (--lrs)", config["reference_lrs"], 0, 1e6, lo_open=True)
+    C.number("reference_epochs", config["reference_epochs"], 0, 1e5, lo_open=True)
+    if config["target"] is not None:
+        C.number("target validation error", config["target"], 0, 1, lo_open=True, hi_open=True)
+    C.number("target_margin", config["target_margin"], 0, 1, hi_open=True)
+    C.number("lr_points", config["lr_points"], 2, 100, integer=True)
+    C.number("lr_factor", config["lr_factor"], 1, 1e3, lo_open=True)
+    C.number("max_widen", config["max_widen"], 0, 100, integer=True)
+    C.number("budget factor", config["budget_factor"], 0, 1e4, lo_open=True)
+    C.number("equal epochs", config["equal_epochs"], 0, 1e5, lo_open=True)
+    C.number("eval_growth", config["eval_growth"], 1, 10, lo_open=True)
 
 
 def fit_batch_sizes(config, n_train):

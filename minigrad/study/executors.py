@@ -84,7 +84,11 @@ def trial_task(config, spec, threads=1, version=None):
 def _exit_with_parent(parent):
     """Pool initializer: a worker whose driver was killed (SIGKILL runs no cleanup) exits within a second instead of
     finishing its trial for nobody while a resumed study wants the cores."""
+    import signal
     import time
+
+    # Ctrl-C reaches the whole process group: the driver stops the workers, which must not print tracebacks of it
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def watch():
         while os.getppid() == parent:
@@ -202,10 +206,13 @@ class LocalExecutor:
         self._depth += 1
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, *exc):
         self._depth -= 1
         if self._depth == 0:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            if exc_type is not None:  # Ctrl-C or an error: stop the workers now rather than finish their trials
+                for process in list((self._pool._processes or {}).values()):
+                    process.terminate()
+            self._pool.shutdown(wait=exc_type is None, cancel_futures=True)
             self._pool = None
 
     def notes(self):

@@ -33,7 +33,10 @@ def make_figures(analysis, study_file):
         ax.loglog(grid, a.fit["S_min"] + a.fit["E_min"] / grid, "r--",
                   label=f"fit S_min + E_min/B, B_crit = {a.fit['B_crit']:.0f}")
         if math.isfinite(a.fit["B_crit"]) and a.fit["B_crit"] > 0:
-            ax.axvline(a.fit["B_crit"], color="r", alpha=0.3)
+            ax.axvline(a.fit["B_crit"], color="r", alpha=0.4, lw=1.2,
+                       label=f"B_crit = E_min/S_min = {a.fit['B_crit']:.0f} (here S = 2 S_min)")
+            ax.text(a.fit["B_crit"], 0.97, f" B_crit = {a.fit['B_crit']:.0f}", color="r", fontsize=8, va="top",
+                    transform=ax.get_xaxis_transform())
     ax.set(xlabel="batch size B", ylabel=f"steps to val error {a.target:g}", title="Steps to target")
     ax.legend(fontsize=8)
     figures["steps"] = fig
@@ -42,7 +45,8 @@ def make_figures(analysis, study_file):
     fig, ax = plt.subplots(figsize=(6, 4.2))
     tp = [r for r in a.rows if math.isfinite(r["samples_per_s"])]
     ax.loglog([r["batch_size"] for r in tp], [r["samples_per_s"] for r in tp], "o-")
-    ax.set(xlabel="batch size B", ylabel="samples / s (one train step, faster of 1 thread and all cores)", title="Compute speed")
+    ax.set(xlabel="batch size B", ylabel="samples / s")
+    ax.set_title("Compute speed: one training step\n(the faster of 1 thread and all cores at each B)", fontsize=10)
     figures["throughput"] = fig
 
     # 3. time to target, recommended B marked
@@ -94,24 +98,62 @@ def make_figures(analysis, study_file):
     ax.legend(fontsize=7, ncol=2)
     figures["curves"] = fig
 
-    # 6. learning rate x batch size heat map of steps-to-target; x marks divergence, '-' a missed target
+    # 6. learning rate x batch size map of steps-to-target. Each B has its own learning-rate grid (centred on a
+    # scaling rule), so cells are drawn at their real rates on a log axis: a band that climbs with B, not rows of a
+    # shared grid, which would read as a checkerboard. Blank: not tried; grey hatched: missed; red x: diverged.
+    figures["heatmap"] = _heatmap(a)
+    return figures
+
+
+def _heatmap(a):
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    from matplotlib.patches import Patch, Rectangle
+
     cells, diverged = a.heat["cells"], a.heat["diverged"]
     Bs = sorted({b for b, _ in cells})
-    lrs = sorted({lr for _, lr in cells})
-    grid = np.full((len(lrs), len(Bs)), np.nan)
-    for (b, lr), v in cells.items():
-        grid[lrs.index(lr), Bs.index(b)] = math.log10(v) if math.isfinite(v) else np.nan
-    fig, ax = plt.subplots(figsize=(1.0 + 0.55 * len(Bs), 1.2 + 0.32 * len(lrs)))
-    im = ax.imshow(grid, origin="lower", aspect="auto", cmap="viridis_r")
-    for (b, lr), v in cells.items():
-        x, y = Bs.index(b), lrs.index(lr)
-        if (b, lr) in diverged and not math.isfinite(v):
-            ax.text(x, y, "x", ha="center", va="center", color="red", fontsize=9)
-        elif not math.isfinite(v):
-            ax.text(x, y, "-", ha="center", va="center", color="gray", fontsize=9)
+    fig, ax = plt.subplots(figsize=(2.2 + 0.6 * max(len(Bs), 4), 4.8))
+    finite = [math.log10(v) for v in cells.values() if math.isfinite(v) and v > 0]
+    norm = Normalize(min(finite, default=0), max(finite, default=1) + 1e-9)
+    cmap = plt.get_cmap("viridis_r")
+    lo_all, hi_all = math.inf, 0.0
+    for B in Bs:
+        rates = sorted(lr for b, lr in cells if b == B)
+        x = Bs.index(B)
+        best = next((r["best_lr"] for r in a.rows if r["batch_size"] == B), None)
+        for k, lr in enumerate(rates):
+            # a cell reaches halfway (in log lr) to its neighbours; the grid's factor at the ends
+            below = rates[k - 1] if k else lr / (rates[1] / lr if len(rates) > 1 else 2.0)
+            above = rates[k + 1] if k + 1 < len(rates) else lr * (lr / rates[k - 1] if k else 2.0)
+            lo, hi = math.sqrt(below * lr), math.sqrt(lr * above)
+            lo_all, hi_all = min(lo_all, lo), max(hi_all, hi)
+            v = cells[(B, lr)]
+            if math.isfinite(v) and v > 0:
+                face, hatch = cmap(norm(math.log10(v))), None
+            elif (B, lr) in diverged:
+                face, hatch = "#f6d5d5", None
+            else:
+                face, hatch = "0.85", "///"
+            ax.add_patch(Rectangle((x - 0.45, lo), 0.9, hi - lo, facecolor=face, hatch=hatch, edgecolor="white",
+                                   lw=0.8))
+            if lr == best:
+                ax.add_patch(Rectangle((x - 0.45, lo), 0.9, hi - lo, facecolor="none", edgecolor="black", lw=2.0))
+            if (B, lr) in diverged and not math.isfinite(v):
+                ax.text(x, lr, "x", ha="center", va="center", color="red", fontsize=13, fontweight="bold")
+            elif math.isfinite(v):
+                ax.text(x, lr, f"{v:.0f}", ha="center", va="center", fontsize=6,
+                        color="white" if norm(math.log10(v)) > 0.5 else "black")
+    ax.set_yscale("log")
+    ax.set_xlim(-0.6, len(Bs) - 0.4)
+    if hi_all > lo_all:
+        ax.set_ylim(lo_all, hi_all)
     ax.set_xticks(range(len(Bs)), [str(b) for b in Bs], rotation=45)
-    ax.set_yticks(range(len(lrs)), [f"{lr:.3g}" for lr in lrs], fontsize=7)
-    ax.set(xlabel="batch size B", ylabel="learning rate", title="log10 steps to target (x: diverged, -: missed)")
-    fig.colorbar(im, ax=ax)
-    figures["heatmap"] = fig
-    return figures
+    ax.set(xlabel="batch size B", ylabel="learning rate (each B has its own grid)")
+    ax.set_title("Steps to target (median over seeds) at each rate tried", fontsize=10)
+    fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="log10 steps to target")
+    ax.legend(handles=[Patch(facecolor="0.85", hatch="///", edgecolor="white", label="target missed"),
+                       Patch(facecolor="white", edgecolor="0.6", label="not tried"),
+                       Patch(facecolor="#f6d5d5", edgecolor="white", label="x: diverged"),
+                       Patch(facecolor="none", edgecolor="black", lw=2.0, label="best rate of its B")],
+              fontsize=7, loc="upper left", framealpha=0.9)
+    return fig

@@ -63,6 +63,9 @@ def choose_target(config, results):
         return config["target"], "given with --target"
     best, lr = best_reference(results)
     target = round(best + config["target_margin"], 4)
+    if target >= 1:
+        raise ValueError(f"the reference runs reached validation error {best:.3f} at best: they learned nothing to "
+                         "aim for; check the data and labels, or give --target")
     return target, (f"best reference validation error {best:.4f} (B={config['reference_batch_size']}, "
                     f"lr={lr:g}) + margin {config['target_margin']:g}")
 
