@@ -437,7 +437,7 @@ def test_bad_user_files(tmp_path, make, message):
 
 def test_unreadable_or_missing_user_files(tmp_path):
     (tmp_path / "junk.npz").write_bytes(b"this is not a zip archive")
-    with pytest.raises(DataError, match="not a .npz archive"):
+    with pytest.raises(DataError, match="not a complete .npz archive"):
         load(tmp_path / "junk.npz")
     (tmp_path / "junk.h5").write_bytes(b"nor is this HDF5")
     with pytest.raises(DataError, match="cannot read"):
