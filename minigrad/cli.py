@@ -559,24 +559,11 @@ def experiment_options(name, data=True):
     return wrap
 
 
-EXPERIMENT_CHECKS = {  # setting -> (lo, hi, lo_open, integer): each value given on the command line
-    "at_epochs": (0, 1e5, False, False), "batch_sizes": (1, None, False, True), "draws": (1, 1e6, False, True),
-    "epochs": (0, 1e5, True, False), "lr": (0, 1e6, True, False), "seeds": (1, 1000, False, True),
-    "factor": (2, 1e3, False, True),
-}
-
-
 def run_experiment(name, quick, out, overwrite, workers, data_name=None, **settings):
     import minigrad.experiments as experiments
-    from minigrad.machine import checks
 
     if workers is not None and workers < 1:
         raise click.UsageError("--workers must be >= 1")
-    for key, value in settings.items():
-        if value is not None and key in EXPERIMENT_CHECKS:
-            lo, hi, lo_open, integer = EXPERIMENT_CHECKS[key]
-            for v in value if isinstance(value, list) else [value]:
-                checks.number("--" + key.replace("_", "-"), v, lo, hi, lo_open=lo_open, integer=integer)
 
     if data_name is not None:
         settings["data"] = data_name

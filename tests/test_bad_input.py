@@ -272,17 +272,17 @@ CASES = [
     case(["data", "fetch", "mnist", "--data-dir", "x.txt"], "x.txt"),
     # ---- experiments
     *[case(["experiment", "noise", *args, "--out", "noise.h5"], n) for args, n in (
-        (["--at-epochs", "-1"], "--at-epochs"), (["--at-epochs", "nan"], "--at-epochs"), (["--draws", "0"], "--draws"),
-        (["--batch-sizes", "0"], "--batch-sizes"), (["--workers", "0"], "--workers"),
+        (["--at-epochs", "-1"], "at epochs"), (["--at-epochs", "nan"], "at epochs"), (["--draws", "0"], "draws"),
+        (["--batch-sizes", "0"], "batch sizes"), (["--workers", "0"], "--workers"),
         (["--data", "nan_X.npz"], "NaN"), (["--data", "datadir"], "directory"))],
     *[case(["experiment", "keskar", *args, "--out", "keskar.h5"], n) for args, n in (
-        (["--epochs", "inf"], "--epochs"), (["--epochs", "0"], "--epochs"), (["--lr", "nan"], "--lr"),
-        (["--lr", "-1"], "--lr"), (["--seeds", "0"], "--seeds"), (["--data", "missing.npz"], "not found"))],
+        (["--epochs", "inf"], "epochs"), (["--epochs", "0"], "epochs"), (["--lr", "nan"], "lr "),
+        (["--lr", "-1"], "lr "), (["--seeds", "0"], "seeds"), (["--data", "missing.npz"], "not found"))],
     *[case(["experiment", "smith", *args, "--out", "smith.h5"], n) for args, n in (
-        (["--factor", "0"], "--factor"), (["--factor", "1"], "--factor"), (["--lr", "inf"], "--lr"),
-        (["--seeds", "-1"], "--seeds"), (["--workers", "-1"], "--workers"))],
+        (["--factor", "0"], "factor"), (["--factor", "1"], "factor"), (["--lr", "inf"], "lr "),
+        (["--seeds", "-1"], "seeds"), (["--workers", "-1"], "--workers"))],
     *[case(["experiment", "stratified", *args, "--out", "strat.h5"], n) for args, n in (
-        (["--seeds", "0"], "--seeds"), (["--batch-sizes", "-1"], "--batch-sizes"), (["--data", "one_class.npz"], "2"))],
+        (["--seeds", "0"], "seeds"), (["--batch-sizes", "-1"], "batch sizes"), (["--data", "one_class.npz"], "2"))],
     *[case(["experiment", "gns", *args, "--out", "gns.h5"], n) for args, n in (
         (["--study", "missing.h5"], "missing.h5"), (["--study", "text.h5"], "not an HDF5"),
         (["--study", "train.h5"], "study"))],

@@ -20,6 +20,10 @@ def run(name, config, out, *, overwrite=False, executor=None, workers=None, echo
     from minigrad import store
     from minigrad.study.executors import InlineExecutor, LocalExecutor
 
+    if "data" in config:  # bad data is refused here, once, not by every worker after retries
+        from minigrad.training.trial import load_data
+
+        load_data(config)
     if executor is None:
         executor = InlineExecutor() if workers == 1 else LocalExecutor(workers or 2)
     runner = import_module(f"minigrad.experiments.{name}").run

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from minigrad.machine import checks
+
 EXPERIMENTS = ("noise", "keskar", "smith", "gns", "stratified")
 
 _BASE = {"data": "teacher", "data_options": {}, "hidden": [64, 64], "activation": "relu", "loss": "cross_entropy",
@@ -62,10 +64,20 @@ def make_config(name, quick=False, **overrides):
         raise ValueError(f"unknown {name} setting(s): {', '.join(sorted(unknown))}")
     config.update({k: v for k, v in overrides.items() if v is not None})
     config["experiment"], config["quick"] = name, bool(quick)
-    for key in ("seeds", "draws", "checkpoints"):
-        if key in config and config[key] < 1:
-            raise ValueError(f"{key} must be >= 1, got {config[key]}")
+    for key, value in config.items():  # every number once, here: finite and in range
+        if key in CHECKS:
+            lo, hi, lo_open, integer = CHECKS[key]
+            for v in value if isinstance(value, (list, tuple)) else [value]:
+                checks.number(key.replace("_", " "), v, lo, hi, lo_open=lo_open, integer=integer)
     return config
+
+
+CHECKS = {  # setting -> (lo, hi, lo_open, integer)
+    "at_epochs": (0, 1e5, False, False), "batch_sizes": (1, None, False, True), "draws": (1, 1e6, False, True),
+    "epochs": (0, 1e5, True, False), "lr": (0, 1e6, True, False), "seeds": (1, 1000, False, True),
+    "factor": (2, 1e3, False, True), "checkpoints": (1, 1e4, False, True), "hidden": (1, 1e6, False, True),
+    "momentum": (0, 1, False, False),
+}
 
 
 @dataclass
