@@ -31,7 +31,7 @@ def test_config_rejects_unknown_settings_and_names():
         E.make_config("keskar", epochz=3)
     with pytest.raises(ValueError, match="unknown experiment"):
         E.make_config("hoffer")
-    with pytest.raises(ValueError, match="seeds must be >= 1"):
+    with pytest.raises(ValueError, match=r"seeds must be an integer in \[1, 1000\]"):
         E.make_config("smith", seeds=0)
     assert E.make_config("smith", quick=True)["epochs"] < E.make_config("smith")["epochs"]
 
@@ -147,4 +147,4 @@ def test_cli_runs_an_experiment_and_reports_user_errors(tmp_path, monkeypatch):
     assert "stratified verdict:" in result.output and "figure:" in result.output and out.exists()
     result = CliRunner().invoke(main, ["experiment", "gns", "--study", str(tmp_path / "missing.h5"),
                                        "--out", str(tmp_path / "g.h5")])
-    assert result.exit_code == 2 and "not found" in result.output
+    assert result.exit_code == 2 and "no such study file" in result.output
