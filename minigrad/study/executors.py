@@ -19,6 +19,7 @@ together fill the cores without oversubscribing them.
 """
 import multiprocessing
 import os
+import signal
 import socket
 import threading
 import uuid
@@ -318,11 +319,17 @@ class DaskExecutor:
             # Set before a worker process starts, so BLAS reads them when it loads (dask sets 1 by default).
             environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}),
                            OMP_NUM_THREADS=n, OPENBLAS_NUM_THREADS=n, MKL_NUM_THREADS=n)
-            with dask.config.set({"distributed.scheduler.allowed-failures": self.retries,
-                                  "distributed.nanny.pre-spawn-environ": environ}):
-                self.cluster = distributed.LocalCluster(
-                    n_workers=self.workers or os.cpu_count() or 1, threads_per_worker=1, processes=True,
-                    host="127.0.0.1", dashboard_address="127.0.0.1:0")
+            # The worker processes inherit an ignored SIGINT: Ctrl-C reaches the whole process group, and the driver
+            # alone should answer it (it closes the cluster), not every worker with a traceback.
+            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            try:
+                with dask.config.set({"distributed.scheduler.allowed-failures": self.retries,
+                                      "distributed.nanny.pre-spawn-environ": environ}):
+                    self.cluster = distributed.LocalCluster(
+                        n_workers=self.workers or os.cpu_count() or 1, threads_per_worker=1, processes=True,
+                        host="127.0.0.1", dashboard_address="127.0.0.1:0")
+            finally:
+                signal.signal(signal.SIGINT, previous)
             try:
                 self.client = distributed.Client(self.cluster, set_as_default=False)
             except BaseException:
