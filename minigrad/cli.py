@@ -275,9 +275,9 @@ def report_command(path, html):
               help="Layer widths, inputs first.")
 @click.option("--batch-sizes", default="1,2,4,8,16,32,64,128,256,512,1024,2048,4096", show_default=True,
               callback=int_list, help="Batch sizes to time.")
-@click.option("--backend", type=click.Choice(["blas", "loops", "loops-parallel", "per-example", "all"]),
-              default="blas", show_default=True,
-              help="Path of the step; 'all' times every one side by side, in float32 and float64.")
+@click.option("--backend", default="blas", show_default=True, callback=str_list,
+              help="Path(s) of the step: blas, blas-unfused (every op its own pass, to set the fusions against), "
+                   "loops, loops-parallel, per-example, a comma list, or all (every one, in float32 and float64).")
 @click.option("--threads", default=None, callback=int_list,
               help="BLAS and Numba threads, e.g. 1,2 (default: all cores).")
 @click.option("--dtype", "dtypes", default=None, callback=str_list,
@@ -317,6 +317,7 @@ def bench_throughput(sizes, batch_sizes, backend, threads, dtypes, activation, o
         except OSError as exc:
             raise ValueError(f"--figures: cannot create directory {figures_dir} ({exc.strerror})") from None
         can_write("--figures", figures_dir)
+    backend = "all" if backend == ["all"] else backend
     if not dtypes:
         dtypes = ["float32", "float64"] if backend == "all" else ["float32"]
     result = throughput.measure(sizes=sizes, batch_sizes=batch_sizes, backends=backend, threads=threads,
@@ -432,7 +433,7 @@ def make_budget(steps, examples, epochs, default_epochs=20.0):
               show_default=True)
 @click.option("--keep-last", is_flag=True, help="Keep each epoch's last partial batch (default: drop it).")
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True)
-@click.option("--backend", type=click.Choice(["blas", "loops", "loops-parallel"]), default="blas",
+@click.option("--backend", type=click.Choice(["blas", "blas-unfused", "loops", "loops-parallel"]), default="blas",
               show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Initialisation and batch order.")
 @click.option("--data-seed", type=int, default=0, show_default=True,

@@ -27,6 +27,7 @@ import numpy as np
 from numba import njit
 
 from minigrad.engine import kernels as K
+from minigrad.engine import kernels_large as KG
 from minigrad.engine import kernels_loops as KL
 from minigrad.engine import kernels_small as KS
 from minigrad.engine.optim import OPTIMIZERS, STEP, WEIGHT_DECAY, Optimizer, optimizer_update
@@ -34,6 +35,8 @@ from minigrad.engine.optim import OPTIMIZERS, STEP, WEIGHT_DECAY, Optimizer, opt
 # backend name -> (linear_forward, linear_backward) with the signatures of kernels.py
 BACKENDS = {
     "blas": (K.linear_forward, K.linear_backward),
+    # the same kernels with every op a pass of its own at every B (no fused step): the readable path to profile
+    "blas-unfused": (K.linear_forward, K.linear_backward),
     "loops": (KL.linear_forward, KL.linear_backward),
     "loops-parallel": (KL.linear_forward_parallel, KL.linear_backward_parallel),
     # B single-example passes with the gradient accumulated (see forward_backward_per_example); batched forward
@@ -181,6 +184,7 @@ class _Workspace:
         self.X = np.zeros((B, sizes[0]), dtype)   # a batch gathered from the data set lands here
         self.y = np.zeros(B, np.int64)
         self.fused = {}  # T -> buffers of the fused SGD step with T workers (kernels_small.sgd_step_worker)
+        self.large = None  # buffers of kernels_large.sgd_step (_LargeBuffers)
 
 
 class _FusedBuffers:
@@ -193,6 +197,17 @@ class _FusedBuffers:
         self.counter = np.zeros(16, np.int64)
         self.value = np.zeros(1, np.float64)
         self.X = np.zeros((B, sizes[0]), dtype)
+
+
+class _LargeBuffers:
+    """What kernels_large.sgd_step needs besides a workspace: the batch copy when the first layer is folded (else
+    empty), a scratch row for the bias sums, and the scalars handed to BLAS."""
+
+    def __init__(self, sizes, B, dtype):
+        self.fold_first = B < sizes[1]  # see kernels_large's docstring
+        self.X = np.zeros((B if self.fold_first else 0, sizes[0]), dtype)
+        self.sums = np.zeros(max(sizes[1:]), dtype)
+        self.gemm = KG.gemm_scratch(dtype)
 
 
 def layer_views(sizes, flat):
@@ -240,13 +255,14 @@ class MLP:
         if backend == "per-example":  # one example's gradient, added into grads after each single-example pass
             self._example_grads = np.zeros(self.n_params, self.dtype)
             self._example_dweights, self._example_dbiases = self._views(self._example_grads)
-        self._pending = None  # (workspace, fused buffers) of a fused SGD step whose gradient is not yet in _grads
+        self._pending = None  # what a fused SGD step left to form its gradient from (see _settle_grads)
         self.init_params(seed)
 
-    # The gradient of the last loss_and_grad or train_step. The fused SGD step (small batches) never forms it; it
-    # keeps what it needs (the batch, every layer's activations and output gradients) and the gradient is computed
-    # here, at the first read, as each layer's sum of outer products dout^T inp. Reading grads therefore costs
-    # nothing in the training loop and one backward pass's worth of arithmetic after a fused step.
+    # The gradient of the last loss_and_grad or train_step. The fused SGD steps (kernels_small at small batches,
+    # kernels_large at large ones) never form it; they keep what it is made of (per layer the output gradient and
+    # the input: activations, a copy of the batch) and the gradient is computed here, at the first read, as each
+    # layer's dout^T inp. Reading grads therefore costs nothing in the training loop and one weight-gradient pass's
+    # worth of arithmetic after a fused step.
     @property
     def grads(self):
         """Flat gradient vector (same layout as params) of the last loss_and_grad or train_step."""
@@ -264,15 +280,18 @@ class MLP:
         return self._dbiases
 
     def _settle_grads(self):
+        # _pending: (small, [(dout, inp) per layer]) from a fused step; inp None: that layer's dweight is in
+        # place already and only its bias gradient is summed. small: the register-blocked kernels, else BLAS.
         if self._pending is None:
             return
-        ws, fb = self._pending
-        self._pending = None
-        L = len(self.weights)
-        for l in range(L):
-            dout = fb.dlogits[0] if l == L - 1 else ws.dzs[l]
-            inp = fb.X if l == 0 else ws.acts[l - 1]
-            KS.linear_dweight_rows(self._dweights[l], self._dbiases[l], dout, inp, 0, self.sizes[l + 1])
+        (small, layers), self._pending = self._pending, None
+        for l, (dout, inp) in enumerate(layers):
+            if inp is None:
+                KG.column_sums(self._dbiases[l], dout)
+            elif small:
+                KS.linear_dweight_rows(self._dweights[l], self._dbiases[l], dout, inp, 0, self.sizes[l + 1])
+            else:
+                K.linear_backward(dout, self._dweights[l], self._dbiases[l], dout, inp, self.weights[l], False)
 
     def _views(self, flat):
         views = layer_views(self.sizes, flat)
@@ -332,8 +351,11 @@ class MLP:
 
           fused-sgd-serial / fused-sgd-parallel  blas + plain SGD up to FUSED_SGD_MAX rows: kernels_small's one-pass
                                                  step (forward, backward and update, rows split across the threads)
+          blas-fused-sgd  blas + plain SGD above that: kernels_large.sgd_step, BLAS GEMMs with the update folded
+                          into the weight-gradient GEMM and the bias passes into the activation passes
           blas-small      blas up to SMALL_BATCH_MAX rows: kernels_small's register-blocked linear kernels
           blas            BLAS GEMMs (kernels.py)
+          blas-unfused    --backend blas-unfused: every op its own pass at every B (model.train_step), to profile
           loops, loops-parallel, per-example     the --backend of that name (kernels_loops.py; B single-example
                                                  passes of the blas kernels)
 
@@ -343,13 +365,14 @@ class MLP:
             T = fused_workers()
             if batch_size <= fused_sgd_max(T):
                 return "fused-sgd-parallel" if T > 1 else "fused-sgd-serial"
+            return "blas-fused-sgd"
         if self.backend == "blas" and batch_size <= SMALL_BATCH_MAX:
             return "blas-small"
         return self.backend
 
     def _linear_for(self, B):
         # the backend's linear kernels for batch size B: the small-batch kernels stand in for BLAS below the threshold
-        return SMALL if self.backend in ("blas", "per-example") and B <= SMALL_BATCH_MAX else self._linear
+        return SMALL if self.backend in ("blas", "blas-unfused", "per-example") and B <= SMALL_BATCH_MAX else self._linear
 
     def _loss_and_grad(self, X, y, sqnorms=None):
         B = X.shape[0]
@@ -381,6 +404,8 @@ class MLP:
         path = self.step_path(B, optimizer)
         if path.startswith("fused-sgd"):
             value = self._fused_sgd_step(ws, X, y, optimizer, fused_workers())
+        elif path == "blas-fused-sgd":
+            value = self._large_sgd_step(ws, X, y, optimizer)
         elif path == "per-example":
             dweights, dbiases, example_grads, zs, acts, dzs, x1, y1 = self._per_example_buffers()
             value = train_step_per_example(self._act, self._loss, self.weights, self.biases, dweights, dbiases,
@@ -419,14 +444,35 @@ class MLP:
                 raise RuntimeError(f"the fused SGD step's {T} workers did not all run at once (threading layer "
                                    "problem); set numba.set_num_threads(1) to run it on one core")
         value = float(fb.value[0])
+        L = len(self.weights)
+        self._after_fused_step(value, optimizer, ws, X, y, True,
+                               [(fb.dlogits[0] if l == L - 1 else ws.dzs[l], fb.X if l == 0 else ws.acts[l - 1])
+                                for l in range(L)])
+        return value
+
+    def _large_sgd_step(self, ws, X, y, optimizer):
+        # kernels_large's step: BLAS GEMMs with the SGD update folded into the weight-gradient GEMMs
+        lb = ws.large
+        if lb is None:
+            lb = ws.large = _LargeBuffers(self.sizes, X.shape[0], self.dtype)
+        self._pending = None
+        value = KG.sgd_step(self._act, self._loss, self.weights, self.biases, self._dweights[0], ws.zs, ws.acts,
+                            ws.dzs, X, y, optimizer.lr, float(optimizer.hyper[WEIGHT_DECAY]), lb.fold_first, lb.X,
+                            lb.sums, *lb.gemm)
+        self._after_fused_step(value, optimizer, ws, X, y, False,
+                               [(ws.dzs[l], (lb.X if lb.fold_first else None) if l == 0 else ws.acts[l - 1])
+                                for l in range(len(self.weights))])
+        return value
+
+    def _after_fused_step(self, value, optimizer, ws, X, y, small, layers):
+        # a fused step defers its gradient (see grads); one that met a non-finite loss skipped the update, and the
+        # gradient (which the caller may inspect) comes from the plain path
         if math.isfinite(value):
             optimizer.hyper[STEP] += 1
-            self._pending = (ws, fb)
+            self._pending = (small, layers)
         else:
-            # the update was skipped; the gradient (which the caller may inspect) comes from the plain path
             forward_backward(*self._linear_for(X.shape[0]), self._act, self._loss, self.weights, self.biases,
                              self._dweights, self._dbiases, ws.zs, ws.acts, ws.dzs, X, y, ws.no_sqnorms)
-        return value
 
     def logits(self, X, batch_size=1024):
         """Outputs (N, K) for X (N, inputs), computed in batches."""
@@ -488,11 +534,15 @@ class MLP:
                      workspace=workspace(B))
         if self.backend == "per-example" and B != 1:
             parts["workspace"] += workspace(1) + (out_widths + hidden) * item
-        T = fused_workers() if self.backend == "blas" and optimizer == "sgd" else 0
-        if T and B <= fused_sgd_max(T):
+        path = self.step_path(B, optimizer)
+        if path.startswith("fused-sgd"):
             # _FusedBuffers: parts, dlogits and the batch copy, then the int64 counter (16) and float64 loss
+            T = fused_workers()
             parts["workspace"] += (T * B * sum(self.sizes[:-1]) + T * B * self.sizes[-1] + B * inputs) * item
             parts["workspace"] += 16 * 8 + 8
+        elif path == "blas-fused-sgd":
+            # _LargeBuffers: the batch copy (first layer folded), the bias sums and BLAS's scalars
+            parts["workspace"] += ((B * inputs if B < self.sizes[1] else 0) + max(self.sizes[1:]) + 2) * item + 14
         parts["total"] = sum(parts.values())
         return parts
 

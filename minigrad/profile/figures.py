@@ -13,9 +13,9 @@ from pathlib import Path
 from minigrad.machine import plotting as plt
 
 
-_COLOURS = {"blas": "C0", "loops": "C1", "loops-parallel": "C2", "per-example": "C3", "torch-eager": "C4",
+_COLOURS = {"blas": "C0", "blas-unfused": "C6", "loops": "C1", "loops-parallel": "C2", "per-example": "C3", "torch-eager": "C4",
             "jax-jit": "C5"}
-_MARKERS = {"blas": "o", "loops": "s", "loops-parallel": "^", "per-example": "x", "torch-eager": "D", "jax-jit": "v"}
+_MARKERS = {"blas": "o", "blas-unfused": "P", "loops": "s", "loops-parallel": "^", "per-example": "x", "torch-eager": "D", "jax-jit": "v"}
 
 
 def throughput_figures(result, out_dir):

@@ -50,31 +50,48 @@ def print_result(result, file=None):
     if len(paths) == 1 and len(next(iter(paths.values()))) == 1:
         (T, dtype), by_path = next(iter(paths.items()))
         (path, by_b), = by_path.items()
-        _table(file, f"{model}: one training step [{path}, {T} thread(s), {dtype}]",
-               ["B", "median step", "IQR", "samples/s", "GFLOP/s", "% ceiling", "peak memory"],
+        _table(file, f"{model}: one training step [{path}, {T} thread(s), {dtype}]; {_ROOF_NOTE}",
+               ["B", "median step", "IQR", "samples/s", "GFLOP/s", "least traffic", "roof", "% ceiling", "% mem",
+                "peak memory"],
                [[str(B), _seconds(r["step_time_s"]), _seconds(r["iqr_s"]), f"{r['samples_per_s']:,.0f}",
-                 f"{r['gflops']:.1f}", f"{r['pct_of_ceiling']:.0f}", _bytes(r.get("mem_measured_bytes", 0))]
-                for B, r in by_b.items()])
+                 f"{r['gflops']:.1f}", *_roof_cells(r)[:2], f"{r['pct_of_ceiling']:.0f}", _roof_cells(r)[2],
+                 _bytes(r.get("mem_measured_bytes", 0))] for B, r in by_b.items()])
     else:
         for (T, dtype), by_path in paths.items():
             sizes = list(dict.fromkeys(B for by_b in by_path.values() for B in by_b))
-            columns = ["B"] + [c for p in by_path for c in (p, "%ceil")] + ["best samples/s"]
+            columns = (["B", "least traffic", "roof"] + [c for p in by_path for c in (p, "%ceil", "%mem")]
+                       + ["best samples/s"])
             cells = []
             for B in sizes:
-                line = [str(B)]
+                ref = next(by_b[B] for by_b in by_path.values() if B in by_b)
+                line = [str(B), *_roof_cells(ref)[:2]]
                 for by_b in by_path.values():
                     r = by_b.get(B)
-                    line += [_seconds(r["step_time_s"]), f"{r['pct_of_ceiling']:.0f}"] if r else ["-", "-"]
+                    line += ([_seconds(r["step_time_s"]), f"{r['pct_of_ceiling']:.0f}", _roof_cells(r)[2]] if r
+                             else ["-", "-", "-"])
                 best = max((by_b[B] for by_b in by_path.values() if B in by_b), key=lambda r: r["samples_per_s"])
                 cells.append(line + [f"{best['samples_per_s']:,.0f} ({best['backend']})"])
             _table(file, f"{model}: median time of one training step [{T} thread(s), {dtype}]; %ceil = executed "
-                   f"GEMM GFLOP/s as % of the {dtype} GEMM ceiling", columns, cells)
+                   f"GEMM GFLOP/s as % of the {dtype} GEMM ceiling; {_ROOF_NOTE}", columns, cells)
     _print_memory(result, file)
     _print_breakdowns(result, file)
     for name, why in result.get("skipped", {}).items():
         print(f"--compare {name}: {why}", file=file)
     for line in _footer(result):
         print(line, file=file)
+
+
+_ROOF_NOTE = ("least traffic = the bytes a step must move at least; %mem = that traffic at the measured bandwidth "
+              "(L2 while the step's data fits the cores' L2, else DRAM) as % of the step's time; roof = the larger "
+              "of the two floors (memory or GEMM), the one that applies")
+
+
+def _roof_cells(r):
+    # least traffic, which roof applies (memory: at which bandwidth), the step's % of the memory floor
+    if "traffic_bytes" not in r:
+        return ["-", "-", "-"]
+    roof = f"memory ({r['memory_level']})" if r["roof"] == "memory" else "GEMM"
+    return [_bytes(r["traffic_bytes"]), roof, f"{r['pct_of_memory_floor']:.0f}"]
 
 
 def _print_memory(result, file):

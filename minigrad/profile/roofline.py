@@ -79,3 +79,53 @@ def gemm_rows(breakdown_result, itemsize, ceiling_gflops, bandwidth_gbs):
                          bytes=traffic, intensity=intensity, seconds=seconds, gflops=achieved,
                          attainable_gflops=roof, pct_of_attainable=100.0 * achieved / roof))
     return rows
+
+
+# ------------------------------------------------------------------------------------------ the whole step's roof
+# A training step is under two roofs at once: its GEMMs cannot beat the GEMM ceiling (flops / ceiling), and it cannot
+# move its data faster than memory delivers it (least traffic / bandwidth). The larger of the two floors is the roof
+# that applies: the memory floor at small B (every weight is streamed for a few flops), the GEMM floor at large B.
+
+def l2_bytes(default=1 << 20):
+    """Bytes of one core's L2 cache (Linux sysfs), or `default` where it cannot be read."""
+    import glob
+
+    for path in sorted(glob.glob("/sys/devices/system/cpu/cpu0/cache/index*/")):
+        try:
+            with open(path + "level") as fh:
+                if fh.read().strip() != "2":
+                    continue
+            with open(path + "size") as fh:
+                text = fh.read().strip().upper()
+            scale = {"K": 1 << 10, "M": 1 << 20}.get(text[-1:], 1)
+            return int(text.rstrip("KM")) * scale
+        except (OSError, ValueError):
+            continue
+    return default
+
+
+def step_traffic(sizes, B, itemsize):
+    """(least bytes one SGD train step of an MLP with these layer widths must move, bytes it keeps live):
+    the parameters 3 times (read by the forward pass, read and written again by the update, which can share its read
+    with the input gradient's), the batch read once (inputs and int64 labels), and every layer's output written and
+    read once in each direction (forward activation, then its gradient)."""
+    params = sum(o * c + o for o, c in zip(sizes[1:], sizes[:-1])) * itemsize
+    batch = B * (sizes[0] * itemsize + 8)
+    outputs = B * sum(sizes[1:]) * itemsize
+    return 3 * params + batch + 4 * outputs, params + batch + 2 * outputs
+
+
+def step_roof(sizes, B, itemsize, flops, step_s, ceiling_gflops, dram_gbs, l2_gbs, threads, l2_size=None):
+    """Where one step of `step_s` seconds sits under the two roofs: its least traffic (step_traffic), the memory
+    floor (that traffic at the L2 bandwidth while what the step keeps live fits the `threads` cores' L2, else at
+    the DRAM bandwidth) as a % of the measured time, the GEMM floor (flops / ceiling; as a % of the time it is the
+    row's pct_of_ceiling), and which one applies (the larger floor) with the time's % of it."""
+    traffic, live = step_traffic(sizes, B, itemsize)
+    in_l2 = live <= threads * (l2_size or l2_bytes())
+    bandwidth = l2_gbs if in_l2 and l2_gbs else dram_gbs
+    memory_floor, gemm_floor = traffic / (bandwidth * 1e9), flops / (ceiling_gflops * 1e9)
+    return dict(traffic_bytes=traffic, memory_level="L2" if bandwidth == l2_gbs else "DRAM",
+                floor_bandwidth_gbs=bandwidth, memory_floor_s=memory_floor, gemm_floor_s=gemm_floor,
+                pct_of_memory_floor=100.0 * memory_floor / step_s,
+                roof="memory" if memory_floor >= gemm_floor else "GEMM",
+                pct_of_roof=100.0 * max(memory_floor, gemm_floor) / step_s)

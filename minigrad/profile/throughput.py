@@ -3,9 +3,12 @@
 `measure` times the training loop's own path (MLP._train_step on a batch validated once) for every backend, thread
 count and batch size asked for, and reports per row the median step time and its interquartile range, samples/s,
 the executed GFLOP/s (model.flops_per_step(B) / median: GEMM arithmetic only, the elementwise work is not counted)
-and that as a percentage of the GEMM ceiling measured in the same run. Timing starts after the JIT has compiled
-everything for that B (the first call, reported apart as first_call_s) and a short warm-up; the number of timed
-steps adapts to the step time (at least `min_repeats`, and at least `min_time` seconds), unless `repeats` fixes it.
+and that as a percentage of the GEMM ceiling measured in the same run. Each row also places the whole step under
+the roof that applies (roofline.step_roof): its least memory traffic, the memory floor (that traffic at the L2 or
+DRAM bandwidth measured in the same run) and the GEMM floor; the larger floor is the roof, pct_of_roof how close
+the step comes to it. Timing starts after the JIT has compiled everything for that B (the first call, reported
+apart as first_call_s) and a short warm-up; the number of timed steps adapts to the step time (at least
+`min_repeats`, and at least `min_time` seconds), unless `repeats` fixes it.
 
 The GEMM ceiling is the median GFLOP/s of n x n float32 matrix products (n = 2048) through the BLAS the model uses
 (Numba lowers np.dot to scipy's OpenBLAS; numpy's own OpenBLAS is a second copy and may differ: both are listed in
@@ -24,7 +27,7 @@ from minigrad.machine.threads import thread_settings as threads_in_effect
 from minigrad.machine.timing import median_iqr, settle, time_calls
 from minigrad.profile.batches import make_batches
 
-BACKEND_NAMES = ("blas", "loops", "loops-parallel", "per-example")
+BACKEND_NAMES = ("blas", "blas-unfused", "loops", "loops-parallel", "per-example")
 LR = 1e-4  # small enough that no optimizer diverges on random data in the few thousand steps a measurement takes
 
 
@@ -123,8 +126,8 @@ def measure(sizes, batch_sizes, backends="blas", threads=None, dtypes="float32",
             breakdown=(), compare=(), compare_python=None, progress=None, echo=None):
     """Time one training step of MLP(sizes) per (threads, dtype, backend, batch size); see the module docstring.
 
-    backends: "blas", "loops", "loops-parallel", "per-example", "all" or a list; threads: None (all cores), an int
-    or a list; dtypes: "float32", "float64" or a list. breakdown: batch sizes for which every op of the step is timed
+    backends: "blas", "blas-unfused", "loops", "loops-parallel", "per-example", "all" or a list; threads: None (all
+    cores), an int or a list; dtypes: "float32", "float64" or a list. breakdown: batch sizes for which every op of the step is timed
     (minigrad.profile.breakdown) and its GEMMs placed on the roofline; compare: frameworks to time alongside ("torch",
     "jax"; minigrad.profile.frameworks, in subprocesses of compare_python), skipped with a message when missing.
     Returns a dict:
@@ -189,6 +192,9 @@ def measure(sizes, batch_sizes, backends="blas", threads=None, dtypes="float32",
                                            dtype=dtype.name, batch_size=B, **row,
                                            samples_per_s=B / row["step_time_s"], gflops=gflops,
                                            ceiling_gflops=ceiling, pct_of_ceiling=100.0 * gflops / ceiling,
+                                           **roofline.step_roof(sizes, B, dtype.itemsize, model.flops_per_step(B),
+                                                                row["step_time_s"], ceiling, bandwidths[T],
+                                                                cache_bandwidths[T], T),
                                            **_memory(sizes, activation, dtype, backend, optimizer, seed, *batches[B]))
                                 rows.append(row)
                                 advance()
@@ -205,6 +211,8 @@ def measure(sizes, batch_sizes, backends="blas", threads=None, dtypes="float32",
             numba.set_num_threads(saved_threads)
     skipped = {}
     if compare:
+        import numpy as np
+
         from minigrad.profile import frameworks
 
         framework_rows, skipped = frameworks.measure(
@@ -213,9 +221,13 @@ def measure(sizes, batch_sizes, backends="blas", threads=None, dtypes="float32",
             python=compare_python, echo=echo)
         flops = MLP(sizes).flops_per_step
         for row in framework_rows:
-            gflops = flops(row["batch_size"]) / row["step_time_s"] / 1e9
-            ceiling = dtype_ceilings[row["threads"]][row["dtype"]]
-            rows.append(dict(row, gflops=gflops, ceiling_gflops=ceiling, pct_of_ceiling=100.0 * gflops / ceiling))
+            B, T = row["batch_size"], row["threads"]
+            gflops = flops(B) / row["step_time_s"] / 1e9
+            ceiling = dtype_ceilings[T][row["dtype"]]
+            rows.append(dict(row, gflops=gflops, ceiling_gflops=ceiling, pct_of_ceiling=100.0 * gflops / ceiling,
+                             **roofline.step_roof(sizes, B, np.dtype(row["dtype"]).itemsize, flops(B),
+                                                  row["step_time_s"], ceiling, bandwidths[T], cache_bandwidths[T],
+                                                  T)))
     return {"rows": rows, "ceiling_gflops": ceilings[max(ceilings)], "ceilings": ceilings, "bandwidths": bandwidths,
             "dtype_ceilings": dtype_ceilings, "cache_bandwidths": cache_bandwidths, "thread_settings": thread_settings,
             "breakdowns": breakdowns, "skipped": skipped, "compile_s": compile_s,

@@ -1,0 +1,166 @@
+"""Large-batch fusions around the BLAS GEMMs: a plain-SGD step with fewer passes over memory.
+
+Past the fused small-batch step (kernels_small), a training step is GEMMs through BLAS plus elementwise passes. The
+textbook step (model.train_step, the "blas-unfused" backend) makes these passes besides the GEMMs, per layer:
+bias (read and write z), activation (read z, write a), bias gradient (read dout), activation backward (read z,
+read and write dz), and then the optimizer: write dweight in the GEMM, read it back with the weights, write the
+weights. `sgd_step` here makes the same arithmetic with fewer passes:
+
+  - the bias is added in the pass that applies the activation (bias_activation_forward): one pass over z, not two;
+  - the SGD update is folded into the weight-gradient GEMM: BLAS computes W <- (1 - lr wd) W - lr dout^T inp
+    directly (its alpha and beta; gemm_sgd_update), so dweight is never written nor read back;
+  - each layer's bias update is summed in the pass that forms its output gradient (the activation backward, or the
+    loss for the last layer): no separate pass over dout for the bias gradient.
+
+The gradient itself is then never formed. The model keeps what it is made of (each layer's output gradient in
+dzs, its input in acts, a copy of the batch) and computes it on the first read of MLP.grads, as after the fused
+small-batch step. The first layer's input is the batch itself, which the caller may overwrite: keeping a copy costs
+2 B C_0 values of traffic against the 2 OC_0 C_0 the fold saves, so the first layer is folded only while B < OC_0;
+from there on its gradient is formed by an ordinary GEMM and applied by an update pass (the step's `fold_first`).
+
+Legend: B = batch size, C = input features, OC = output features, K = classes.
+"""
+import math
+
+import numpy as np
+from llvmlite import binding as llvm
+from numba import njit, types
+from numba.extending import get_cython_function_address
+
+from minigrad.engine import kernels as K
+from minigrad.engine.kernels import FASTMATH
+
+# BLAS's gemm with its alpha and beta, which np.dot does not expose: the same OpenBLAS that Numba's np.dot calls
+# (scipy's), through its Fortran interface (every argument a pointer; column-major matrices). Declared as external
+# symbols, resolved when this module loads, so the kernels that call them can be cached (a ctypes pointer cannot).
+for _name in ("sgemm", "dgemm"):
+    llvm.add_symbol(f"minigrad_{_name}", get_cython_function_address("scipy.linalg.cython_blas", _name))
+_gemm_signature = types.void(*([types.voidptr] * 13))
+_sgemm = types.ExternalFunction("minigrad_sgemm", _gemm_signature)
+_dgemm = types.ExternalFunction("minigrad_dgemm", _gemm_signature)
+
+
+def gemm_scratch(dtype):
+    """The scalars gemm_sgd_update hands BLAS by pointer: (int32 (3,) sizes, uint8 (2,) transpose flags,
+    dtype (2,) alpha and beta), allocated once per workspace."""
+    return np.zeros(3, np.int32), np.zeros(2, np.uint8), np.zeros(2, dtype)
+
+
+@njit(cache=True)
+def gemm_sgd_update(weight, dout, inp, lr, decay, ints, flags, scalars):
+    # dout (B,OC), inp (B,C) -> weight (OC,C) <- decay * weight - lr * dout^T inp   (one GEMM, beta = decay)
+    # Row-major weight (OC,C) is column-major W^T (C x OC), so BLAS computes W^T <- beta W^T + alpha inp^T dout:
+    # inp (B,C) row-major is column-major inp^T (C x B, "N"), dout (B,OC) is dout^T (OC x B), used transposed ("T").
+    B, OC = dout.shape
+    C = inp.shape[1]
+    flags[0], flags[1] = ord("N"), ord("T")
+    ints[0], ints[1], ints[2] = C, OC, B          # m, n, k; also the leading dimensions of inp, dout, weight
+    scalars[0], scalars[1] = -lr, decay           # alpha, beta
+    args = (flags[0:].ctypes, flags[1:].ctypes, ints[0:].ctypes, ints[1:].ctypes, ints[2:].ctypes, scalars[0:].ctypes,
+            inp.ctypes, ints[0:].ctypes, dout.ctypes, ints[1:].ctypes, scalars[1:].ctypes, weight.ctypes,
+            ints[0:].ctypes)
+    if weight.itemsize == 4:
+        _sgemm(*args)
+    else:
+        _dgemm(*args)
+
+
+# ------------------------------------------------------------------------------------------ elementwise passes
+@njit(cache=True, fastmath=FASTMATH)
+def bias_activation_forward(kind, out, z, bias):
+    # z (B,OC) GEMM output, bias (OC,) -> z += bias, out (B,OC) = f(z)   (kind: kernels.ACTIVATIONS code)
+    # Saves kernels.linear_forward's separate bias pass (a read and a write of z).
+    B, N = z.shape
+    for b in range(B):
+        for j in range(N):
+            x = z[b, j] + bias[j]
+            z[b, j] = x
+            if kind == 0:
+                out[b, j] = x if x > 0 else 0.0
+            elif kind == 1:
+                out[b, j] = math.tanh(x)
+            else:
+                out[b, j] = 0.5 * x * (1.0 + math.tanh(K.GELU_K * (x + 0.044715 * x * x * x)))
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def activation_backward_bias_sgd(kind, dz, z, out, bias, lr, decay, sums):
+    # dz (B,OC) holds dL/da on entry, dL/dz = dL/da * f'(z) on exit (in place); z, out (B,OC) the forward's;
+    # bias (OC,) <- decay * bias - lr * sum_b dz[b]; sums (OC,) scratch. Saves the bias gradient's pass over dz.
+    B, N = dz.shape
+    sums[:] = 0.0
+    for b in range(B):
+        for j in range(N):
+            if kind == 0:
+                d = dz[b, j] if z[b, j] > 0 else 0.0
+            elif kind == 1:
+                d = dz[b, j] * (1.0 - out[b, j] * out[b, j])
+            else:
+                d = dz[b, j] * K.gelu_derivative(z[b, j])
+            dz[b, j] = d
+            sums[j] += d
+    bias_sgd_update(bias, sums, lr, decay)
+
+
+@njit(cache=True)
+def bias_sgd_update(bias, dbias, lr, decay):
+    # bias (OC,) <- decay * bias - lr * dbias
+    for j in range(bias.shape[0]):
+        bias[j] = decay * bias[j] - lr * dbias[j]
+
+
+@njit(cache=True)
+def column_sums(sums, dout):
+    # dout (B,OC) -> sums (OC,) = sum_b dout[b]
+    sums[:] = 0.0
+    for b in range(dout.shape[0]):
+        for j in range(dout.shape[1]):
+            sums[j] += dout[b, j]
+
+
+@njit(cache=True)
+def weight_sgd_update(weight, dweight, lr, decay):
+    # weight, dweight (OC,C): weight <- decay * weight - lr * dweight   (the unfolded first layer)
+    for o in range(weight.shape[0]):
+        for c in range(weight.shape[1]):
+            weight[o, c] = decay * weight[o, c] - lr * dweight[o, c]
+
+
+# -------------------------------------------------------------------------------------------------- the step
+@njit(cache=True)
+def sgd_step(act, loss, weights, biases, dweight0, zs, acts, dzs, X, y, lr, weight_decay, fold_first, x_saved,
+             sums, ints, flags, scalars):
+    # X (B,C_0), y (B,) -> mean loss; forward, backward and the plain-SGD update (module docstring). A non-finite
+    # loss returns before any update. fold_first: fold the first layer's update into its GEMM and copy X into
+    # x_saved (B,C_0) for MLP.grads; else its weight gradient goes to dweight0 (OC_0,C_0) and an update pass.
+    # sums (max OC,) scratch; ints, flags, scalars from gemm_scratch.
+    L = len(weights)
+    for l in range(L):
+        inp = X if l == 0 else acts[l - 1]
+        if l < L - 1:
+            np.dot(inp, weights[l].T, zs[l])
+            bias_activation_forward(act, acts[l], zs[l], biases[l])
+        else:
+            K.linear_forward(zs[l], inp, weights[l], biases[l])  # the logits: a (B,K) bias pass is negligible
+    value = K.loss_forward_backward(loss, dzs[L - 1], acts[L - 1], y)
+    if not math.isfinite(value):
+        return value
+    decay = 1.0 - lr * weight_decay
+    K_out = dzs[L - 1].shape[1]
+    column_sums(sums[:K_out], dzs[L - 1])
+    bias_sgd_update(biases[L - 1], sums[:K_out], lr, decay)
+    for l in range(L - 1, -1, -1):
+        dout = dzs[l]
+        if l > 0:
+            np.dot(dout, weights[l], dzs[l - 1])  # the input gradient, from the weights before their update
+            gemm_sgd_update(weights[l], dout, acts[l - 1], lr, decay, ints, flags, scalars)
+            OC = dzs[l - 1].shape[1]
+            activation_backward_bias_sgd(act, dzs[l - 1], zs[l - 1], acts[l - 1], biases[l - 1], lr, decay,
+                                         sums[:OC])
+        elif fold_first:
+            x_saved[:, :] = X
+            gemm_sgd_update(weights[0], dout, X, lr, decay, ints, flags, scalars)
+        else:
+            np.dot(dout.T, X, dweight0)
+            weight_sgd_update(weights[0], dweight0, lr, decay)
+    return value
