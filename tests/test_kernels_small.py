@@ -187,15 +187,14 @@ def test_grads_are_settled_before_evaluate_reuses_the_workspaces():
     np.testing.assert_allclose(model.grads, reference.grads, rtol=1e-12)
 
 
-def test_optimizers_with_state_and_large_batches_take_the_plain_path():
+def test_optimizers_with_state_and_large_batches_leave_the_fused_small_step():
     sizes = [6, 8, 3]
     model = MLP(sizes, dtype=np.float64, seed=0)
     X, y = batch(sizes, 4, 0, np.float64)
     model.train_step(X, y, make_optimizer("momentum", 0.1))
     assert model._pending is None
-    Xb, yb = batch(sizes, M.fused_sgd_max(M.fused_workers()) + 1, 0, np.float64)
-    model.train_step(Xb, yb, SGD(0.1))
-    assert model._pending is None
+    B = M.fused_sgd_max(M.fused_workers()) + 1
+    assert model.step_path(B, "sgd") == "blas-fused-sgd"  # kernels_large's step (tests/test_kernels_large.py)
     assert model._linear_for(M.SMALL_BATCH_MAX) is M.SMALL
     assert model._linear_for(M.SMALL_BATCH_MAX + 1) is M.BACKENDS["blas"]
     assert MLP(sizes, backend="loops")._linear_for(1) is M.BACKENDS["loops"]

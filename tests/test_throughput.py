@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from minigrad import MLP
 from minigrad.machine import timing
 from minigrad.profile import report as profile_report
-from minigrad.profile import throughput
+from minigrad.profile import roofline, throughput
 from minigrad.cli import main
 
 SIZES, BATCH_SIZES = [8, 8, 2], [1, 4]
@@ -46,7 +46,35 @@ def test_rows_are_consistent(result):
         assert r["ceiling_gflops"] == result["ceiling_gflops"]
         assert r["pct_of_ceiling"] == pytest.approx(100 * r["gflops"] / r["ceiling_gflops"])
         assert all(isinstance(v, (int, float, str)) for v in r.values())  # flat: the HDF5 store takes it as is
+        traffic, _ = roofline.step_traffic(SIZES, B, 4)
+        assert r["traffic_bytes"] == traffic
+        assert r["pct_of_memory_floor"] == pytest.approx(100 * r["memory_floor_s"] / t)
+        assert r["memory_floor_s"] == pytest.approx(traffic / (r["floor_bandwidth_gbs"] * 1e9))
+        assert r["pct_of_roof"] == pytest.approx(max(r["pct_of_memory_floor"], r["pct_of_ceiling"]))
+        assert r["roof"] == ("memory" if r["memory_floor_s"] >= r["gemm_floor_s"] else "GEMM")
     assert set(result["compile_s"]) == {f"{b}/1/float32" for b in throughput.BACKEND_NAMES}
+
+
+def test_step_traffic_counts_parameters_three_times_and_the_rest_once_each_way():
+    sizes, B = [784, 256, 256, 10], 1
+    P = 784 * 256 + 256 + 256 * 256 + 256 + 256 * 10 + 10
+    traffic, live = roofline.step_traffic(sizes, B, 4)
+    assert traffic == 3 * P * 4 + (784 * 4 + 8) + 4 * 522 * 4
+    assert live == P * 4 + (784 * 4 + 8) + 2 * 522 * 4
+
+
+def test_the_roof_that_applies_is_memory_at_small_batches_and_gemm_at_large_ones():
+    sizes, model = [784, 256, 256, 10], MLP([784, 256, 256, 10])
+    common = dict(itemsize=4, ceiling_gflops=200.0, dram_gbs=20.0, l2_gbs=200.0, threads=2, l2_size=2 << 20)
+    small = roofline.step_roof(sizes, 1, flops=model.flops_per_step(1), step_s=20e-6, **common)
+    assert small["roof"] == "memory" and small["memory_level"] == "L2"
+    assert small["memory_floor_s"] == pytest.approx(small["traffic_bytes"] / 200e9)
+    assert small["pct_of_roof"] == pytest.approx(100 * small["memory_floor_s"] / 20e-6)
+    large = roofline.step_roof(sizes, 4096, flops=model.flops_per_step(4096), step_s=30e-3, **common)
+    assert large["roof"] == "GEMM" and large["memory_level"] == "DRAM"  # 4096 rows of activations leave L2
+    assert large["pct_of_roof"] == pytest.approx(100 * model.flops_per_step(4096) / 200e9 / 30e-3)
+    # negative control: with caches too small for the weights, even B = 1 streams from DRAM
+    assert roofline.step_roof(sizes, 1, flops=1, step_s=1.0, **dict(common, l2_size=1 << 16))["memory_level"] == "DRAM"
 
 
 def test_thread_settings_in_effect_are_recorded(result):
@@ -110,7 +138,7 @@ def test_print_result_plain_text(result):
     text = out.getvalue()
     assert "median time of one training step [1 thread(s), float32]" in text and "GEMM ceiling" in text
     header = next(line for line in text.splitlines() if line.startswith("B "))
-    assert header.split()[1::2][:4] == list(throughput.BACKEND_NAMES)
+    assert header.split()[4::3][:5] == list(throughput.BACKEND_NAMES)  # after B, least traffic, roof
 
 
 def test_adaptive_repeats_take_at_least_the_minimum():
