@@ -112,10 +112,12 @@ def held_bytes(model, opt):
         arrays += [*ws.zs, *ws.acts[:-1], *ws.dzs, ws.sqnorms, ws.X, ws.y]
         for fb in ws.fused.values():
             arrays += [*fb.parts, fb.dlogits, fb.counter, fb.value, fb.X]
+        if ws.large is not None:
+            arrays += [ws.large.X, ws.large.sums, *ws.large.gemm]
     return sum(a.nbytes for a in arrays)
 
 
-@pytest.mark.parametrize("backend,optimizer,B", [("blas", "sgd", 4), ("blas", "sgd", 200), ("blas", "adam", 4),
+@pytest.mark.parametrize("backend,optimizer,B", [("blas", "sgd", 4), ("blas", "sgd", 200), ("blas", "sgd", 12), ("blas", "adam", 4),
                                                  ("loops", "momentum", 50), ("per-example", "sgd", 7)])
 def test_memory_count_is_what_the_model_allocates(backend, optimizer, B):
     X, y = make_batches(SIZES, [B], np.float32)[B]
@@ -125,3 +127,35 @@ def test_memory_count_is_what_the_model_allocates(backend, optimizer, B):
     assert count["total"] == held_bytes(model, opt)
     assert count["total"] == sum(v for k, v in count.items() if k != "total")
     assert count["parameters"] == model.params.nbytes and count["optimizer_state"] == opt.state.nbytes
+
+
+@pytest.mark.parametrize("sizes", [[12, 90, 8, 3], [12, 16, 8, 3]])  # B < OC_0 folds the first layer, B >= does not
+def test_the_whole_large_sgd_prefix_is_the_fused_blas_step(sizes):
+    B = 60
+    X, y = make_batches(sizes, [B], np.float64)[B]
+    model, opt = MLP(sizes, dtype=np.float64, seed=0), make_optimizer("sgd", 0.01)
+    twin, twin_opt = model.copy(), make_optimizer("sgd", 0.01)
+    assert model.step_path(B, opt) == "blas-fused-sgd"
+    twin.train_step(X, y, twin_opt)  # kernels_large.sgd_step through the model
+    ws, lb = model.workspace(B), twin.workspace(B).large
+    ops = BD.large_sgd_ops(sizes, B, "relu", lb.fold_first)
+    assert sum(op.kind == "gemm" for op in ops) == 3 + 2 + 3  # forward, input-gradient, weight-gradient(+update)
+    args = (model._act, model._loss, model.weights, model.biases, model._dweights[0], ws.zs, ws.acts, ws.dzs, X, y,
+            0.01, lb.fold_first, np.zeros_like(lb.X), np.zeros_like(lb.sums), *lb.gemm)
+    before = model.params.copy()
+    assert BD.large_sgd_prefix(len(ops) - 1, *args) == len(ops) - 1
+    assert not np.array_equal(model.params, before)  # the earlier layers' updates ran ...
+    np.testing.assert_array_equal(model.weights[0], before[:sizes[0] * sizes[1]].reshape(sizes[1], sizes[0]))
+    model.params[...] = before  # ... and the full prefix is the step, bit for bit
+    assert BD.large_sgd_prefix(len(ops), *args) == len(ops)
+    np.testing.assert_array_equal(model.params, twin.params)
+
+
+def test_breakdown_of_the_fused_blas_step_times_its_own_ops():
+    sizes, B = [12, 90, 8, 3], 60
+    X, y = make_batches(sizes, [B], np.float32)[B]
+    model, opt = MLP(sizes, seed=0), make_optimizer("sgd", 1e-4)
+    result = BD.breakdown(model, opt, X, y, samples=3, target=1e-4)
+    assert [op.name for op in result["ops"]] == [op.name for op in BD.large_sgd_ops(sizes, B, "relu", True)]
+    assert sum(result["op_s"]) == pytest.approx(result["compiled_step_s"])
+    assert result["fused"]

@@ -15,10 +15,13 @@ Which kernels a training step runs is its path, decided in one place (MLP.step_p
 every trace (attr step_path) and throughput row (column path). What to read for each:
 
   path                  when (default thresholds)            kernels
-  blas                  --backend blas, B > 8, or not SGD    this file (GEMMs through BLAS) + model.py's step bodies
+  blas                  --backend blas, B > 8, not plain SGD this file (GEMMs through BLAS) + model.py's step bodies
+  blas-fused-sgd        --backend blas, plain SGD, B > 40    kernels_large.sgd_step: BLAS GEMMs, the update folded into
+                        (> 24 on 1 thread)                   the weight-gradient GEMM, bias passes merged
   blas-small            --backend blas, B <= 8, not SGD      kernels_small.py's linear kernels, this file's others
   fused-sgd-serial      --backend blas, plain SGD, B <= 24   kernels_small.sgd_step_serial: forward, backward and the
   fused-sgd-parallel    (<= 40 on 2 threads)                 update in one pass (sgd_step_parallel: rows split)
+  blas-unfused          --backend blas-unfused               this file + model.train_step, every op its own pass
   loops, loops-parallel --backend loops[-parallel]           kernels_loops.py's linear kernels, this file's others
   per-example           --backend per-example                B single-example passes of this file's kernels
 """

@@ -16,6 +16,11 @@ kernels_small's fused step: the update is applied as the weight gradient is form
 across the Numba threads, and `grads` is filled only when someone reads it (see MLP.grads). The thresholds were
 measured on a 2-core Zen 5 (784-256-256-10, float32); `minigrad bench throughput` shows where they sit elsewhere.
 
+Larger batches (the "blas" backend, plain SGD past the fused step): kernels_large's step, BLAS GEMMs with the update
+folded into the weight-gradient GEMM and the bias passes merged into the activation passes; `grads` is again filled
+only when read. The "blas-unfused" backend runs the same kernels with every op its own pass (train_step below) at
+every batch size: the readable step, and what the fusions are measured against.
+
 The "per-example" backend is the no-vectorisation baseline: a step runs B forward/backward passes of one example
 each (the kernels the blas backend uses at B = 1) and accumulates their gradients, as a loop over examples with
 gradient accumulation would. Same gradients, same updates; `minigrad bench throughput --backend all` sets its cost

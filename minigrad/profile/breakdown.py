@@ -25,9 +25,10 @@ import numpy as np
 from numba import njit
 
 from minigrad.engine import kernels as K
+from minigrad.engine import kernels_large as KG
 from minigrad.engine import kernels_small as KS
 from minigrad.engine import model as M
-from minigrad.engine.optim import STEP, optimizer_update
+from minigrad.engine.optim import STEP, WEIGHT_DECAY, optimizer_update
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,98 @@ def step_prefix(stop, linear_forward, linear_backward, act, loss, weights, biase
     return k + 1
 
 
+def large_sgd_ops(sizes, B, activation, fold_first):
+    """The ops of kernels_large.sgd_step (the blas-fused-sgd path) in large_sgd_prefix's order."""
+    L = len(sizes) - 1
+    ops = []
+    for l in range(L):
+        last = l == L - 1
+        ops.append(Op(f"layer {l + 1} forward GEMM" + (" (+bias)" if last else ""), "gemm", (B, sizes[l + 1], sizes[l])))
+        if not last:
+            ops.append(Op(f"layer {l + 1} bias + {activation} forward", "activation"))
+    ops.append(Op("softmax cross-entropy", "loss"))
+    ops.append(Op(f"layer {L} bias update", "optimizer"))
+    for l in range(L - 1, 0, -1):
+        ops.append(Op(f"layer {l + 1} input-gradient GEMM", "gemm", (B, sizes[l], sizes[l + 1])))
+        ops.append(Op(f"layer {l + 1} weight-gradient GEMM + SGD update", "gemm", (sizes[l + 1], sizes[l], B)))
+        ops.append(Op(f"layer {l} {activation} backward + bias update", "activation"))
+    if fold_first:
+        ops.append(Op("copy of the batch (for grads)", "accumulation"))
+        ops.append(Op("layer 1 weight-gradient GEMM + SGD update", "gemm", (sizes[1], sizes[0], B)))
+    else:
+        ops.append(Op("layer 1 weight-gradient GEMM", "gemm", (sizes[1], sizes[0], B)))
+        ops.append(Op("layer 1 SGD update", "optimizer"))
+    return ops
+
+
+@njit
+def large_sgd_prefix(stop, act, loss, weights, biases, dweight0, zs, acts, dzs, X, y, lr, fold_first, x_saved, sums,
+                     ints, flags, scalars):
+    # kernels_large.sgd_step's ops (weight decay 0) in large_sgd_ops' order, stopping after the first `stop`
+    L = len(weights)
+    k = 0
+    for l in range(L):
+        inp = X if l == 0 else acts[l - 1]
+        if k == stop:
+            return k
+        if l < L - 1:
+            np.dot(inp, weights[l].T, zs[l])
+            k += 1
+            if k == stop:
+                return k
+            KG.bias_activation_forward(act, acts[l], zs[l], biases[l])
+        else:
+            K.linear_forward(zs[l], inp, weights[l], biases[l])
+        k += 1
+    if k == stop:
+        return k
+    K.loss_forward_backward(loss, dzs[L - 1], acts[L - 1], y)
+    k += 1
+    if k == stop:
+        return k
+    n = dzs[L - 1].shape[1]
+    KG.column_sums(sums[:n], dzs[L - 1])
+    KG.bias_sgd_update(biases[L - 1], sums[:n], lr, 1.0)
+    k += 1
+    for l in range(L - 1, 0, -1):
+        if k == stop:
+            return k
+        np.dot(dzs[l], weights[l], dzs[l - 1])
+        k += 1
+        if k == stop:
+            return k
+        KG.gemm_sgd_update(weights[l], dzs[l], acts[l - 1], lr, 1.0, ints, flags, scalars)
+        k += 1
+        if k == stop:
+            return k
+        n = dzs[l - 1].shape[1]
+        KG.activation_backward_bias_sgd(act, dzs[l - 1], zs[l - 1], acts[l - 1], biases[l - 1], lr, 1.0, sums[:n])
+        k += 1
+    if k == stop:
+        return k
+    if fold_first:
+        x_saved[:, :] = X
+        k += 1
+        if k == stop:
+            return k
+        KG.gemm_sgd_update(weights[0], dzs[0], X, lr, 1.0, ints, flags, scalars)
+    else:
+        np.dot(dzs[0].T, X, dweight0)
+        k += 1
+        if k == stop:
+            return k
+        KG.weight_sgd_update(weights[0], dweight0, lr, 1.0)
+    return k + 1
+
+
+@njit
+def _run_large_prefix(reps, stop, act, loss, weights, biases, dweight0, zs, acts, dzs, X, y, lr, fold_first, x_saved,
+                      sums, ints, flags, scalars):
+    for _ in range(reps):
+        large_sgd_prefix(stop, act, loss, weights, biases, dweight0, zs, acts, dzs, X, y, lr, fold_first, x_saved,
+                         sums, ints, flags, scalars)
+
+
 @njit
 def _run_prefix(reps, stop, linear_forward, linear_backward, act, loss, weights, biases, dweights, dbiases, zs, acts,
                 dzs, X, y, opt_kind, params, grads, opt_state, hyper):
@@ -159,6 +252,8 @@ def breakdown(model, optimizer, X, y, samples=21, target=2e-3):
     opt_args = (optimizer.kind, model.params, model._grads, optimizer.state, optimizer.hyper)
     if model.backend == "per-example":
         return _per_example_breakdown(model, optimizer, X, y, opt_args, samples, target)
+    if model.step_path(B, optimizer) == "blas-fused-sgd" and optimizer.hyper[WEIGHT_DECAY] == 0:
+        return _large_sgd_breakdown(model, optimizer, X, y, samples, target)
     ops = step_ops(model.sizes, B, model.activation, optimizer.name, model.loss)
 
     linear = model._linear_for(B)
@@ -169,6 +264,22 @@ def breakdown(model, optimizer, X, y, samples=21, target=2e-3):
     reps = _reps(lambda: _run_prefix(1, len(ops), *args), target)
     calls = [lambda k=k: _run_prefix(reps, k, *args) for k in range(len(ops) + 1)]
     medians = _medians(calls + _from_python(reps, lambda: M.train_step(*step_args), model, optimizer, X, y), samples)
+    return _result(ops, medians, reps, model)
+
+
+def _large_sgd_breakdown(model, optimizer, X, y, samples, target):
+    # the blas-fused-sgd step's own ops (kernels_large.sgd_step), timed as prefixes like the unfused step's
+    ws = model.workspace(X.shape[0])
+    model._train_step(X, y, optimizer)  # allocates the step's buffers (ws.large)
+    lb = ws.large
+    args = (model._act, model._loss, model.weights, model.biases, model._dweights[0], ws.zs, ws.acts, ws.dzs, X, y,
+            optimizer.lr, lb.fold_first, lb.X, lb.sums, *lb.gemm)
+    ops = large_sgd_ops(model.sizes, X.shape[0], model.activation, lb.fold_first)
+    _run_large_prefix(1, len(ops), *args)  # compile
+    reps = _reps(lambda: _run_large_prefix(1, len(ops), *args), target)
+    calls = [lambda k=k: _run_large_prefix(reps, k, *args) for k in range(len(ops) + 1)]
+    step = (*args[:11], 0.0, *args[11:])  # kernels_large.sgd_step's arguments (weight decay 0)
+    medians = _medians(calls + _from_python(reps, lambda: KG.sgd_step(*step), model, optimizer, X, y), samples)
     return _result(ops, medians, reps, model)
 
 
