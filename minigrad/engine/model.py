@@ -285,14 +285,19 @@ class MLP:
         return self._dbiases
 
     def _settle_grads(self):
-        # _pending: (small, [(dout, inp) per layer]) from a fused step; inp None: that layer's dweight is in
-        # place already and only its bias gradient is summed. small: the register-blocked kernels, else BLAS.
+        # _pending: (workspace, _FusedBuffers or _LargeBuffers) of the fused step that deferred its gradient. Per
+        # layer, dweight = dout^T inp and dbias = sum_b dout from what that step kept (the first layer's input is its
+        # copy of the batch; after a large step that did not fold the first layer, its dweight is in place already
+        # and only the bias is summed). The small step's layers are summed by the register-blocked kernels, else BLAS.
         if self._pending is None:
             return
-        (small, layers), self._pending = self._pending, None
-        for l, (dout, inp) in enumerate(layers):
-            if inp is None:
-                KG.column_sums(self._dbiases[l], dout)
+        (ws, buffers), self._pending = self._pending, None
+        small, L = isinstance(buffers, _FusedBuffers), len(self.weights)
+        for l in range(L):
+            dout = buffers.dlogits[0] if small and l == L - 1 else ws.dzs[l]
+            inp = ws.acts[l - 1] if l > 0 else buffers.X
+            if l == 0 and not small and not buffers.fold_first:
+                KG.column_sums(self._dbiases[0], dout)
             elif small:
                 KS.linear_dweight_rows(self._dweights[l], self._dbiases[l], dout, inp, 0, self.sizes[l + 1])
             else:
@@ -449,10 +454,7 @@ class MLP:
                 raise RuntimeError(f"the fused SGD step's {T} workers did not all run at once (threading layer "
                                    "problem); set numba.set_num_threads(1) to run it on one core")
         value = float(fb.value[0])
-        L = len(self.weights)
-        self._after_fused_step(value, optimizer, ws, X, y, True,
-                               [(fb.dlogits[0] if l == L - 1 else ws.dzs[l], fb.X if l == 0 else ws.acts[l - 1])
-                                for l in range(L)])
+        self._after_fused_step(value, optimizer, ws, fb, X, y)
         return value
 
     def _large_sgd_step(self, ws, X, y, optimizer):
@@ -464,17 +466,15 @@ class MLP:
         value = KG.sgd_step(self._act, self._loss, self.weights, self.biases, self._dweights[0], ws.zs, ws.acts,
                             ws.dzs, X, y, optimizer.lr, float(optimizer.hyper[WEIGHT_DECAY]), lb.fold_first, lb.X,
                             lb.sums, *lb.gemm)
-        self._after_fused_step(value, optimizer, ws, X, y, False,
-                               [(ws.dzs[l], (lb.X if lb.fold_first else None) if l == 0 else ws.acts[l - 1])
-                                for l in range(len(self.weights))])
+        self._after_fused_step(value, optimizer, ws, lb, X, y)
         return value
 
-    def _after_fused_step(self, value, optimizer, ws, X, y, small, layers):
+    def _after_fused_step(self, value, optimizer, ws, buffers, X, y):
         # a fused step defers its gradient (see grads); one that met a non-finite loss skipped the update, and the
         # gradient (which the caller may inspect) comes from the plain path
         if math.isfinite(value):
             optimizer.hyper[STEP] += 1
-            self._pending = (small, layers)
+            self._pending = (ws, buffers)
         else:
             forward_backward(*self._linear_for(X.shape[0]), self._act, self._loss, self.weights, self.biases,
                              self._dweights, self._dbiases, ws.zs, ws.acts, ws.dzs, X, y, ws.no_sqnorms)
