@@ -124,3 +124,13 @@ def test_grids_centre_linearly_below_the_reference_batch_and_by_sqrt_above():
     assert S.centre_lr(config, 0.1, 8) == pytest.approx(0.025)
     assert S.centre_lr(config, 0.1, 128) == pytest.approx(0.2)
     assert S.centre_lr(config, 0.1, 32) == pytest.approx(0.1)
+
+
+def test_trial_step_times_far_from_t_b_are_pointed_out():
+    from minigrad.report import time_gaps
+
+    rows = [dict(batch_size=1, step_time_s=10e-6, trial_step_s=11.9e-6),   # within 20%: not pointed out
+            dict(batch_size=8, step_time_s=10e-6, trial_step_s=15e-6),     # 1.5x
+            dict(batch_size=64, step_time_s=10e-6, trial_step_s=7e-6),     # 0.7x
+            dict(batch_size=512, step_time_s=10e-6, trial_step_s=float("nan"))]
+    assert time_gaps(rows) == [(8, pytest.approx(1.5)), (64, pytest.approx(0.7))]

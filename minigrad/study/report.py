@@ -13,6 +13,7 @@ import numpy as np
 from minigrad.study import plan as S
 
 NEAR_TIE = 0.05  # batch sizes within 5% of the fastest time-to-target count as tied; fewer examples win
+TIME_GAP = 0.20  # a trial's compute time per step this far from t(B) is pointed out under the table
 
 
 @dataclass
@@ -91,7 +92,9 @@ def analyse(study_file):
         t = tp.get("step_time_s", math.nan)
         statuses = [r["status"] for r in results if r["phase"] == "tune" and r["batch_size"] == B and r["lr"] == lr]
         trials = [r for r in results if r["phase"] == "tune" and r["batch_size"] == B]
-        rows.append(dict(batch_size=B, step_time_s=t, threads=tp.get("threads"),
+        trial_s, eval_s = trial_step_times(study_file, B)
+        rows.append(dict(batch_size=B, step_time_s=t, threads=tp.get("threads"), trial_step_s=trial_s,
+                         trial_eval_s=eval_s,
                          samples_per_s=tp.get("samples_per_s", math.nan),
                          gflops=tp.get("gflops", math.nan), best_lr=lr, steps=steps, examples=steps * B,
                          time_s=steps * t, status=_status_word(statuses),
@@ -122,6 +125,26 @@ def analyse(study_file):
                                          if run.attrs.get("phase") == "tune" and best.get(int(run.attrs["batch_size"]),
                                          (None, None))[1] == float(run.attrs["lr"])], target)
     return analysis
+
+
+def trial_step_times(study_file, B):
+    """(compute, evaluation) seconds per step that B's tuning trials really took: their summed times over their
+    summed steps (evaluation includes locating the target; see minigrad.training.train)."""
+    steps = compute = evaluation = 0.0
+    for run in study_file.runs.values():
+        a = run.attrs
+        if a.get("phase") == "tune" and int(a["batch_size"]) == B and a.get("steps"):
+            steps += a["steps"]
+            compute += a.get("compute_s", math.nan)
+            evaluation += a.get("eval_s", math.nan)
+    return (compute / steps, evaluation / steps) if steps else (math.nan, math.nan)
+
+
+def time_gaps(rows):
+    """Batch sizes whose trials' compute time per step differs from t(B) by more than TIME_GAP, with the ratio."""
+    return [(r["batch_size"], r["trial_step_s"] / r["step_time_s"]) for r in rows
+            if math.isfinite(r["trial_step_s"]) and r["step_time_s"] > 0
+            and abs(r["trial_step_s"] / r["step_time_s"] - 1) > TIME_GAP]
 
 
 def _rows(table):
@@ -222,16 +245,25 @@ def print_report(a: Analysis, console=None):
     console = console or Console(width=None if sys.stdout.isatty() else 150)
     console.print(f"target: validation error <= {a.target:g} ({a.target_reason})")
     table = Table(title="batch size: compute speed x convergence speed")
-    for name in ("B", "step time", "threads", "samples/s", "best lr", "steps to target", "examples to target",
-                 "time to target", "status"):
+    for name in ("B", "step time", "threads", "trial step", "+ eval", "samples/s", "best lr", "steps to target",
+                 "examples to target", "time to target", "status"):
         table.add_column(name, justify="right")
     best = a.recommended["batch_size"] if a.recommended else None
     for r in a.rows:
-        table.add_row(str(r["batch_size"]), fmt_time(r["step_time_s"]), _g(r["threads"]), fmt_count(r["samples_per_s"]),
+        table.add_row(str(r["batch_size"]), fmt_time(r["step_time_s"]), _g(r["threads"]),
+                      fmt_time(r.get("trial_step_s", math.nan)), fmt_time(r.get("trial_eval_s", math.nan)),
+                      fmt_count(r["samples_per_s"]),
                       "-" if r["best_lr"] is None else f"{r['best_lr']:g}", fmt_count(r["steps"]),
                       fmt_count(r["examples"]), fmt_time(r["time_s"]), r["status"],
                       style="bold green" if r["batch_size"] == best else None)
     console.print(table)
+    console.print("step time: t(B) measured alone (throughput phase); trial step: the compute time per step the "
+                  "tuning trials took (one thread each, trials side by side), + eval: their evaluation time per step")
+    gaps = time_gaps(a.rows)
+    if gaps:
+        console.print("trial steps differ from t(B) by more than 20% at " + ", ".join(
+            f"B = {B} ({ratio:.2f}x)" for B, ratio in gaps) + ": time to target uses t(B); the trials ran with the "
+            "cores shared and their own thread count")
     if a.fit:
         console.print(f"fit S(B) = S_min + E_min/B: S_min = {a.fit['S_min']:,.1f} steps, E_min = {a.fit['E_min']:,.0f} "
                       f"examples, largest misfit {a.fit['max_ratio']:.2f}x")

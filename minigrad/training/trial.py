@@ -7,7 +7,8 @@ Used by the study (minigrad.study), every experiment (minigrad.experiments) and 
   spec     one trial: run_id, batch_size, lr, seed, a budget (epochs, steps or examples), and optionally target,
            stop_at_target, lr_schedule / batch_schedule (keyword dicts for LRSchedule / BatchSchedule), sampler,
            drop_last, patience, optimizer, eval_growth, gns (GNSHook settings), full_gns (checkpoints, with
-           total_steps), evaluate_train, curvature (Keskar's measurements at the end), keep_params
+           total_steps), evaluate_train, curvature (Keskar's measurements at the end), keep_params, threads
+           (None: the process's settings; a count or "auto": see minigrad.training.threads)
 
 The result is a dict run_id, attrs (the trace's, plus the spec's bookkeeping keys), columns and arrays, which
 pickles cheaply and goes to minigrad.store as it is.
@@ -69,7 +70,7 @@ def run_trial(config, spec, progress=None):
                   drop_last=spec.get("drop_last", True), patience=spec.get("patience"), seed=spec["seed"],
                   eval_growth=spec.get("eval_growth", cfg["eval_growth"]), eval_hooks=_hooks(spec),
                   optimizer_options=optimizer_options(optimizer, cfg["momentum"], cfg["weight_decay"]),
-                  progress=progress)
+                  progress=progress, threads=spec.get("threads"))
     attrs = dict(trace.attrs, lr=spec["lr"], budget_epochs=spec.get("epochs"), budget_steps=spec.get("steps"),
                  **{k: spec[k] for k in RECORDED if spec.get(k) is not None})
     if trace.status != "DIVERGED" and (spec.get("evaluate_train") or spec.get("curvature")):
