@@ -236,39 +236,77 @@ def fused_parallel_step(X, y, lr, linear_forward, linear_backward, args):
     return value[0]
 
 
+CONTINUE = -1  # prepare_step: the batch is in the workspace, take the step
+
+
+@njit(cache=True)
+def prepare_step(X, y, Xb, yb, sampler, schedules, budget, counters):
+    # Before a step: stop at the budget's end or where the next batch needs another workspace (counters[NEED_ROWS]
+    # rows); else draw the batch into Xb (B,C), yb (B,). Returns (CONTINUE or why to stop, learning rate).
+    # X (n,C), y (n,): the training split; sampler: SamplerState.arrays(); schedules: (lr params, lr milestones,
+    # batch params, batch milestones); budget: (kind, limit).
+    st, rng, order, bounds, qpos, p, taken, idx = sampler
+    lr_params, lr_milestones, batch_params, batch_milestones = schedules
+    n = X.shape[0]
+    epoch = sampler_epoch(st, n)
+    if budget_done(budget[0], budget[1], counters[STEPS], counters[EXAMPLES], epoch):
+        return BUDGET_DONE, 0.0
+    B = batch_at(batch_params, batch_milestones, epoch)
+    rows = batch_rows(st, n, B)
+    if rows != Xb.shape[0]:
+        counters[NEED_ROWS] = rows
+        return NEW_ROWS, 0.0
+    lr = lr_at(lr_params, lr_milestones, epoch)
+    draw(st, rng, order, bounds, qpos, p, taken, idx, n, B)
+    gather(Xb, yb, X, y, idx)
+    return CONTINUE, lr
+
+
+@njit(cache=True)
+def finish_step(value, rows, lr, counters, sums):
+    # After a step with loss `value` on `rows` examples: count it, or report a NaN/Inf loss (True)
+    sums[LAST_LOSS] = value
+    sums[LAST_LR] = lr
+    if not math.isfinite(value):
+        return True
+    counters[STEPS] += 1
+    counters[EXAMPLES] += rows
+    sums[LOSS_SUM] += value
+    sums[LOSS_COUNT] += 1
+    return False
+
+
 @njit
 def run_steps(step, linear_forward, linear_backward, args, X, y, Xb, yb, sampler, schedules, budget, stop_step,
               counters, sums):
     # Steps until counters[STEPS] == stop_step, the budget is spent, a loss is NaN/Inf, or the next batch has
-    # another number of rows than the workspace Xb (B,C), yb (B,) (then counters[NEED_ROWS] says how many).
-    # X (n,C), y (n,): the training split; sampler: SamplerState.arrays(); schedules: (lr params, lr milestones,
-    # batch params, batch milestones); budget: (kind, limit). Returns why it stopped.
-    st, rng, order, bounds, qpos, p, taken, idx = sampler
-    lr_params, lr_milestones, batch_params, batch_milestones = schedules
-    budget_kind, budget_limit = budget
-    n = X.shape[0]
-    rows_ws = Xb.shape[0]
+    # another number of rows than the workspace (then counters[NEED_ROWS] says how many). Returns why it stopped.
     while counters[STEPS] < stop_step:
-        epoch = sampler_epoch(st, n)
-        if budget_done(budget_kind, budget_limit, counters[STEPS], counters[EXAMPLES], epoch):
-            return BUDGET_DONE
-        B = batch_at(batch_params, batch_milestones, epoch)
-        rows = batch_rows(st, n, B)
-        if rows != rows_ws:
-            counters[NEED_ROWS] = rows
-            return NEW_ROWS
-        lr = lr_at(lr_params, lr_milestones, epoch)
-        draw(st, rng, order, bounds, qpos, p, taken, idx, n, B)
-        gather(Xb, yb, X, y, idx)
-        value = step(Xb, yb, lr, linear_forward, linear_backward, args)
-        sums[LAST_LOSS] = value
-        sums[LAST_LR] = lr
-        if not math.isfinite(value):
+        why, lr = prepare_step(X, y, Xb, yb, sampler, schedules, budget, counters)
+        if why != CONTINUE:
+            return why
+        if finish_step(step(Xb, yb, lr, linear_forward, linear_backward, args), Xb.shape[0], lr, counters, sums):
             return NONFINITE
-        counters[STEPS] += 1
-        counters[EXAMPLES] += rows
-        sums[LOSS_SUM] += value
-        sums[LOSS_COUNT] += 1
+    return REACHED
+
+
+@njit(cache=True)
+def run_fused_serial(args, X, y, Xb, yb, sampler, schedules, budget, stop_step, counters, sums):
+    # run_steps for the one-thread fused SGD step, the path of small batches, written out without functions among
+    # its arguments so that Numba can cache it: a function taking another as an argument (run_steps) is compiled
+    # anew in every process (seconds, and more on a busy machine).
+    act, loss, weights, biases, zs, acts, dzs, parts, dlogits, counter, value, x_saved, hyper, T = args
+    while counters[STEPS] < stop_step:
+        why, lr = prepare_step(X, y, Xb, yb, sampler, schedules, budget, counters)
+        if why != CONTINUE:
+            return why
+        hyper[LR] = lr
+        KS.sgd_step_serial(act, loss, weights, biases, zs, acts, dzs, parts, dlogits, Xb, yb, lr,
+                           hyper[WEIGHT_DECAY], counter, value, x_saved)
+        if math.isfinite(value[0]):
+            hyper[STEP] += 1
+        if finish_step(value[0], Xb.shape[0], lr, counters, sums):
+            return NONFINITE
     return REACHED
 
 
@@ -485,8 +523,10 @@ class Stepper:
             ws = self.model.workspace(self.rows)
             self.model._pending = None
             done = self.step
-            why = run_steps(step, lf, lb, args, self.X, self.y, ws.X, ws.y, self.sampler.arrays(), schedules, budget,
-                            stop_step, self.counters, self.sums)
+            chunk = (self.X, self.y, ws.X, ws.y, self.sampler.arrays(), schedules, budget, stop_step, self.counters,
+                     self.sums)
+            why = (run_fused_serial(args, *chunk) if step is fused_serial_step else
+                   run_steps(step, lf, lb, args, *chunk))
             if fused is not None:
                 if fused.counter[KS.BARRIER_FAILED]:
                     raise RuntimeError(f"the fused SGD step's {args[-1]} workers did not all run at once (threading "

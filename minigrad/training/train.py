@@ -130,7 +130,8 @@ def train(model: MLP, data, batch_size, lr, optimizer="sgd", *, budget: Budget, 
     Evaluations: at steps growing by `eval_growth` (4%), at least eval_gap_floor(B, n_val, eval_share) steps apart;
     when the target is first met after a gap wider than eval_growth, the run is rewound to the evaluation before
     and replayed (bitwise the same steps) with evaluations eval_growth apart, so steps-to-target is resolved to 4%
-    either way. The replay's time is counted as evaluation time (eval_s).
+    either way. The replay's time is counted as evaluation time (eval_s); compiling, and the evaluation before
+    the first step, as compile_s.
     divergence: a NaN/Inf training loss (the run stops at that step), or a validation loss above
     `divergence_factor` times its value before the first step, ends the run as DIVERGED.
     eval_hooks: callables (model, data, step) -> dict of extra scalar columns recorded at each evaluation.
@@ -210,8 +211,9 @@ def _train(stack, threads, model, data, batch_size, lr, optimizer, *, budget, ta
 
     rows = {name: [] for name in TRACE_COLUMNS}
     started = time.perf_counter()
-    initial_val_loss, _ = evaluate()  # the reference of the divergence rule
-    eval_s = time.perf_counter() - started
+    stepper.run(0)  # compiles the chunk of the first path (it stops before any step): kept out of compute_s
+    initial_val_loss, _ = evaluate()  # the reference of the divergence rule (its first call compiles too)
+    compile_s, eval_s = time.perf_counter() - started, 0.0
     status, reached = None, None
     best_error, best_params, since_best = math.inf, None, 0
     last = (0, stepper.snapshot() if target is not None else None)  # the last evaluation's step and state
@@ -294,7 +296,7 @@ def _train(stack, threads, model, data, batch_size, lr, optimizer, *, budget, ta
                  steps=step, examples=stepper.examples, best_val_error=float(best_error),
                  final_val_error=float(rows["val_error"][-1]), test_error=float(test_error),
                  test_loss=float(test_loss), compute_s=compute_s, eval_s=eval_s, replay_s=timing["replay"],
-                 initial_val_loss=float(initial_val_loss), eval_gap_floor=floor,
+                 initial_val_loss=float(initial_val_loss), eval_gap_floor=floor, compile_s=compile_s,
                  step_path=model.step_path(batch_schedule(0.0), optimizer))
     if pool.count is not None:
         attrs["threads"] = pool.count
