@@ -1,7 +1,8 @@
 """A trial's wall time per step against the bare compiled step, evaluations included; threads under contention.
 
     python bench/loop_bench.py                      # trial / bare step at B = 1, 8, 64, 1024, both models
-    python bench/loop_bench.py --contention         # step times with one competing CPU-bound process
+    python bench/loop_bench.py --contention         # step times with one competing CPU-bound process: the bare
+                                                    # step on 1 and 2 threads, and a run with --threads auto
     python bench/loop_bench.py --eval               # evaluation cost in steps (the evaluation floor's cost model)
     python bench/loop_bench.py --json out.json      # also write the rows
 
@@ -14,6 +15,7 @@ Reports medians over --repeats runs with their spread (min-max), and the threads
 """
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -66,6 +68,11 @@ def trial(ds, hidden, B, steps, lr=1e-3):
     return wall / n, trace.attrs["compute_s"] / n, trace.attrs["eval_s"] / n
 
 
+def study_floor(B, n_val):
+    # minigrad.training.train.eval_gap_floor's formula (written out: an older checkout has no floor)
+    return max(1, math.ceil(n_val / (0.05 * (3 * B + 40))))
+
+
 def ratios(repeats, batch_sizes, trial_seconds):
     rows = []
     for name, (features, hidden) in MODELS.items():
@@ -73,7 +80,9 @@ def ratios(repeats, batch_sizes, trial_seconds):
         for B in batch_sizes:
             trial(ds, hidden, B, 50)  # compile
             bare = [bare_step(ds, hidden, B) for _ in range(repeats)]
-            steps = max(200, int(trial_seconds / statistics.median(bare)))
+            # long enough that the evaluation floor, not the 32 evaluations a short run gets, spaces evaluations
+            # (as in a study's trials, which run tens of thousands of steps at small B)
+            steps = max(200, int(trial_seconds / statistics.median(bare)), 32 * study_floor(B, len(ds.y_val)))
             runs = [trial(ds, hidden, B, steps) for _ in range(repeats)]
             wall = [r[0] for r in runs]
             row = dict(model=name, batch_size=B, steps=steps, bare_s=statistics.median(bare),
@@ -119,7 +128,7 @@ def contention(batch_sizes, threads_list):
     for name, (features, hidden) in MODELS.items():
         ds = dataset(features)
         for B in batch_sizes:
-            times = {}
+            times, auto_threads = {}, {}
             for label in ("alone", "busy"):
                 competitor = None
                 if label == "busy":
@@ -130,17 +139,25 @@ def contention(batch_sizes, threads_list):
                         with limit_threads(T):
                             numba.set_num_threads(T)
                             times[label, T] = bare_step(ds, hidden, B, min_time=1.0)
+                    # a training run with --threads auto: its compute time per step (threads chosen by measurement,
+                    # falling back to one when two get slow)
+                    model = build_model(ds, hidden, seed=0)
+                    steps = max(100, int(1.0 / times[label, 1]))
+                    trace = train(model, ds, B, 1e-3, budget=Budget(steps=steps), threads="auto")
+                    times[label, "auto"] = trace.attrs["compute_s"] / trace.attrs["steps"]
+                    auto_threads[label] = (trace.attrs.get("threads"), trace.attrs.get("threads_fallback_step"))
                 finally:
                     if competitor is not None:
                         competitor.kill()
                         competitor.wait()
-            row = dict(model=name, batch_size=B, **{f"{label}_T{T}_s": t for (label, T), t in times.items()})
+            row = dict(model=name, batch_size=B, **{f"{label}_{T}_s": t for (label, T), t in times.items()})
             one = times["alone", 1]
-            worst = max(times["busy", T] for T in threads_list)
-            row["worst_busy_over_one_thread"] = worst / one
+            row["auto_threads"] = auto_threads
+            row["busy_auto_over_alone_one_thread"] = times["busy", "auto"] / one
             rows.append(row)
             cells = "  ".join(f"{label} T={T}: {t * 1e6:8.1f} us" for (label, T), t in times.items())
-            print(f"{name:16s} B={B:5d}  {cells}  worst busy / alone T=1: {worst / one:5.2f}", flush=True)
+            print(f"{name:16s} B={B:5d}  {cells}  busy auto / alone T=1: {times['busy', 'auto'] / one:5.2f} "
+                  f"(auto chose {auto_threads})", flush=True)
     return rows
 
 
