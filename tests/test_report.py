@@ -127,7 +127,7 @@ def test_grids_centre_linearly_below_the_reference_batch_and_by_sqrt_above():
 
 
 def test_trial_step_times_far_from_t_b_are_pointed_out():
-    from minigrad.report import time_gaps
+    from minigrad.study.report import time_gaps
 
     rows = [dict(batch_size=1, step_time_s=10e-6, trial_step_s=11.9e-6),   # within 20%: not pointed out
             dict(batch_size=8, step_time_s=10e-6, trial_step_s=15e-6),     # 1.5x
