@@ -638,5 +638,14 @@ def experiment_stratified(quick, out, overwrite, workers, data_name, batch_sizes
     run_experiment("stratified", quick, out, overwrite, workers, data_name, batch_sizes=batch_sizes, seeds=seeds)
 
 
+@experiment.command("momentum")
+@experiment_options("momentum")
+@click.option("--batch-sizes", default=None, callback=int_list, help="Batch sizes [4,32,256,1024].")
+@click.option("--seeds", type=int, default=None, help="Seeds per learning rate, momentum and batch size [3].")
+def experiment_momentum(quick, out, overwrite, workers, data_name, batch_sizes, seeds):
+    """Heavy-ball momentum against SGD: steps-to-target per B, lr (and momentum) tuned per B (expectation 8)."""
+    run_experiment("momentum", quick, out, overwrite, workers, data_name, batch_sizes=batch_sizes, seeds=seeds)
+
+
 if __name__ == "__main__":
     main()
