@@ -615,18 +615,20 @@ def experiment_smith(quick, out, overwrite, workers, data_name, optimizer, lr, f
 
 
 @experiment.command("gns")
-@experiment_options("gns", data=False)
+@experiment_options("gns")
 @click.option("--study", type=click.Path(dir_okay=False), default=None,
               help="A `minigrad bench` study file (default: run a --quick study beside --out).")
-def experiment_gns(quick, out, overwrite, workers, study):
+def experiment_gns(quick, out, overwrite, workers, data_name, study):
     """The gradient noise scale B_simple over training next to the critical batch size B_crit of a study."""
     if study is not None:
+        if data_name is not None:
+            raise ValueError("give --data or --study, not both: a study file trains on its own data")
         from minigrad import store
 
         kind = store.open(study).kind
         if kind != "study":
             raise ValueError(f"--study {study} holds a {kind!r} file; give a study file written by `minigrad bench`")
-    run_experiment("gns", quick, out, overwrite, workers, study=study)
+    run_experiment("gns", quick, out, overwrite, workers, data_name, study=study)
 
 
 @experiment.command("stratified")
@@ -640,7 +642,7 @@ def experiment_stratified(quick, out, overwrite, workers, data_name, batch_sizes
 
 @experiment.command("momentum")
 @experiment_options("momentum")
-@click.option("--batch-sizes", default=None, callback=int_list, help="Batch sizes [4,32,256,1024].")
+@click.option("--batch-sizes", default=None, callback=int_list, help="Batch sizes [8,64,512].")
 @click.option("--seeds", type=int, default=None, help="Seeds per learning rate, momentum and batch size [3].")
 def experiment_momentum(quick, out, overwrite, workers, data_name, batch_sizes, seeds):
     """Heavy-ball momentum against SGD: steps-to-target per B, lr (and momentum) tuned per B (expectation 8)."""

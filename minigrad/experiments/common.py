@@ -31,11 +31,11 @@ DEFAULTS = {
                    hutchinson_samples=0, interpolation_points=25, sharper_factor=1.5, resamples=1000),
     "smith": dict(_BASE, batch_size=32, lr=0.2, epochs=30.0, milestones=[10.0, 20.0, 25.0], factor=5, seeds=5,
                   eval_growth=1.01, margin=1.5, resamples=1000),
-    "gns": dict(study=None, gns_batch_size=512, gns_batches=4, smoothing=0.25, checkpoints=24, seed=0,
+    "gns": dict(study=None, data=None, gns_batch_size=512, gns_batches=4, smoothing=0.25, checkpoints=24, seed=0,
                 study_quick=False, two_batch=[32, 1024], window=8, long_factor=4.0),
     "stratified": dict(_BASE, batch_sizes=[8, 64], lr_per_example=0.1 / 32, epochs=8.0, seeds=12,
                        target_margin=0.01, loose_margin=0.05, eval_growth=1.01),
-    "momentum": dict(_BASE, batch_sizes=[4, 32, 256, 1024], momenta=[0.5, 0.9], lr_grid=[-1, 0, 1], seeds=3,
+    "momentum": dict(_BASE, batch_sizes=[8, 64, 512], momenta=[0.5, 0.9], lr_grid=[-1, 0, 1], seeds=3,
                      reference_batch=32, reference_lrs=[0.1, 0.3], reference_epochs=6.0, target_margin=0.02,
                      budget_factor=3.0, same_margin=1.25, resamples=1000, max_widen=1),
 }

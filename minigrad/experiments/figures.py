@@ -155,7 +155,7 @@ def gns_figure(saved, summary, out_dir, stem):
         ax2.loglog(t["train_loss"][ok], t[key][ok], "-", color=color, lw=0.8, alpha=0.6)
     full = np.isfinite(t["full_b_simple"]) & (t["full_b_simple"] > 0)
     ax.loglog(step[full], t["full_b_simple"][full], "ko", ms=4, label="B_simple, exact over the training split")
-    ax2.loglog(t["train_loss"][full], t["full_b_simple"][full], "ko", ms=4, label="exact, at checkpoints")
+    ax2.loglog(t["full_loss"][full], t["full_b_simple"][full], "ko", ms=4, label="exact, at checkpoints")
     tr = summary["trend"]
     if math.isfinite(tr["slope"]):
         loss = np.geomspace(tr["loss_last"], tr["loss_first"], 50)
@@ -172,7 +172,7 @@ def gns_figure(saved, summary, out_dir, stem):
                    label=f"val error reaches the target {summary['target']:g}")
     ax.set(xlabel="step", ylabel="B_simple = tr(Sigma) / |G|^2",
            title=f"Noise scale during training (B={summary['reference_batch']}, lr={summary['reference_lr']:g})")
-    ax2.set(xlabel="training loss", ylabel="B_simple", title="B_simple against the loss (item 4)")
+    ax2.set(xlabel="training loss (dots: whole split; lines: running mean)", ylabel="B_simple", title="B_simple against the loss (item 4)")
     ax2.invert_xaxis()
     ax.legend(fontsize=7, loc="upper left")
     ax2.legend(fontsize=7)

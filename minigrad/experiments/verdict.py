@@ -76,7 +76,8 @@ def within(claim, statistic, value, lo, hi, low, high, noise, seeds):
                    f"reproduced if the interval lies within [{low:g}, {high:g}], not if outside", seeds, outcome)
 
 
-def agrees(claim, statistic, estimate, se, expected, resolution, seeds, noise="fit's standard error"):
+def agrees(claim, statistic, estimate, se, expected, resolution, seeds,
+           noise="90% interval from the fit's standard error"):
     """The claim is that `estimate` equals `expected`: z = (estimate - expected) / se. Reproduced if |z| <= 2 and
     the test could have seen a deviation of `resolution` (2 se <= resolution); not reproduced if |z| > 3;
     inconclusive otherwise (2 < |z| <= 3, or too noisy to resolve `resolution`)."""

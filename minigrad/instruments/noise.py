@@ -181,7 +181,7 @@ class FullNoiseHook:
     """Eval hook: the exact B_simple over the whole training split at `count` checkpoints spaced geometrically in
     steps up to `total_steps`, and at the first evaluation whose validation error is at or below `target` (it
     evaluates the validation split itself, about as costly as the evaluation that train() just did).
-    Columns full_g2, full_trsigma, full_b_simple: NaN between checkpoints."""
+    Columns full_g2, full_trsigma, full_b_simple, full_loss (mean training loss): NaN between checkpoints."""
 
     def __init__(self, count, total_steps, target=None):
         self.checkpoints = sorted(set(np.unique(np.geomspace(1, max(total_steps, 2), count).astype(int)).tolist()))
@@ -196,10 +196,11 @@ class FullNoiseHook:
             _, val_error = model.evaluate(data.X_val.astype(model.dtype, copy=False), data.y_val)
             at_target = self.reached = val_error <= self.target
         if not (due or at_target):
-            return {"full_g2": math.nan, "full_trsigma": math.nan, "full_b_simple": math.nan, "at_target": 0.0}
+            return {"full_g2": math.nan, "full_trsigma": math.nan, "full_b_simple": math.nan, "full_loss": math.nan,
+                    "at_target": 0.0}
         stats = full_gradient_stats(model, data.X_train, data.y_train)
         return {"full_g2": stats["g2"], "full_trsigma": stats["trsigma"], "full_b_simple": stats["b_simple"],
-                "at_target": float(at_target)}
+                "full_loss": stats["loss"], "at_target": float(at_target)}
 
 
 # -------------------------------------------------------------------------- noise against batch size (core)
