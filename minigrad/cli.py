@@ -591,10 +591,10 @@ def experiment_noise(quick, out, overwrite, workers, data_name, at_epochs, batch
 
 @experiment.command("keskar")
 @experiment_options("keskar")
-@click.option("--epochs", type=float, default=None, help="The fixed epoch budget [20].")
+@click.option("--epochs", type=float, default=None, help="The fixed epoch budget [10].")
 @click.option("--lr", type=float, default=None, help="The fixed learning rate [1e-3, Adam].")
 @click.option("--optimizer", type=click.Choice(["sgd", "momentum", "nesterov", "adam"]), default=None)
-@click.option("--seeds", type=int, default=None, help="Seeds per setting [2].")
+@click.option("--seeds", type=int, default=None, help="Seeds per setting [3].")
 def experiment_keskar(quick, out, overwrite, workers, data_name, epochs, lr, optimizer, seeds):
     """Small batch against large batch (10% of the data) at a fixed epoch budget and learning rate: errors,
     generalisation gap, top Hessian eigenvalue, eps-sharpness, interpolation; then the large batch re-tuned."""
@@ -607,7 +607,7 @@ def experiment_keskar(quick, out, overwrite, workers, data_name, epochs, lr, opt
 @click.option("--optimizer", type=click.Choice(["sgd", "momentum", "nesterov", "adam"]), default=None)
 @click.option("--lr", type=float, default=None, help="Initial learning rate [0.2].")
 @click.option("--factor", type=int, default=None, help="Decay / growth factor at each milestone [5].")
-@click.option("--seeds", type=int, default=None, help="Seeds per schedule [3].")
+@click.option("--seeds", type=int, default=None, help="Seeds per schedule [5].")
 def experiment_smith(quick, out, overwrite, workers, data_name, optimizer, lr, factor, seeds):
     """Learning-rate step decay against growing the batch by the same factor at the same milestones."""
     run_experiment("smith", quick, out, overwrite, workers, data_name, optimizer=optimizer, lr=lr, factor=factor,

@@ -25,9 +25,9 @@ DEFAULTS = {
     "noise": dict(_BASE, batch_size=32, lr=0.1, at_epochs=[1.0, 10.0], seed=0,
                   batch_sizes=[2 ** k for k in range(13)], draws=32, min_examples=8192, threads=1),
     # Keskar et al. trained with Adam at its default rate; the large batch is 10% of the training split
-    "keskar": dict(_BASE, hidden=[128, 128], optimizer="adam", lr=1e-3, epochs=20.0, small_batch=64,
-                   large_fraction=0.1, between=[256, 1024], retune_factors=[2, 4, 8, 16, 32], seeds=4,
-                   curvature_examples=4000, eps=[1e-3, 5e-4], sharpness_iters=10, power_tol=1e-3, power_iters=100,
+    "keskar": dict(_BASE, hidden=[128, 128], optimizer="adam", lr=1e-3, epochs=10.0, small_batch=64,
+                   large_fraction=0.1, between=[400], retune_factors=[4, 16, 32], seeds=3,
+                   curvature_examples=2000, eps=[1e-3], sharpness_iters=10, power_tol=1e-3, power_iters=100,
                    hutchinson_samples=0, interpolation_points=25, sharper_factor=1.5, resamples=1000),
     "smith": dict(_BASE, batch_size=32, lr=0.2, epochs=30.0, milestones=[10.0, 20.0, 25.0], factor=5, seeds=5,
                   eval_growth=1.01, margin=1.5, resamples=1000),

@@ -165,9 +165,9 @@ def run(config, out, writer, executor, echo):
             + ".")
     verdict += [v.line() for v in tests]
     verdict.append(f"SCIENCE item 9 (fixed budget hurts large batches, their minima are sharper, also at matched "
-                   f"loss): {summary['outcome']}. (The exact Hessian-vector product is checked against double "
-                   f"differentiation in tests/test_hessian.py; central differences of a ReLU network's gradient "
-                   f"cross kinks, so they are no check of it here.)")
+                   f"loss): {summary['outcome']}. (The exact Hessian-vector product is checked against closed-form "
+                   f"Hessians and, on smooth activations, central differences in tests/test_hessian.py; central "
+                   f"differences of a ReLU network's gradient cross kinks, so they are no check of it here.)")
     from minigrad.experiments.figures import keskar_figures
 
     figures = keskar_figures(saved, summary, config, *stem(out))
