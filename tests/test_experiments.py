@@ -57,8 +57,8 @@ def test_noise_experiment(tmp_path):
 
 def test_keskar_experiment_and_resume(tmp_path):
     out = tmp_path / "keskar.h5"
-    config = tiny("keskar", epochs=2.0, seeds=1, small_batch=16, between=[40], retune_factors=[4.0], curvature_examples=300,
-                  power_iters=15, interpolation_points=7)
+    config = tiny("keskar", epochs=2.0, seeds=1, small_batch=16, between=[40], retune_factors=[4.0],
+                  curvature_examples=300, power_iters=15, interpolation_points=7)
     outcome = E.run("keskar", config, out, workers=1, echo=lambda *a: None)
     saved = check_file(out, "keskar", outcome)
     assert {"fixed-B00016-s0", "fixed-B00040-s0", "fixed-B00120-s0", "retune-B00120-x4-s0",

@@ -88,7 +88,8 @@ def test_gns_trend_of_a_planted_power_law(power, expected):
 
 
 def smith_outcome(grow_shift, constant_shift, seeds=8):
-    """The smith ratio test on planted curves: seed noise 0.01 per point (0.002 per seed), grow and the control offset from decay."""
+    """The smith ratio test on planted curves: seed noise 0.01 per point (0.002 per seed), grow and the control
+    offset from decay."""
     rng = np.random.default_rng(5)
     decay = 0.2 + rng.normal(0, 0.002, (seeds, 1)) + rng.normal(0, 0.01, (seeds, 50))
     grow = 0.2 + grow_shift + rng.normal(0, 0.002, (seeds, 1)) + rng.normal(0, 0.01, (seeds, 50))

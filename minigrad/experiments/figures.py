@@ -70,9 +70,8 @@ def keskar_figures(saved, summary, config, out_dir, stem):
 
     # 2. the three models side by side: errors, gap, sharpness
     eps0 = f"sharpness_{config['eps'][0]:g}"
-    models = [("small B", summary["small"]), ("small B, matched\ntraining loss", summary["small_matched"]),
-              ("large B, same lr", summary["large_fixed"]),
-              ("large B, re-tuned lr", summary["large_tuned"])]
+    models = [("small B", summary["small"]), ("small B,\nmatched loss", summary["small_matched"]),
+              ("large B,\nsame lr", summary["large_fixed"]), ("large B,\nre-tuned lr", summary["large_tuned"])]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     x = np.arange(len(models))
     labels = [f"{name}\nB={m['batch_size']}, lr={m['lr']:g}" for name, m in models]
@@ -159,7 +158,7 @@ def gns_figure(saved, summary, out_dir, stem):
     tr = summary["trend"]
     if math.isfinite(tr["slope"]):
         loss = np.geomspace(tr["loss_last"], tr["loss_first"], 50)
-        ax2.loglog(loss, tr["first"] * (loss / tr["loss_first"]) ** tr["slope"], "r--",
+        ax2.loglog(loss, tr["centre"][1] * (loss / tr["centre"][0]) ** tr["slope"], "r--",
                    label=f"fit: slope {tr['slope']:+.2f} [{tr['lo']:+.2f}, {tr['hi']:+.2f}]")
     b = summary["B_crit"]
     if math.isfinite(b) and b > 0:
@@ -172,7 +171,8 @@ def gns_figure(saved, summary, out_dir, stem):
                    label=f"val error reaches the target {summary['target']:g}")
     ax.set(xlabel="step", ylabel="B_simple = tr(Sigma) / |G|^2",
            title=f"Noise scale during training (B={summary['reference_batch']}, lr={summary['reference_lr']:g})")
-    ax2.set(xlabel="training loss (dots: whole split; lines: running mean)", ylabel="B_simple", title="B_simple against the loss (item 4)")
+    ax2.set(xlabel="training loss (dots: whole split; lines: running mean)", ylabel="B_simple",
+            title="B_simple against the loss (item 4)")
     ax2.invert_xaxis()
     ax.legend(fontsize=7, loc="upper left")
     ax2.legend(fontsize=7)

@@ -30,7 +30,8 @@ def ensure_study(config, out, echo, overwrite=False):
     path = Path(out).with_name(Path(out).stem + "-study.h5")
     echo(f"no --study given: running {'a small' if config['study_quick'] else 'the --quick'} batch-size study into "
          f"{path} (resumes if present)")
-    run_study(study_config(config["study_quick"], config["data"]), path, echo=echo, measure_throughput=False, overwrite=overwrite)
+    run_study(study_config(config["study_quick"], config["data"]), path, echo=echo, measure_throughput=False,
+              overwrite=overwrite)
     return path
 
 
@@ -147,7 +148,8 @@ def run(config, out, writer, executor, echo, overwrite=False):
 
 def _trend(b, loss):
     """log B_simple against log training loss: slope with its 90% interval, the rise it implies over the loss
-    range (exp(-slope * log(loss_first / loss_last)), with the same interval), Spearman's rho, the observed rise."""
+    range (exp(-slope * log(loss_first / loss_last)), with the same interval), Spearman's rho, the observed rise,
+    and the point (geometric means of loss and B_simple) the fitted line passes through."""
     from scipy.stats import spearmanr
 
     b, loss = np.asarray(b, float), np.asarray(loss, float)
@@ -156,14 +158,15 @@ def _trend(b, loss):
     nan = math.nan
     if len(b) < 2:
         return dict(n=len(b), slope=nan, se=nan, lo=nan, hi=nan, rise=nan, rise_lo=nan, rise_hi=nan, rho=nan,
-                    first=nan, last=nan, observed_rise=nan, loss_first=nan, loss_last=nan)
+                    first=nan, last=nan, observed_rise=nan, loss_first=nan, loss_last=nan, centre=[nan, nan])
     slope, se, lo, hi = V.linear_fit(np.log(loss), np.log(b))
     span = math.log(loss[0] / loss[-1])
     return dict(n=int(len(b)), slope=slope, se=se, lo=lo, hi=hi, rise=math.exp(-slope * span),
                 rise_lo=math.exp(-hi * span), rise_hi=math.exp(-lo * span),
                 rho=float(spearmanr(b, loss).statistic) if len(b) > 2 else nan, first=float(b[0]),
                 last=float(b[-1]), observed_rise=float(b[-1] / b[0]), loss_first=float(loss[0]),
-                loss_last=float(loss[-1]))
+                loss_last=float(loss[-1]),
+                centre=[float(np.exp(np.log(loss).mean())), float(np.exp(np.log(b).mean()))])
 
 
 def _ratio_interval(b_simple, fit):

@@ -76,7 +76,8 @@ def run(config, out, writer, executor, echo):
         tests += run_tests
         verdict.append(
             f"{at}: mean |G_B|^2 = {intercept:.4g} (SE {intercept_se:.2g}) + {inv_slope:.4g} (SE {inv_slope_se:.2g})/B"
-            f" (weighted fit over {len(B)} batch sizes, at least {int(t['draws'].min())} draws each, chi2/dof {chi2:.2f}, SEs scaled up by sqrt(chi2/dof) when above 1); exact: |G|^2 = {a['g2']:.4g}, "
+            f" (weighted fit over {len(B)} batch sizes, at least {int(t['draws'].min())} draws each, chi2/dof "
+            f"{chi2:.2f}, SEs scaled up by sqrt(chi2/dof) when above 1); exact: |G|^2 = {a['g2']:.4g}, "
             f"tr(Sigma) = {a['trsigma']:.4g}, B_simple = {a['b_simple']:.0f}; spread within "
             f"{100 * s['spread_vs_predicted_max']:.0f}% of sqrt(tr(Sigma)/B (n-B)/(n-1)) at every B.")
         verdict += [v.line() for v in run_tests]
