@@ -113,8 +113,14 @@ def run(config, out, writer, executor, echo):
 
     noise, f = "90% bootstrap over seeds, paired", config["sharper_factor"]
     n_test = len(dataset.y_test)
-    hurt = V.above("item 9: a fixed budget hurts the large batch", "test error, large - small batch",
-                   *paired(gap("lb_test", "sb_test")), 0.0, noise, nseeds)
+    # seeds share one test set, so the bootstrap over seeds misses its sampling noise: add it (in quadrature), as
+    # the standard error of a paired difference of two error rates, at most sqrt((e_small + e_large) / n_test)
+    se_test = math.sqrt(max(sb["test_error"] + lb["test_error"], 0.0) / n_test)
+    value, lo, hi = paired(gap("lb_test", "sb_test"))
+    half = [math.hypot(value - lo, V.Z90 * se_test), math.hypot(hi - value, V.Z90 * se_test)]
+    hurt = V.above("item 9: a fixed budget hurts the large batch", "test error, large - small batch", value,
+                   value - half[0], value + half[1], 0.0,
+                   f"{noise}, widened by the test set's sampling error {se_test:.4f} ({n_test} examples)", nseeds)
     under = paired(gap("lb_train", "sb_train"))
     tests = [
         hurt,
