@@ -184,7 +184,7 @@ def test_cli_runs_an_experiment_and_reports_user_errors(tmp_path, monkeypatch):
                                        "--out", str(tmp_path / "g.h5")])
     assert result.exit_code == 2 and "no such study file" in result.output
     result = CliRunner().invoke(main, ["experiment", "gns", "--study", str(out), "--data", "digits",
-                                       "--out", str(tmp_path / "g.h5")])
+                                       "--out", str(tmp_path / "g2.h5")])
     assert result.exit_code == 2 and "not both" in result.output
     result = CliRunner().invoke(main, ["experiment", "momentum", "--help"])
     assert result.exit_code == 0 and "--batch-sizes" in result.output and "expectation 8" in result.output
