@@ -21,7 +21,7 @@ def run(name, config, out, *, overwrite=False, executor=None, workers=None, echo
     from minigrad import store
     from minigrad.study.executors import InlineExecutor, LocalExecutor
 
-    if "data" in config:  # bad data is refused here, once, not by every worker after retries
+    if config.get("data"):  # bad data is refused here, once, not by every worker after retries
         from minigrad.training.trial import load_data
 
         load_data(config)

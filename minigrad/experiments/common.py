@@ -80,7 +80,7 @@ CHECKS = {  # setting -> (lo, hi, lo_open, integer)
     "at_epochs": (0, 1e5, False, False), "batch_sizes": (1, None, False, True), "draws": (1, 1e6, False, True),
     "epochs": (0, 1e5, True, False), "lr": (0, 1e6, True, False), "seeds": (1, 1000, False, True),
     "factor": (2, 1e3, False, True), "checkpoints": (1, 1e4, False, True), "hidden": (1, 1e6, False, True),
-    "momentum": (0, 1, False, False),
+    "momentum": (0, 1, False, False), "momenta": (0, 1, False, False),
 }
 
 
