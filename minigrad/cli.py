@@ -611,10 +611,10 @@ def experiment_noise(quick, out, overwrite, workers, threads, data_name, at_epoc
 
 @experiment.command("keskar")
 @experiment_options("keskar")
-@click.option("--epochs", type=float, default=None, help="The fixed epoch budget [20].")
+@click.option("--epochs", type=float, default=None, help="The fixed epoch budget [10].")
 @click.option("--lr", type=float, default=None, help="The fixed learning rate [1e-3, Adam].")
 @click.option("--optimizer", type=click.Choice(["sgd", "momentum", "nesterov", "adam"]), default=None)
-@click.option("--seeds", type=int, default=None, help="Seeds per setting [2].")
+@click.option("--seeds", type=int, default=None, help="Seeds per setting [3].")
 def experiment_keskar(quick, out, overwrite, workers, threads, data_name, epochs, lr, optimizer, seeds):
     """Small batch against large batch (10% of the data) at a fixed epoch budget and learning rate: errors,
     generalisation gap, top Hessian eigenvalue, eps-sharpness, interpolation; then the large batch re-tuned."""
@@ -627,7 +627,7 @@ def experiment_keskar(quick, out, overwrite, workers, threads, data_name, epochs
 @click.option("--optimizer", type=click.Choice(["sgd", "momentum", "nesterov", "adam"]), default=None)
 @click.option("--lr", type=float, default=None, help="Initial learning rate [0.2].")
 @click.option("--factor", type=int, default=None, help="Decay / growth factor at each milestone [5].")
-@click.option("--seeds", type=int, default=None, help="Seeds per schedule [3].")
+@click.option("--seeds", type=int, default=None, help="Seeds per schedule [5].")
 def experiment_smith(quick, out, overwrite, workers, threads, data_name, optimizer, lr, factor, seeds):
     """Learning-rate step decay against growing the batch by the same factor at the same milestones."""
     run_experiment("smith", quick, out, overwrite, workers, threads, data_name, optimizer=optimizer, lr=lr, factor=factor,
@@ -635,18 +635,20 @@ def experiment_smith(quick, out, overwrite, workers, threads, data_name, optimiz
 
 
 @experiment.command("gns")
-@experiment_options("gns", data=False)
+@experiment_options("gns")
 @click.option("--study", type=click.Path(dir_okay=False), default=None,
               help="A `minigrad bench` study file (default: run a --quick study beside --out).")
-def experiment_gns(quick, out, overwrite, workers, threads, study):
+def experiment_gns(quick, out, overwrite, workers, threads, data_name, study):
     """The gradient noise scale B_simple over training next to the critical batch size B_crit of a study."""
     if study is not None:
+        if data_name is not None:
+            raise ValueError("give --data or --study, not both: a study file trains on its own data")
         from minigrad import store
 
         kind = store.open(study).kind
         if kind != "study":
             raise ValueError(f"--study {study} holds a {kind!r} file; give a study file written by `minigrad bench`")
-    run_experiment("gns", quick, out, overwrite, workers, threads, study=study)
+    run_experiment("gns", quick, out, overwrite, workers, threads, data_name, study=study)
 
 
 @experiment.command("stratified")
@@ -656,6 +658,16 @@ def experiment_gns(quick, out, overwrite, workers, threads, study):
 def experiment_stratified(quick, out, overwrite, workers, threads, data_name, batch_sizes, seeds):
     """Shuffled against class-stratified batches: steps-to-target and its spread over seeds."""
     run_experiment("stratified", quick, out, overwrite, workers, threads, data_name, batch_sizes=batch_sizes, seeds=seeds)
+
+
+@experiment.command("momentum")
+@experiment_options("momentum")
+@click.option("--batch-sizes", default=None, callback=int_list, help="Batch sizes [8,64,512].")
+@click.option("--seeds", type=int, default=None, help="Seeds per learning rate, momentum and batch size [3].")
+def experiment_momentum(quick, out, overwrite, workers, threads, data_name, batch_sizes, seeds):
+    """Heavy-ball momentum against SGD: steps-to-target per B, lr (and momentum) tuned per B (expectation 8)."""
+    run_experiment("momentum", quick, out, overwrite, workers, threads, data_name, batch_sizes=batch_sizes,
+                   seeds=seeds)
 
 
 if __name__ == "__main__":

@@ -285,7 +285,9 @@ CASES = [
         (["--seeds", "0"], "seeds"), (["--batch-sizes", "-1"], "batch sizes"), (["--data", "one_class.npz"], "2"))],
     *[case(["experiment", "gns", *args, "--out", "gns.h5"], n) for args, n in (
         (["--study", "missing.h5"], "missing.h5"), (["--study", "text.h5"], "not an HDF5"),
-        (["--study", "train.h5"], "study"))],
+        (["--study", "train.h5"], "study"), (["--study", "study.h5", "--data", "digits"], "not both"))],
+    *[case(["experiment", "momentum", *args, "--out", "momentum.h5"], n) for args, n in (
+        (["--seeds", "0"], "seeds"), (["--batch-sizes", "0"], "batch sizes"), (["--data", "missing.npz"], "not found"))],
     case(["experiment", "noise", "--out", "nodir/noise.h5", "--quick"], "does not exist"),
     case(["experiment", "noise", "--out", "study.h5", "--quick"], "different configuration"),
     # ---- the group
@@ -315,12 +317,12 @@ def test_the_table_covers_every_command():
     for param in CASES:
         args = [a for a in param.values[0] if not a.startswith("-")] or ["minigrad"]
         command = " ".join(args[:2]) if args[0] in ("bench", "data", "experiment") and len(args) > 1 and args[1] in (
-            "throughput", "fetch", "noise", "keskar", "smith", "gns", "stratified") else args[0]
+            "throughput", "fetch", "noise", "keskar", "smith", "gns", "stratified", "momentum") else args[0]
         counts[command] = counts.get(command, 0) + 1
     assert len(CASES) >= 150, len(CASES)
     for command in ("bench", "bench throughput", "train", "report", "export", "merge", "data fetch",
                     "experiment noise", "experiment keskar", "experiment smith", "experiment gns",
-                    "experiment stratified"):
+                    "experiment stratified", "experiment momentum"):
         assert counts.get(command, 0) >= 1, command
     print(f"{len(CASES)} cases: {counts}")
 

@@ -5,6 +5,7 @@
     smith       learning-rate step decay against growing the batch by the same factor (Smith et al. 2017)
     gns         the gradient noise scale B_simple over training next to B_crit from a `minigrad bench` study
     stratified  shuffled against class-stratified batches: steps-to-target and its spread over seeds
+    momentum    heavy-ball momentum against SGD: steps-to-target per B with lr (and momentum) tuned per B
 """
 from importlib import import_module
 from pathlib import Path
@@ -22,7 +23,7 @@ def run(name, config, out, *, overwrite=False, executor=None, workers=None, thre
     from minigrad.machine.threads import use_threads
     from minigrad.study.executors import InlineExecutor, LocalExecutor
 
-    if "data" in config:  # bad data is refused here, once, not by every worker after retries
+    if config.get("data"):  # bad data is refused here, once, not by every worker after retries
         from minigrad.training.trial import load_data
 
         load_data(config)
