@@ -136,7 +136,7 @@ def write_inputs(path, sizes, batch_sizes, dtype, activation, seed):
 def run_worker(job, python):
     """Run the worker for `job` in `python`; its JSON result, or {"skipped": one-line reason}."""
     backend, T = job["backend"], job["threads"]
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository
     env = dict(os.environ, OMP_NUM_THREADS=str(T), OPENBLAS_NUM_THREADS=str(T), MKL_NUM_THREADS=str(T),
                NUMBA_NUM_THREADS=str(T), JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu"))
     if T == 1:
