@@ -264,9 +264,18 @@ def show_report(path, html=False):
 @click.option("--html", is_flag=True,
               help="Also write one self-contained HTML page beside the file (STUDY.html): the answer and its recipe, "
                    "the table, the fit, every figure inline, the configuration and the machine.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the answer as JSON (rows, fit, b_crit, recommendation) instead of the table and figures.")
 @user_errors
-def report_command(path, html):
+def report_command(path, html, as_json):
     """Rebuild a study's table, recommendation and figures from its HDF5 file alone."""
+    if as_json:
+        import json
+
+        from minigrad import api
+
+        click.echo(json.dumps(api.open_study(path).answer(), indent=2))
+        return
     show_report(path, html=html)
 
 
