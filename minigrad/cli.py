@@ -210,8 +210,9 @@ def bench(ctx, quick, config_path, out, overwrite, dry_run, data_name, data_dir,
         n_ref, n_tune, n_equal = count_trials(config)
         click.echo(json.dumps(config, indent=2))
         click.echo(f"trials: {n_ref} reference + {n_tune} tuning (more if a grid is widened, at most "
-                   f"{len(config['batch_sizes']) * config['max_widen'] * config['seeds']}) + {n_equal} equal-budget "
-                   f"= {n_ref + n_tune + n_equal}")
+                   f"{len(config['batch_sizes']) * config['max_widen'] * config['seeds']}) + at most "
+                   f"{config['adaptive_budget']} adaptive + {n_equal} equal-budget = at most "
+                   f"{n_ref + n_tune + config['adaptive_budget'] + n_equal} before widening")
         if shard is not None:
             click.echo(f"shard {shard[0]}/{shard[1]}: the {n_ref} reference trials, then every {shard[1]}th of the "
                        f"{n_tune} of the initial tuning grid; `minigrad merge` the shards, then `minigrad bench` on the "

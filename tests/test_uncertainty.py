@@ -196,6 +196,19 @@ def test_adaptive_rounds_add_trials_near_the_tie_set_and_stop_within_budget():
     assert len({r["run_id"] for r in results}) == len(results)
 
 
+def test_adaptive_plan_does_not_depend_on_the_order_results_arrived_in():
+    # a resumed study reads its results in file order, a running one in completion order: the same numbers either way
+    config = make_config(batch_sizes=[16, 64, 256], seeds=3, adaptive_budget=30)
+    cells, times = tie_cells(gap=0.25, noise=0.15, seeds=3)
+    results = results_from(cells)
+    orders = (results, results[::-1], results[1::2] + results[::2])
+    stabilities = {U.stability(S.steps_per_cell(order, S.TUNED), times, [16, 64]) for order in orders}
+    assert len(stabilities) == 1
+    plans = {tuple(t["run_id"] for t in S.adaptive_trials(config, order, 0.1, (100, 3200), times)[0])
+             for order in orders}
+    assert len(plans) == 1 and next(iter(plans))
+
+
 def test_adaptive_phase_runs_nothing_when_the_answer_is_already_stable():
     config = make_config(batch_sizes=[16, 64, 256], seeds=3)
     cells, times = tie_cells(gap=0.5, noise=0.01, seeds=3)

@@ -101,7 +101,7 @@ def run(config, out, writer, executor, echo, overwrite=False):
         f"{config['gns_batch_size']} examples per evaluation, smoothed) is {summary['running_vs_exact']:.2f}x the "
         f"exact value at the median checkpoint ({summary['running_vs_exact_lo']:.2f}x to "
         f"{summary['running_vs_exact_hi']:.2f}x).",
-        f"measured B_crit = {b_crit:.0f} (16-84% {fit.get('B_crit_lo', math.nan):.0f} to "
+        f"measured B_crit = {b_crit:.0f} (90% bootstrap interval {fit.get('B_crit_lo', math.nan):.0f} to "
         f"{fit.get('B_crit_hi', math.nan):.0f}): B_simple / B_crit = {ratio:.2f}.",
         f"tuned lr against B ({', '.join(f'{B}: {lr:g}' for B, lr in lrs)}): log-log slope {lr_slope_below:.2f} "
         f"below B_crit, {lr_slope_above:.2f} across it (item 7 expects about 1, then about 0).",

@@ -87,7 +87,8 @@ def make_figures(analysis, study_file):
                    label="tied within noise: " + ", ".join(f"{B} ({rec['win_fraction'][B]:.0%})" for B in tied))
         ax.plot([a.recommended["batch_size"]], [a.recommended["time_s"]], "r*", markersize=16,
                 label=f"pick B = {a.recommended['batch_size']}")
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
     ax.set(xlabel="batch size B", ylabel="time to target (s) = steps x step time", title="Time to target")
     figures["time"] = fig
 

@@ -119,7 +119,8 @@ def steps_per_cell(results, phase="tune"):
     missed the target counts as infinitely many steps."""
     phases = (phase,) if isinstance(phase, str) else tuple(phase)
     cells = {}
-    for r in results:
+    # in run-id order, not arrival order: a resumed study resamples the same seeds the same way
+    for r in sorted(results, key=lambda r: r["run_id"]):
         if r["phase"] in phases:
             steps = r["steps_to_target"] if r["status"] == COMPLETE and r["steps_to_target"] is not None else math.inf
             cells.setdefault((r["batch_size"], r["lr"]), []).append(steps)

@@ -18,6 +18,13 @@ def fmt_time(seconds):
     return f"{seconds:.2f} s"
 
 
+def fmt_time_range(lo, hi):
+    """'344-538 ms': both ends in the unit of the upper one."""
+    scale, unit = ((1e6, "us") if hi < 1e-3 else (1e3, "ms") if hi < 1 else (1, "s"))
+    digits = 1 if hi * scale < 100 else 0
+    return f"{lo * scale:.{digits}f}-{hi * scale:.{digits}f} {unit}"
+
+
 def fmt_count(x):
     return "-" if not math.isfinite(x) else f"{x:,.0f}"
 
@@ -83,7 +90,7 @@ def print_report(a: Analysis, console=None):
                       "-" if r["best_lr"] is None else f"{r['best_lr']:g}",
                       "-" if r["lr_interpolated"] is None else f"{r['lr_interpolated']:.3g}", fmt_count(r["steps"]),
                       _interval(r["steps_lo"], r["steps_hi"], fmt_count), fmt_time(r["time_s"]),
-                      _interval(r["time_lo"], r["time_hi"], fmt_time),
+                      _interval(r["time_lo"], r["time_hi"], fmt_time_range),
                       "-" if not math.isfinite(r.get("misfit", math.nan)) else f"{r['misfit']:.2f}x",
                       f"{r.get('win_fraction', 0):.0%}" + (" tied" if r.get("tied") else ""), r["status"],
                       style="bold green" if r["batch_size"] == pick else ("green" if r.get("tied") else None))
@@ -114,7 +121,9 @@ def print_report(a: Analysis, console=None):
 def _interval(lo, hi, fmt):
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return "-"
-    return "degenerate" if lo == hi else f"{fmt(lo)}-{fmt(hi)}"
+    if lo == hi:
+        return "degenerate"
+    return fmt(lo, hi) if fmt is fmt_time_range else f"{fmt(lo)}-{fmt(hi)}"
 
 
 def _g(x):
