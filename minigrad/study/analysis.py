@@ -90,7 +90,7 @@ def analyse(study_file):
             gflops=float(tp.get("gflops", math.nan)), best_lr=lr, lr_interpolated=U.interpolated_lr(cells, B),
             steps=steps, steps_lo=s_int["lo"], steps_hi=s_int["hi"], steps_note=s_int["note"],
             examples=steps * B, time_s=steps * t, time_lo=t_int["lo"], time_hi=t_int["hi"], time_note=t_int["note"],
-            seeds=len(cells.get((B, lr), ())),
+            seeds=len(cells.get((B, lr), ())), seed_steps=_finite_range(cells.get((B, lr), ())),
             status=_status_word([r["status"] for r in trials if r["lr"] == lr]),
             counts={s: sum(r["status"] == s for r in trials) for s in ("COMPLETE", "INCOMPLETE", "DIVERGED")},
             n_trials=len(trials), n_diverged=sum(r["status"] == "DIVERGED" for r in trials)))
@@ -188,8 +188,8 @@ def recommend(rows, T, cells, times, config, target):
 
 def recipe(config, row, target):
     """The `minigrad train` line that trains the pick to the target: its measured rate, a step budget of 1.5x the
-    upper end of its steps interval (training stops at the target)."""
-    steps_hi = row["steps_hi"] if math.isfinite(row["steps_hi"]) else row["steps"]
+    most steps any seed or resample needed (training stops at the target; one run varies more than the median)."""
+    steps_hi = max(x for x in (row["steps"], row["steps_hi"], row["seed_steps"][1]) if math.isfinite(x))
     args = ["minigrad", "train", "--data", str(config["data"]), "--hidden", ",".join(map(str, config["hidden"])),
             "--activation", config["activation"], "--loss", config["loss"], "--optimizer", config["optimizer"]]
     if config["optimizer"] != "sgd":
@@ -199,6 +199,12 @@ def recipe(config, row, target):
     if config.get("data_seed"):
         args += ["--data-seed", str(config["data_seed"])]
     return shlex.join(args)
+
+
+def _finite_range(values):
+    """(fewest, most) steps of single seeds that reached the target; (nan, nan) if none did."""
+    finite = [v for v in values if math.isfinite(v)]
+    return (min(finite), max(finite)) if finite else (math.nan, math.nan)
 
 
 def _span(tied, Bs):

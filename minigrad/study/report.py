@@ -68,7 +68,8 @@ def recommendation_sentence(a: Analysis):
     adaptive = f" Adaptive phase: {a.adaptive['state']}." if a.adaptive.get("state") else ""
     return (f"Use batch size {r['batch_size']} with learning rate {r['best_lr']:g}: {rec['reason']}. It reaches "
             f"validation error {a.target:g} in {steps} of {fmt_time(r['step_time_s'])}{time}. {stable}{adaptive} "
-            f"{fit_sentence(a)}\nTo train it: {rec['recipe']}")
+            f"{fit_sentence(a)}\nTo train it (single seeds took {fmt_count(r['seed_steps'][0])} to "
+            f"{fmt_count(r['seed_steps'][1])} steps): {rec['recipe']}")
 
 
 def print_report(a: Analysis, console=None):
