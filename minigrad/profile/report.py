@@ -122,13 +122,17 @@ def _print_breakdowns(result, file):
         for e in entries[1:]:
             names += [op["name"] for op in e["ops"] if op["name"] not in names]
         columns = ["op"] + [c for e in entries for c in (e["backend"], "%")]
-        cells = []
+        cells, below_noise = [], False
         for name in names:
             line = [name]
             for e in entries:
                 op = next((op for op in e["ops"] if op["name"] == name), None)
-                line += ([_seconds(op["seconds"]), f"{100 * op['seconds'] / e['compiled_step_s']:.0f}"] if op
-                         else ["-", "-"])
+                if op and op["seconds"] < 0:  # shorter than the timing noise: never printed as a negative time
+                    below_noise = True
+                    line += ["~0*", "0"]
+                else:
+                    line += ([_seconds(op["seconds"]), f"{100 * op['seconds'] / e['compiled_step_s']:.0f}"] if op
+                             else ["-", "-"])
             cells.append(line)
         cells.append(["compiled step (sum of the ops)"] + [c for e in entries for c in
                                                            (_seconds(e["compiled_step_s"]), "100")])
@@ -141,6 +145,9 @@ def _print_breakdowns(result, file):
             f"{100 * max(e['python_call_s'] - e['compiled_step_s'], 0) / e['python_call_s']:.0f}%", "")])
         _table(file, f"Where the time of one step goes: B={B}, {T} thread(s), {dtype} (each op timed in place; "
                "per-example: B x the ops of a single-example pass)", columns, cells)
+        if below_noise:
+            print("~0*: shorter than the timing noise (its prefix difference came out negative); a busy machine "
+                  "makes this likelier", file=file)
         for line in _loops_against_blas(entries):
             print(line, file=file)
         gemms = [r["op"] for r in entries[0]["roofline"]]
