@@ -51,6 +51,16 @@ def test_fit_check_fires_when_steps_rise_with_batch_size():
     assert check["max_misfit"] > 1.3
 
 
+def test_fit_check_fires_when_large_batches_miss_the_target():
+    # the fit over the batch sizes that reached the target is fine, but the larger ones never got there
+    steps = [50 + 20_000 / B for B in BS[:4]] + [math.inf, math.inf]
+    check = U.check_fit(BS, steps, U.fit_steps(BS, steps))
+    assert not check["ok"] and "B = 256, 1024 did not reach the target" in check["reason"]
+    # negative control: a small batch size that missed (its budget too short) is no rise with B
+    steps = [math.inf] + [50 + 20_000 / B for B in BS[1:]]
+    assert U.check_fit(BS, steps, U.fit_steps(BS, steps))["ok"]
+
+
 def test_fit_check_fires_on_a_large_misfit_alone():
     # S ~ B^-0.5 falls everywhere but is no straight line in 1/B
     cells = model_cells(noise=0.0, seeds=1, steps=lambda B: 4000 / math.sqrt(B))

@@ -39,6 +39,9 @@ def make_figures(analysis, study_file):
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.plot(B, steps[0] * B[0] / B, "k:", label="perfect scaling (S ~ 1/B)")
+        missed = [r["batch_size"] for r in a.rows if not math.isfinite(r["steps"])]
+        if missed:  # at the top edge: these never reached the target within their budget
+            ax.plot(missed, [steps.max() * 1.5] * len(missed), "rv", label="missed the target (budget spent)")
     f = a.fit
     if f and math.isfinite(f.get("S_min", math.nan)):
         grid = np.geomspace(min(r["batch_size"] for r in a.rows), max(r["batch_size"] for r in a.rows), 100)
@@ -48,9 +51,7 @@ def make_figures(analysis, study_file):
             ax.plot(grid[keep], model[keep], "r--", label=f"fit S_min + E_min/B (largest misfit {f['max_ratio']:.2f}x)")
         else:
             ax.plot(grid[keep], model[keep], color="gray", ls="--",
-                    label=f"fit S_min + E_min/B: DOES NOT describe the data ({f['max_ratio']:.1f}x off)")
-            ax.text(0.02, 0.02, "fit check failed: B_crit not determined", transform=ax.transAxes, color="red",
-                    fontsize=9)
+                    label=f"fit S_min + E_min/B (largest misfit {f['max_ratio']:.2f}x): does NOT describe the data")
         if f["determined"]:
             lo, hi = f["B_crit_lo"], f["B_crit_hi"]
             label = f"B_crit = {f['B_crit']:.0f}" + (f" (90%: {lo:.0f}-{hi:.0f})" if lo < hi else " (degenerate interval)")
@@ -59,8 +60,9 @@ def make_figures(analysis, study_file):
                     transform=ax.get_xaxis_transform())
             if lo < hi:
                 ax.axvspan(lo, hi, color="r", alpha=0.1)
-    ax.set(xlabel="batch size B", ylabel=f"steps to val error {a.target:g}", title="Steps to target")
-    ax.legend(fontsize=7)
+    title = "Steps to target" if not f or f["ok"] else "Steps to target: the fit fails, B_crit not determined"
+    ax.set(xlabel="batch size B", ylabel=f"steps to val error {a.target:g}", title=title)
+    ax.legend(fontsize=7, loc="lower left")
     figures["steps"] = fig
 
     # 2. samples/s against B

@@ -67,7 +67,8 @@ def interpolated_lr(cells, batch_size):
 def check_fit(batch_sizes, steps, params):
     """Whether S = S_min + E_min/B describes the data: {misfit per B, max_misfit, ok, reason}. It does not when
     fewer than three batch sizes reached the target, when S_min or E_min come out <= 0, when a point is more than
-    MISFIT_LIMIT off the curve, or when S rises with B by more than MISFIT_LIMIT (the model only falls)."""
+    MISFIT_LIMIT off the curve, or when S rises with B by more than MISFIT_LIMIT or to infinity (a larger batch size
+    missed the target that a smaller one reached): the model only falls."""
     B = [b for b, s in zip(batch_sizes, steps) if math.isfinite(s)]
     S = [s for s in steps if math.isfinite(s)]
     misfit = {b: math.nan for b in batch_sizes}
@@ -75,12 +76,18 @@ def check_fit(batch_sizes, steps, params):
         return dict(misfit=misfit, max_misfit=math.nan, ok=False,
                     reason=f"only {len(B)} batch size(s) reached the target: too few to check S = S_min + E_min/B")
     s_min, e_min = params
+    missed = [b for b, s in zip(batch_sizes, steps) if not math.isfinite(s) and b > min(B)]
     for b, s in zip(B, S):
         model = s_min + e_min / b
         misfit[b] = max(s / model, model / s) if model > 0 else math.inf
     worst = max(B, key=lambda b: misfit[b])
     rise = max(((S[j] / min(S[:j]), B[S.index(min(S[:j]))], B[j]) for j in range(1, len(S))), default=(1, 0, 0))
     reasons = []
+    if missed:
+        below = [b for b in B if b < missed[0]]
+        reasons.append(f"B = {', '.join(map(str, missed))} did not reach the target within the budget while B = "
+                       f"{below[0]}{f' to {below[-1]}' if len(below) > 1 else ''} did, so S rises with B (the target is too strict for large batches within their "
+                       "budget)")
     if rise[0] > MISFIT_LIMIT:
         low, high = rise[1], rise[2]
         reasons.append(f"S rises from {S[B.index(low)]:,.0f} steps at B = {low} to {S[B.index(high)]:,.0f} at "
