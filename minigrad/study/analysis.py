@@ -6,6 +6,7 @@ the statistics are in minigrad.study.uncertainty, the text in minigrad.study.rep
 Model (McCandlish et al. 2018): S(B) = S_min + E_min / B, a straight line in 1/B, with B_crit = E_min / S_min.
 Time to target T(B) = S(B) * t(B), with t(B) the median step time measured alone on this machine.
 """
+import json
 import math
 import shlex
 from dataclasses import dataclass, field
@@ -198,7 +199,10 @@ def recipe(config, row, target):
              "--lr", f"{row['best_lr']:g}", "--steps", str(int(math.ceil(1.5 * steps_hi))), "--target", f"{target:g}"]
     if config.get("data_seed"):
         args += ["--data-seed", str(config["data_seed"])]
-    return shlex.join(args)
+    line = shlex.join(args)
+    if config.get("data_options"):  # `minigrad train` takes no data options: say so rather than drop them silently
+        line += f"  # the study used data options {json.dumps(config['data_options'])}, which train does not take"
+    return line
 
 
 def _finite_range(values):
