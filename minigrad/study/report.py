@@ -77,7 +77,7 @@ def print_report(a: Analysis, console=None):
     from rich.table import Table
 
     # a pipe or a log file gets the full-width table rather than rich's 80-column default
-    console = console or Console(width=None if sys.stdout.isatty() else 160)
+    console = console or Console(width=None if sys.stdout.isatty() else 200)
     console.print(f"target: validation error <= {a.target:g} ({a.target_reason})")
     table = Table(title=f"batch size: compute speed x convergence speed ({_pct_interval()}s over seeds and step "
                         "times; * busy machine)")
