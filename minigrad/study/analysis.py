@@ -199,9 +199,13 @@ def recipe(config, row, target):
              "--lr", f"{row['best_lr']:g}", "--steps", str(int(math.ceil(1.5 * steps_hi))), "--target", f"{target:g}"]
     if config.get("data_seed"):
         args += ["--data-seed", str(config["data_seed"])]
+    options = dict(config.get("data_options") or {})
+    for key in ("data_dir", "n_val"):  # the data options `minigrad train` takes
+        if options.get(key) is not None:
+            args += [f"--{key.replace('_', '-')}", str(options.pop(key))]
     line = shlex.join(args)
-    if config.get("data_options"):  # `minigrad train` takes no data options: say so rather than drop them silently
-        line += f"  # the study used data options {json.dumps(config['data_options'])}, which train does not take"
+    if options:  # say so rather than drop them silently
+        line += f"  # the study used data options {json.dumps(options)}, which train does not take"
     return line
 
 
