@@ -212,8 +212,9 @@ def bench(ctx, quick, config_path, out, overwrite, dry_run, data_name, data_dir,
         n_ref, n_tune, n_equal = count_trials(config)
         click.echo(json.dumps(config, indent=2))
         click.echo(f"trials: {n_ref} reference + {n_tune} tuning (more if a grid is widened, at most "
-                   f"{len(config['batch_sizes']) * config['max_widen'] * config['seeds']}) + {n_equal} equal-budget "
-                   f"= {n_ref + n_tune + n_equal}")
+                   f"{len(config['batch_sizes']) * config['max_widen'] * config['seeds']}) + at most "
+                   f"{config['adaptive_budget']} adaptive + {n_equal} equal-budget = at most "
+                   f"{n_ref + n_tune + config['adaptive_budget'] + n_equal} before widening")
         if shard is not None:
             click.echo(f"shard {shard[0]}/{shard[1]}: the {n_ref} reference trials, then every {shard[1]}th of the "
                        f"{n_tune} of the initial tuning grid; `minigrad merge` the shards, then `minigrad bench` on the "
@@ -266,9 +267,18 @@ def show_report(path, html=False):
 @click.option("--html", is_flag=True,
               help="Also write one self-contained HTML page beside the file (STUDY.html): the answer and its recipe, "
                    "the table, the fit, every figure inline, the configuration and the machine.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the answer as JSON (rows, fit, b_crit, recommendation) instead of the table and figures.")
 @user_errors
-def report_command(path, html):
+def report_command(path, html, as_json):
     """Rebuild a study's table, recommendation and figures from its HDF5 file alone."""
+    if as_json:
+        import json
+
+        from minigrad import api
+
+        click.echo(json.dumps(api.open_study(path).answer(), indent=2))
+        return
     show_report(path, html=html)
 
 

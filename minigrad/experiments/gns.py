@@ -119,7 +119,7 @@ def run(config, out, writer, executor, echo, overwrite=False):
         f"at the study's target (val error {analysis.target:g}): B_simple = {b_target_full:.0f} exact, "
         f"{b_target_run:.0f} pooled two-batch; the study's best-lr tuning trials (per-example estimator, stopped at "
         f"the target): {summary['b_simple_bench']:.0f} ({summary['bench_trials']} trials).",
-        f"measured B_crit = {b_crit:.0f} (16-84% {fit.get('B_crit_lo', math.nan):.0f} to "
+        f"measured B_crit = {b_crit:.0f} (90% bootstrap interval {fit.get('B_crit_lo', math.nan):.0f} to "
         f"{fit.get('B_crit_hi', math.nan):.0f}): B_simple / B_crit = {ratio:.2f}.",
         f"tuned lr against B ({', '.join(f'{B}: {lr:g}' for B, lr in lrs)}): log-log slope "
         f"{summary['lr_slope_below']:.2f} below B_crit, {summary['lr_slope_above']:.2f} across it (item 7 expects "
