@@ -187,7 +187,7 @@ def bench(ctx, quick, config_path, out, overwrite, dry_run, data_name, data_dir,
     if scheduler is not None and workers is not None:
         raise click.UsageError("--workers starts a LocalCluster: the cluster at --scheduler has its own workers")
     if worker_threads is not None and worker_threads < 1:
-        raise click.UsageError("--threads must be >= 1")
+        raise click.UsageError("--threads (--worker-threads) must be >= 1")
     if workers is not None and workers < 1:
         raise click.UsageError("--workers must be >= 1 (leave it out for one per core)")
     try:
