@@ -430,7 +430,9 @@ def test_sigkilled_train_leaves_nothing_that_blocks_a_rerun(tmp_path):
 
 @pytest.mark.slow
 def test_ctrl_c_stops_the_workers_quietly_and_says_how_to_resume(world, tmp_path):
-    shutil.copyfile(world / "small.toml", tmp_path / "small.toml")
+    # more and longer reference trials than workers, so finished trials wait in the journal while others still run
+    (tmp_path / "small.toml").write_text(_replace_setting(_replace_setting(
+        SMALL_TOML, "reference_lrs = [0.03, 0.05, 0.1, 0.2, 0.3, 0.5]"), "reference_epochs = 40.0"))
     proc = subprocess.Popen([sys.executable, "-m", "minigrad.cli", "bench", "--config", "small.toml", "--out", "s.h5",
                              "--workers", "2"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
