@@ -341,10 +341,20 @@ def test_negative_control_a_harmful_command_is_caught(world, monkeypatch, tmp_pa
 
 
 # --------------------------------------------------------------------------------------------- real processes
+def _traversable(path):
+    """Let other users pass through `path` and its parents (execute bit only, no listing): the interpreter's
+    environment may sit in a folder of mode 700, as a venv made in `mktemp -d` does."""
+    for folder in [path, *path.parents]:
+        mode = folder.stat().st_mode
+        if not mode & 0o001:
+            os.chmod(folder, mode | 0o001)
+
+
 def minigrad(*args, cwd, user=None, timeout=300, **kwargs):
     prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if user else []
     env = None
     if user:  # another user cannot write this user's Numba cache: give it its own, outside the folder checked
+        _traversable(Path(sys.prefix))
         cache = tempfile.mkdtemp(prefix="numba-cache-")
         os.chmod(cache, 0o777)
         env = dict(os.environ, NUMBA_CACHE_DIR=cache)
