@@ -3,7 +3,7 @@
 The step is the one `minigrad bench throughput` times: an MLP (784-256-256-10 by default) with ReLU, mean softmax
 cross-entropy and a plain SGD update, float32. Every framework starts from the same initial weights (minigrad's
 MLP(sizes, seed=0)) and steps on the same batches (minigrad.profile.batches.make_batches: standard-normal inputs, random
-labels). The builders, the worker and the timing are minigrad/frameworks.py's (what `bench throughput --compare`
+labels). The builders, the worker and the timing are minigrad/profile/frameworks.py's (what `bench throughput --compare`
 runs): each framework runs in its own subprocess, one after the other (two thread pools in one process would fight
 over the cores), restricted to the first --threads cores (sched_setaffinity, which every framework's thread pool
 respects) and told to use that many threads. The time per step is the median over repeats after the first call
@@ -30,7 +30,7 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout's minigrad
 
-from minigrad import frameworks  # noqa: E402
+from minigrad.profile import frameworks  # noqa: E402
 
 FRAMEWORKS = ("minigrad", "torch-eager", "torch-compile", "jax-jit")  # keys of frameworks.BUILDERS
 DEFAULT_BATCH_SIZES = "1,2,4,8,16,32,64,128,256,512,1024,2048,4096"

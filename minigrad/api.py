@@ -5,7 +5,8 @@
     study = minigrad.run_study(config, "study.h5")          # or minigrad.open_study("study.h5")
     study.summary()                                         # per batch size: a pandas DataFrame (columns if no pandas)
     study.traces()                                          # every evaluation point of every run, long format
-    study.analysis                                          # fit, B_crit, recommendation (minigrad.study.report)
+    study.analysis                                          # fit, B_crit, recommendation (minigrad.study.analysis)
+    study.answer()                                          # the same as JSON types: `minigrad report STUDY --json`
     study.figures()                                         # {name: matplotlib Figure}; no backend is switched
 
 Nothing here compiles anything until a study runs.
@@ -52,10 +53,18 @@ class Study:
 
     @cached_property
     def analysis(self):
-        """The fit, B_crit and recommendation (minigrad.study.report.Analysis), computed from the file alone."""
-        from minigrad.study import report
+        """The fit, B_crit and recommendation (minigrad.study.analysis.Analysis), computed from the file alone."""
+        from minigrad.study import analysis
 
-        return report.analyse(self.file)
+        return analysis.analyse(self.file)
+
+    def answer(self):
+        """The machine-readable answer, plain JSON types (what `minigrad report STUDY --json` prints): rows (per
+        batch size: step time and IQR, lr, steps and time to target with intervals, misfit, status counts), fit,
+        b_crit, recommendation (pick, lr, tie set, win fractions, stability, recipe), adaptive."""
+        from minigrad.study import analysis
+
+        return analysis.answer(self.analysis)
 
     def summary(self):
         """One row per batch size: step time, tuned lr, steps-, examples- and time-to-target, status."""

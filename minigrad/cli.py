@@ -137,7 +137,9 @@ STUDY_OPTIONS = [
     click.option("--scheduler", default=None,
                  help="Dask scheduler address, e.g. tcp://HOST:8786 (with --executor dask; without it a LocalCluster "
                       "of --workers processes starts on this machine)."),
-    click.option("--worker-threads", type=int, default=None, help="BLAS and Numba threads per worker process [1]."),
+    click.option("--threads", "--worker-threads", "worker_threads", type=int, default=None,
+                 help="BLAS and Numba threads per trial (each worker process) [1]; more than one helps only on an "
+                      "idle machine (see `minigrad train --help`)."),
     click.option("--shard", default=None,
                  help="Run slice I of N (0 <= I < N) of the trials, e.g. for a job array; each shard its own --out, "
                       "combined by `minigrad merge`."),
@@ -185,7 +187,7 @@ def bench(ctx, quick, config_path, out, overwrite, dry_run, data_name, data_dir,
     if scheduler is not None and workers is not None:
         raise click.UsageError("--workers starts a LocalCluster: the cluster at --scheduler has its own workers")
     if worker_threads is not None and worker_threads < 1:
-        raise click.UsageError("--worker-threads must be >= 1")
+        raise click.UsageError("--threads (--worker-threads) must be >= 1")
     if workers is not None and workers < 1:
         raise click.UsageError("--workers must be >= 1 (leave it out for one per core)")
     try:
@@ -210,8 +212,9 @@ def bench(ctx, quick, config_path, out, overwrite, dry_run, data_name, data_dir,
         n_ref, n_tune, n_equal = count_trials(config)
         click.echo(json.dumps(config, indent=2))
         click.echo(f"trials: {n_ref} reference + {n_tune} tuning (more if a grid is widened, at most "
-                   f"{len(config['batch_sizes']) * config['max_widen'] * config['seeds']}) + {n_equal} equal-budget "
-                   f"= {n_ref + n_tune + n_equal}")
+                   f"{len(config['batch_sizes']) * config['max_widen'] * config['seeds']}) + at most "
+                   f"{config['adaptive_budget']} adaptive + {n_equal} equal-budget = at most "
+                   f"{n_ref + n_tune + config['adaptive_budget'] + n_equal} before widening")
         if shard is not None:
             click.echo(f"shard {shard[0]}/{shard[1]}: the {n_ref} reference trials, then every {shard[1]}th of the "
                        f"{n_tune} of the initial tuning grid; `minigrad merge` the shards, then `minigrad bench` on the "
@@ -264,9 +267,18 @@ def show_report(path, html=False):
 @click.option("--html", is_flag=True,
               help="Also write one self-contained HTML page beside the file (STUDY.html): the answer and its recipe, "
                    "the table, the fit, every figure inline, the configuration and the machine.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the answer as JSON (rows, fit, b_crit, recommendation) instead of the table and figures.")
 @user_errors
-def report_command(path, html):
+def report_command(path, html, as_json):
     """Rebuild a study's table, recommendation and figures from its HDF5 file alone."""
+    if as_json:
+        import json
+
+        from minigrad import api
+
+        click.echo(json.dumps(api.open_study(path).answer(), indent=2))
+        return
     show_report(path, html=html)
 
 
@@ -435,6 +447,11 @@ def make_budget(steps, examples, epochs, default_epochs=20.0):
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True)
 @click.option("--backend", type=click.Choice(["blas", "blas-unfused", "loops", "loops-parallel"]), default="blas",
               show_default=True)
+@click.option("--threads", default="1", show_default=True,
+              help="BLAS and Numba threads: a count, or 'auto' (two only where they measure 1.3x faster for this model "
+                   "and batch size, and back to one if the machine gets busy). A fixed count gives the same run "
+                   "bit for bit every time; two threads on a machine where another program holds a core can be "
+                   "10-100x slower.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Initialisation and batch order.")
 @click.option("--data-seed", type=int, default=0, show_default=True,
               help="Which sample of the dataset and which split (fixed across --seed).")
@@ -444,12 +461,19 @@ def make_budget(steps, examples, epochs, default_epochs=20.0):
 @user_errors
 def train(data_name, data_dir, n_val, hidden, activation, loss, batch_size, lr, optimizer, momentum, weight_decay,
           lr_schedule, milestones, gamma, warmup_epochs, batch_growth, scale_lr, reference_batch_size, steps, examples,
-          epochs, target, keep_going, patience, sampler, keep_last, dtype, backend, seed, data_seed, out, overwrite):
+          epochs, target, keep_going, patience, sampler, keep_last, dtype, backend, threads, seed, data_seed, out,
+          overwrite):
     """Train one run and store its trace; prints a one-line summary."""
     config = {key: value for key, value in locals().items() if key not in ("out", "overwrite")}
     check_train_settings(config)
     budget = make_budget(steps, examples, epochs)
     from minigrad.machine.checks import memory_fits
+    from minigrad.training.threads import parse_threads
+
+    try:
+        threads = parse_threads(threads)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--threads") from None
     from minigrad import store
     from minigrad.machine.progress import progress_bar
     from minigrad.training.schedules import scaled_lr
@@ -464,7 +488,7 @@ def train(data_name, data_dir, n_val, hidden, activation, loss, batch_size, lr, 
                 seed=seed, steps=budget.steps, examples=budget.examples, epochs=budget.epochs, target=target,
                 stop_at_target=not keep_going, sampler=sampler, drop_last=not keep_last, patience=patience,
                 lr_schedule=dict(kind=lr_schedule, milestones=milestones, gamma=gamma, warmup_epochs=warmup_epochs),
-                batch_schedule=dict(milestones=milestones, factor=batch_growth), keep_params=True)
+                batch_schedule=dict(milestones=milestones, factor=batch_growth), keep_params=True, threads=threads)
     dataset = load_data(model_config)
     n_train = len(dataset.y_train)
     if not 1 <= batch_size <= n_train:
@@ -480,7 +504,8 @@ def train(data_name, data_dir, n_val, hidden, activation, loss, batch_size, lr, 
     reached = (f"target {target:g} reached at step {a['steps_to_target']} ({a['examples_to_target']} examples)"
                if a["steps_to_target"] is not None else
                (f"target {target:g} not reached" if target is not None else "no target"))
-    click.echo(f"{a['status']}: {a['steps']} steps, {a['examples']} examples, {a['compute_s']:.2f} s compute; "
+    click.echo(f"{a['status']}: {a['steps']} steps, {a['examples']} examples, {a['compute_s']:.2f} s compute on "
+               f"{a.get('threads', '?')} thread(s), {a['eval_s']:.2f} s evaluating; "
                f"val error {a['final_val_error']:.4f} (best {a['best_val_error']:.4f}), test error "
                f"{a['test_error']:.4f}; {reached} -> {out}")
 
@@ -547,6 +572,8 @@ def experiment_options(name, data=True):
         click.option("--quick", is_flag=True, help="Lower resolution, under a minute."),
         click.option("--overwrite", is_flag=True, help="Start over even if --out holds this experiment."),
         click.option("--workers", type=int, default=None, help="Worker processes for independent runs [2]."),
+        click.option("--threads", type=int, default=1, show_default=True,
+                     help="BLAS and Numba threads per training run (see `minigrad train --help`)."),
     ]
     if data:
         options.append(click.option("--data", "data_name", default=None,
@@ -560,16 +587,19 @@ def experiment_options(name, data=True):
     return wrap
 
 
-def run_experiment(name, quick, out, overwrite, workers, data_name=None, **settings):
+def run_experiment(name, quick, out, overwrite, workers, threads, data_name=None, **settings):
     import minigrad.experiments as experiments
 
     if workers is not None and workers < 1:
         raise click.UsageError("--workers must be >= 1")
 
+    if threads < 1:
+        raise click.UsageError("--threads must be >= 1")
     if data_name is not None:
         settings["data"] = data_name
     config = experiments.make_config(name, quick=quick, **settings)
-    outcome = experiments.run(name, config, out, overwrite=overwrite, workers=workers, echo=click.echo)
+    outcome = experiments.run(name, config, out, overwrite=overwrite, workers=workers, threads=threads,
+                              echo=click.echo)
     click.echo(f"{name} verdict:")
     for line in outcome.verdict:
         click.echo(f"  - {line}")
@@ -583,23 +613,23 @@ def run_experiment(name, quick, out, overwrite, workers, data_name=None, **setti
 @click.option("--at-epochs", default=None, callback=float_list, help="Training epochs before each measurement [1,10].")
 @click.option("--batch-sizes", default=None, callback=int_list, help="Batch sizes [1,2,4,...,4096].")
 @click.option("--draws", type=int, default=None, help="Minibatches per batch size, at least [32].")
-def experiment_noise(quick, out, overwrite, workers, data_name, at_epochs, batch_sizes, draws):
+def experiment_noise(quick, out, overwrite, workers, threads, data_name, at_epochs, batch_sizes, draws):
     """Spread of minibatch gradients around the full gradient (falls like 1/sqrt(B)) next to the step time, for
     B = 1 to 4096, and mean |G_B|^2 against 1/B."""
-    run_experiment("noise", quick, out, overwrite, workers, data_name, at_epochs=at_epochs, batch_sizes=batch_sizes,
+    run_experiment("noise", quick, out, overwrite, workers, threads, data_name, at_epochs=at_epochs, batch_sizes=batch_sizes,
                    draws=draws)
 
 
 @experiment.command("keskar")
 @experiment_options("keskar")
-@click.option("--epochs", type=float, default=None, help="The fixed epoch budget [20].")
+@click.option("--epochs", type=float, default=None, help="The fixed epoch budget [10].")
 @click.option("--lr", type=float, default=None, help="The fixed learning rate [1e-3, Adam].")
 @click.option("--optimizer", type=click.Choice(["sgd", "momentum", "nesterov", "adam"]), default=None)
-@click.option("--seeds", type=int, default=None, help="Seeds per setting [2].")
-def experiment_keskar(quick, out, overwrite, workers, data_name, epochs, lr, optimizer, seeds):
+@click.option("--seeds", type=int, default=None, help="Seeds per setting [3].")
+def experiment_keskar(quick, out, overwrite, workers, threads, data_name, epochs, lr, optimizer, seeds):
     """Small batch against large batch (10% of the data) at a fixed epoch budget and learning rate: errors,
     generalisation gap, top Hessian eigenvalue, eps-sharpness, interpolation; then the large batch re-tuned."""
-    run_experiment("keskar", quick, out, overwrite, workers, data_name, epochs=epochs, lr=lr, optimizer=optimizer,
+    run_experiment("keskar", quick, out, overwrite, workers, threads, data_name, epochs=epochs, lr=lr, optimizer=optimizer,
                    seeds=seeds)
 
 
@@ -608,35 +638,47 @@ def experiment_keskar(quick, out, overwrite, workers, data_name, epochs, lr, opt
 @click.option("--optimizer", type=click.Choice(["sgd", "momentum", "nesterov", "adam"]), default=None)
 @click.option("--lr", type=float, default=None, help="Initial learning rate [0.2].")
 @click.option("--factor", type=int, default=None, help="Decay / growth factor at each milestone [5].")
-@click.option("--seeds", type=int, default=None, help="Seeds per schedule [3].")
-def experiment_smith(quick, out, overwrite, workers, data_name, optimizer, lr, factor, seeds):
+@click.option("--seeds", type=int, default=None, help="Seeds per schedule [5].")
+def experiment_smith(quick, out, overwrite, workers, threads, data_name, optimizer, lr, factor, seeds):
     """Learning-rate step decay against growing the batch by the same factor at the same milestones."""
-    run_experiment("smith", quick, out, overwrite, workers, data_name, optimizer=optimizer, lr=lr, factor=factor,
+    run_experiment("smith", quick, out, overwrite, workers, threads, data_name, optimizer=optimizer, lr=lr, factor=factor,
                    seeds=seeds)
 
 
 @experiment.command("gns")
-@experiment_options("gns", data=False)
+@experiment_options("gns")
 @click.option("--study", type=click.Path(dir_okay=False), default=None,
               help="A `minigrad bench` study file (default: run a --quick study beside --out).")
-def experiment_gns(quick, out, overwrite, workers, study):
+def experiment_gns(quick, out, overwrite, workers, threads, data_name, study):
     """The gradient noise scale B_simple over training next to the critical batch size B_crit of a study."""
     if study is not None:
+        if data_name is not None:
+            raise ValueError("give --data or --study, not both: a study file trains on its own data")
         from minigrad import store
 
         kind = store.open(study).kind
         if kind != "study":
             raise ValueError(f"--study {study} holds a {kind!r} file; give a study file written by `minigrad bench`")
-    run_experiment("gns", quick, out, overwrite, workers, study=study)
+    run_experiment("gns", quick, out, overwrite, workers, threads, data_name, study=study)
 
 
 @experiment.command("stratified")
 @experiment_options("stratified")
 @click.option("--batch-sizes", default=None, callback=int_list, help="Batch sizes [8,64].")
 @click.option("--seeds", type=int, default=None, help="Seeds per sampler and batch size [12].")
-def experiment_stratified(quick, out, overwrite, workers, data_name, batch_sizes, seeds):
+def experiment_stratified(quick, out, overwrite, workers, threads, data_name, batch_sizes, seeds):
     """Shuffled against class-stratified batches: steps-to-target and its spread over seeds."""
-    run_experiment("stratified", quick, out, overwrite, workers, data_name, batch_sizes=batch_sizes, seeds=seeds)
+    run_experiment("stratified", quick, out, overwrite, workers, threads, data_name, batch_sizes=batch_sizes, seeds=seeds)
+
+
+@experiment.command("momentum")
+@experiment_options("momentum")
+@click.option("--batch-sizes", default=None, callback=int_list, help="Batch sizes [8,64,512].")
+@click.option("--seeds", type=int, default=None, help="Seeds per learning rate, momentum and batch size [3].")
+def experiment_momentum(quick, out, overwrite, workers, threads, data_name, batch_sizes, seeds):
+    """Heavy-ball momentum against SGD: steps-to-target per B, lr (and momentum) tuned per B (expectation 8)."""
+    run_experiment("momentum", quick, out, overwrite, workers, threads, data_name, batch_sizes=batch_sizes,
+                   seeds=seeds)
 
 
 if __name__ == "__main__":

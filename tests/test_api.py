@@ -65,6 +65,19 @@ def test_the_cli_report_is_the_api_report(study):
     assert recommendation.strip()[:60] in result.output
 
 
+def test_report_json_is_the_api_answer(study):
+    import json
+
+    result = CliRunner().invoke(cli, ["report", str(study.path), "--json"])
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.output)
+    assert printed == json.loads(json.dumps(study.answer()))
+    assert [r["batch_size"] for r in printed["rows"]] == [8, 64]
+    assert {"rows", "fit", "b_crit", "recommendation", "adaptive"} <= set(printed)
+    rec = printed["recommendation"]
+    assert rec["batch_size"] in rec["tied"] and "minigrad train" in rec["recipe"]
+
+
 def test_open_study_reads_the_same_file(study):
     again = minigrad.open_study(study.path)
     assert repr(again.analysis.rows) == repr(study.analysis.rows)  # repr: NaN step times compare equal

@@ -285,7 +285,9 @@ CASES = [
         (["--seeds", "0"], "seeds"), (["--batch-sizes", "-1"], "batch sizes"), (["--data", "one_class.npz"], "2"))],
     *[case(["experiment", "gns", *args, "--out", "gns.h5"], n) for args, n in (
         (["--study", "missing.h5"], "missing.h5"), (["--study", "text.h5"], "not an HDF5"),
-        (["--study", "train.h5"], "study"))],
+        (["--study", "train.h5"], "study"), (["--study", "study.h5", "--data", "digits"], "not both"))],
+    *[case(["experiment", "momentum", *args, "--out", "momentum.h5"], n) for args, n in (
+        (["--seeds", "0"], "seeds"), (["--batch-sizes", "0"], "batch sizes"), (["--data", "missing.npz"], "not found"))],
     case(["experiment", "noise", "--out", "nodir/noise.h5", "--quick"], "does not exist"),
     case(["experiment", "noise", "--out", "study.h5", "--quick"], "different configuration"),
     # ---- the group
@@ -315,12 +317,12 @@ def test_the_table_covers_every_command():
     for param in CASES:
         args = [a for a in param.values[0] if not a.startswith("-")] or ["minigrad"]
         command = " ".join(args[:2]) if args[0] in ("bench", "data", "experiment") and len(args) > 1 and args[1] in (
-            "throughput", "fetch", "noise", "keskar", "smith", "gns", "stratified") else args[0]
+            "throughput", "fetch", "noise", "keskar", "smith", "gns", "stratified", "momentum") else args[0]
         counts[command] = counts.get(command, 0) + 1
     assert len(CASES) >= 150, len(CASES)
     for command in ("bench", "bench throughput", "train", "report", "export", "merge", "data fetch",
                     "experiment noise", "experiment keskar", "experiment smith", "experiment gns",
-                    "experiment stratified"):
+                    "experiment stratified", "experiment momentum"):
         assert counts.get(command, 0) >= 1, command
     print(f"{len(CASES)} cases: {counts}")
 
@@ -339,10 +341,20 @@ def test_negative_control_a_harmful_command_is_caught(world, monkeypatch, tmp_pa
 
 
 # --------------------------------------------------------------------------------------------- real processes
+def _traversable(path):
+    """Let other users pass through `path` and its parents (execute bit only, no listing): the interpreter's
+    environment may sit in a folder of mode 700, as a venv made in `mktemp -d` does."""
+    for folder in [path, *path.parents]:
+        mode = folder.stat().st_mode
+        if not mode & 0o001:
+            os.chmod(folder, mode | 0o001)
+
+
 def minigrad(*args, cwd, user=None, timeout=300, **kwargs):
     prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if user else []
     env = None
     if user:  # another user cannot write this user's Numba cache: give it its own, outside the folder checked
+        _traversable(Path(sys.prefix))
         cache = tempfile.mkdtemp(prefix="numba-cache-")
         os.chmod(cache, 0o777)
         env = dict(os.environ, NUMBA_CACHE_DIR=cache)
@@ -428,7 +440,9 @@ def test_sigkilled_train_leaves_nothing_that_blocks_a_rerun(tmp_path):
 
 @pytest.mark.slow
 def test_ctrl_c_stops_the_workers_quietly_and_says_how_to_resume(world, tmp_path):
-    shutil.copyfile(world / "small.toml", tmp_path / "small.toml")
+    # more and longer reference trials than workers, so finished trials wait in the journal while others still run
+    (tmp_path / "small.toml").write_text(_replace_setting(_replace_setting(
+        SMALL_TOML, "reference_lrs = [0.03, 0.05, 0.1, 0.2, 0.3, 0.5]"), "reference_epochs = 40.0"))
     proc = subprocess.Popen([sys.executable, "-m", "minigrad.cli", "bench", "--config", "small.toml", "--out", "s.h5",
                              "--workers", "2"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)

@@ -67,13 +67,14 @@ def test_worker_killed_mid_trial_the_study_completes_once_and_matches_local(clie
         while not (keys := executing(client, victim_address)) and time.monotonic() < deadline:
             time.sleep(0.02)
         assert keys and keys[0].startswith("reference-"), keys
-        # a reference trial is about 1 s of CPU: kill the worker 0.3 s of CPU into it, while it still runs it
+        # a reference trial is a few tenths of a second of CPU with the compiled loop: kill the worker 0.05 s of CPU
+        # into it, while it still runs it
         stored, into = kill_mid_trial(victim, cpu_seconds(victim), lambda: bool(executing(client, victim_address)),
-                                      out)
+                                      out, into=0.05)
     finally:
         thread.join(300)
     assert not errors, errors
-    assert stored == 0 and into >= 0.3
+    assert stored == 0 and into >= 0.05
     killed_trial = keys[0].rsplit("-", 1)[0]  # the key is <run id>-<token>
     print(f"killed worker {victim} {into:.2f} s of CPU into {killed_trial}; {len(executor.workers_of)} trials")
 

@@ -6,6 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 import minigrad.experiments as E
+from minigrad.experiments import verdict as V
 from minigrad.experiments.stratified import steps_to
 from minigrad import store
 
@@ -44,15 +45,20 @@ def test_noise_experiment(tmp_path):
     assert set(saved.runs) == {"noise-e0", "noise-e2"}
     t = saved.runs["noise-e2"].trace
     assert list(t["batch_size"]) == [1, 4, 16, 64, 256] and np.all(t["step_time_s"] > 0)
-    for s in outcome.summary.values():
+    for run_id in ("noise-e0", "noise-e2"):
+        s = outcome.summary[run_id]
         assert -0.65 < s["spread_slope"] < -0.35
         assert s["fit_slope"] == pytest.approx(s["pred_slope"], rel=0.3)
+        # judged by z against the fit's standard error: the exact line lies within a few SEs
+        assert abs(s["fit_slope"] - s["pred_slope"]) < 4 * s["fit_slope_se"]
+        assert [t["outcome"] for t in s["tests"]] != [] and all(t["lo"] < t["hi"] for t in s["tests"])
+    assert outcome.summary["outcome"] in (V.REPRODUCED, V.NOT_REPRODUCED, V.INCONCLUSIVE)
 
 
 def test_keskar_experiment_and_resume(tmp_path):
     out = tmp_path / "keskar.h5"
-    config = tiny("keskar", epochs=2.0, small_batch=16, between=[40], retune_factors=[4.0], curvature_examples=300,
-                  power_iters=15, interpolation_points=7)
+    config = tiny("keskar", epochs=2.0, seeds=1, small_batch=16, between=[40], retune_factors=[4.0],
+                  curvature_examples=300, power_iters=15, interpolation_points=7)
     outcome = E.run("keskar", config, out, workers=1, echo=lambda *a: None)
     saved = check_file(out, "keskar", outcome)
     assert {"fixed-B00016-s0", "fixed-B00040-s0", "fixed-B00120-s0", "retune-B00120-x4-s0",
@@ -68,6 +74,12 @@ def test_keskar_experiment_and_resume(tmp_path):
     s = outcome.summary
     assert s["gap_fixed"] == pytest.approx(s["large_fixed"]["test_error"] - s["small"]["test_error"])
     assert [r["batch_size"] for r in s["lambda_curve"]] == [16, 40, 120]
+    # the small batch at matched training loss is its own run cut where its loss reached the large batch's
+    matched = saved.runs["matched-B00016-s0"].attrs
+    assert matched["steps"] < saved.runs["fixed-B00016-s0"].attrs["steps"] and matched["lambda_max"] > 0
+    claims = [t["claim"] for t in s["tests"]]
+    assert any("matched training loss" in c for c in claims) and any("fixed budget" in c for c in claims)
+    assert not any("HVP agree" in line for line in outcome.verdict)
     # a rerun of the same configuration resumes: nothing is trained again, the verdict is the same
     messages = []
     again = E.run("keskar", config, out, workers=1, echo=messages.append)
@@ -89,7 +101,11 @@ def test_smith_experiment_with_worker_processes(tmp_path):
     assert set(np.unique(grow["batch_size"])) == {16, 64, 256}
     s = outcome.summary
     assert s["update_ratio"] == pytest.approx(225 / steps["grow"])
-    assert math.isfinite(s["seed_to_seed"]) and s["control_diff"] > 0
+    assert math.isfinite(s["seed_to_seed"]) and s["decay_vs_constant"] > 0
+    # the verdict is a test with its numbers: statistic, interval, seeds, one of three outcomes
+    assert s["outcome"] in (V.REPRODUCED, V.NOT_REPRODUCED, V.INCONCLUSIVE)
+    assert [t["seeds"] for t in s["tests"]] == [2, 2] and all(math.isfinite(t["value"]) for t in s["tests"])
+    assert any("within-schedule seed-to-seed" in line and "2 seeds" in line for line in outcome.verdict)
 
 
 def test_stratified_experiment(tmp_path):
@@ -108,6 +124,22 @@ def test_stratified_experiment(tmp_path):
 def test_steps_to_target_reads_the_first_evaluation_at_or_below_it():
     trace = {"step": np.array([1, 2, 5, 9]), "val_error": np.array([0.5, 0.3, 0.2, 0.25])}
     assert steps_to(trace, 0.3) == 2 and steps_to(trace, 0.2) == 5 and steps_to(trace, 0.1) == math.inf
+
+
+def test_momentum_experiment(tmp_path):
+    out = tmp_path / "momentum.h5"
+    config = tiny("momentum", batch_sizes=[16, 128], seeds=2, reference_epochs=2.0, resamples=200)
+    outcome = E.run("momentum", config, out, workers=1, echo=lambda *a: None)
+    saved = check_file(out, "momentum", outcome)
+    tune = [r.attrs for r in saved.runs.values() if r.attrs["tag"] in ("sgd", "momentum")]
+    # momentum per trial: plain SGD records 0, the heavy-ball runs the grid's value; effective rates match
+    assert {a["momentum"] for a in tune} == {0.0, 0.9}
+    assert all(a["status"] != "DIVERGED" or a["lr"] > 0 for a in tune)
+    s = outcome.summary
+    for row in s["per_batch"].values():
+        assert row["ratio"] == pytest.approx(row["S_mom"] / row["S_sgd"])
+        assert row["ratio_lo"] <= row["ratio"] <= row["ratio_hi"] or math.isnan(row["ratio_lo"])
+    assert s["outcome"] in (V.REPRODUCED, V.NOT_REPRODUCED, V.INCONCLUSIVE) and len(s["tests"]) == 2
 
 
 @pytest.mark.slow
@@ -132,6 +164,9 @@ def test_gns_experiment_against_a_small_study(tmp_path):
     full = np.isfinite(t["full_b_simple"])
     assert 4 <= full.sum() <= 6 and t["at_target"].sum() == 1
     assert outcome.summary["B_crit"] > 0 and outcome.summary["b_simple_bench"] > 0
+    # trained past the target; the two-batch pooled estimate is recorded at every evaluation
+    assert t["step"][-1] > t["step"][np.flatnonzero(t["at_target"])[0]] and np.isfinite(t["tb_b_simple"]).any()
+    assert outcome.summary["trend"]["n"] >= 4 and any("Spearman" in line for line in outcome.verdict)
     with pytest.raises(ValueError, match="not found"):
         E.run("gns", E.make_config("gns", study=str(tmp_path / "none.h5")), tmp_path / "g2.h5", echo=print)
 
@@ -148,3 +183,8 @@ def test_cli_runs_an_experiment_and_reports_user_errors(tmp_path, monkeypatch):
     result = CliRunner().invoke(main, ["experiment", "gns", "--study", str(tmp_path / "missing.h5"),
                                        "--out", str(tmp_path / "g.h5")])
     assert result.exit_code == 2 and "no such study file" in result.output
+    result = CliRunner().invoke(main, ["experiment", "gns", "--study", str(out), "--data", "digits",
+                                       "--out", str(tmp_path / "g2.h5")])
+    assert result.exit_code == 2 and "not both" in result.output
+    result = CliRunner().invoke(main, ["experiment", "momentum", "--help"])
+    assert result.exit_code == 0 and "--batch-sizes" in result.output and "expectation 8" in result.output

@@ -133,6 +133,28 @@ def test_gns_hook_records_b_simple_and_leaves_the_run_unchanged(blobs):
     assert np.nanmedian(cols["gns_b_simple"][-5:]) > 3 * np.nanmedian(cols["gns_b_simple"][:5])
 
 
+def test_two_batch_hook_is_unbiased_and_pools_over_its_window(blobs):
+    from types import SimpleNamespace
+
+    model, X, y, _, g2, tr = population(n=60, seed=4)
+    data = SimpleNamespace(X_train=X, y_train=y)
+    hook = noise.TwoBatchHook(small=4, big=32, window=3, seed=1)
+    before = model.grads.copy()
+    rows = [hook(model, data, step) for step in range(400)]
+    assert np.array_equal(model.grads, before)  # the training loop's gradient is put back
+    g2s, trs = np.array([r["tb_g2"] for r in rows]), np.array([r["tb_trsigma"] for r in rows])
+    # drawn with replacement, both are unbiased: their means agree with the exact values within 4 standard errors
+    for est, exact in ((g2s, g2), (trs, tr)):
+        assert abs(est.mean() - exact) < 4 * est.std(ddof=1) / math.sqrt(len(est))
+    # the ratio of the window's means, not the mean of ratios
+    assert rows[-1]["tb_b_simple"] == pytest.approx(trs[-3:].mean() / g2s[-3:].mean())
+    # negative control: the batch sizes swapped in the estimator give a clearly biased tr(Sigma)
+    swapped = [noise.two_batch_estimates(1.0, 4, 2.0, 32)[1], noise.two_batch_estimates(2.0, 4, 1.0, 32)[1]]
+    assert swapped[0] < 0 < swapped[1]
+    with pytest.raises(ValueError, match="small < big"):
+        noise.TwoBatchHook(small=32, big=32)
+
+
 def test_noise_vs_batch_follows_the_finite_population_prediction():
     model, X, y, _, g2, tr = population(n=300, seed=3)
     out = noise.noise_vs_batch(model, X, y, [1, 4, 16, 64, 256], draws=50, min_examples=2000, time_steps=False)
@@ -172,14 +194,18 @@ def test_b_simple_near_target_pools_the_estimates_where_the_target_was_reached()
 def test_full_noise_hook_measures_at_checkpoints_and_at_the_target(blobs):
     steps = 6 * (600 // 32)
     hook = noise.FullNoiseHook(count=5, total_steps=steps, target=0.2)
-    assert hook.checkpoints[0] == 1 and hook.checkpoints[-1] == steps
+    checkpoints = list(hook.checkpoints)
+    assert checkpoints[0] == 1 and checkpoints[-1] == steps
     model = build_model(blobs, [16])
     trace = train(model, blobs, 32, 0.2, budget=Budget(epochs=6), eval_hooks=(hook,))
     cols = trace.columns
     measured = np.isfinite(cols["full_b_simple"])
     hit = int(np.flatnonzero(cols["val_error"] <= 0.2)[0])
     assert cols["at_target"].sum() == 1 and cols["at_target"][hit] == 1 and measured[hit]
-    assert 5 <= measured.sum() <= 6
+    # measured exactly at the first evaluation at or after each checkpoint (several checkpoints can fall between two
+    # evaluations), and at the target
+    expected = {int(np.flatnonzero(cols["step"] >= c)[0]) for c in checkpoints} | {hit}
+    assert set(np.flatnonzero(measured).tolist()) == expected and len(expected) >= 3
     last = noise.full_gradient_stats(model, blobs.X_train, blobs.y_train)  # the run ends at the last checkpoint
     assert cols["full_b_simple"][-1] == pytest.approx(last["b_simple"], rel=1e-5)
     assert np.allclose(cols["full_b_simple"][measured], cols["full_trsigma"][measured] / cols["full_g2"][measured])

@@ -291,3 +291,25 @@ def test_breakdown_sets_the_loops_gemms_against_blas():
     assert lines[0].startswith("loops against blas: GEMMs 3.50 ms against 1.00 ms (3.5x), other ops 100.0 us")
     assert "no register tiling and no packing" in lines[0]
     assert profile_report._loops_against_blas([entry("loops", 1e-3, 0.0)]) == []  # nothing to set it against
+
+
+def test_an_op_below_the_noise_is_never_printed_as_a_negative_time(profiled):
+    import copy
+    import io
+    import re
+
+    from minigrad.profile import report as profile_report
+
+    result = copy.deepcopy(profiled)
+    result["breakdowns"] = result["breakdowns"][:1]
+    for op in result["breakdowns"][0]["ops"]:  # a busy machine may already have measured one below the noise
+        op["seconds"] = abs(op["seconds"]) or 1e-7
+    out = io.StringIO()
+    profile_report._print_breakdowns(result, out)
+    assert "~0*" not in out.getvalue()  # negative control: nothing below the noise, nothing starred
+    result["breakdowns"][0]["ops"][1]["seconds"] = -3e-7  # a prefix difference that came out negative
+    out = io.StringIO()
+    profile_report._print_breakdowns(result, out)
+    text = out.getvalue()
+    assert "~0*" in text and "shorter than the timing noise" in text
+    assert not re.search(r"-\d+(\.\d+)? ?(ns|us|ms|s)\b", text)

@@ -5,6 +5,7 @@
     smith       learning-rate step decay against growing the batch by the same factor (Smith et al. 2017)
     gns         the gradient noise scale B_simple over training next to B_crit from a `minigrad bench` study
     stratified  shuffled against class-stratified batches: steps-to-target and its spread over seeds
+    momentum    heavy-ball momentum against SGD: steps-to-target per B with lr (and momentum) tuned per B
 """
 from importlib import import_module
 from pathlib import Path
@@ -12,22 +13,26 @@ from pathlib import Path
 from minigrad.experiments.common import DEFAULTS, EXPERIMENTS, QUICK, Outcome, make_config  # noqa: F401 - the API
 
 
-def run(name, config, out, *, overwrite=False, executor=None, workers=None, echo=print):
+def run(name, config, out, *, overwrite=False, executor=None, workers=None, threads=1, echo=print):
     """Run (or resume) experiment `name` with `config` (from make_config) into the HDF5 file `out`.
 
     Its training runs go to `executor` (minigrad.study.executors: LocalExecutor, DaskExecutor, InlineExecutor),
-    by default a local pool of `workers` processes (2), or this process when workers is 1."""
+    by default a local pool of `workers` processes (2), or this process when workers is 1, each run on `threads`
+    BLAS and Numba threads."""
     from minigrad import store
+    from minigrad.machine.threads import use_threads
     from minigrad.study.executors import InlineExecutor, LocalExecutor
 
-    if "data" in config:  # bad data is refused here, once, not by every worker after retries
+    if config.get("data"):  # bad data is refused here, once, not by every worker after retries
         from minigrad.training.trial import load_data
 
         load_data(config)
+    inline = executor is None and workers == 1
     if executor is None:
-        executor = InlineExecutor() if workers == 1 else LocalExecutor(workers or 2)
+        executor = InlineExecutor() if inline else LocalExecutor(workers or 2, threads=threads)
     runner = import_module(f"minigrad.experiments.{name}").run
-    with store.Store.create(out, config, kind=f"experiment/{name}", overwrite=overwrite) as writer, executor:
+    with store.Store.create(out, config, kind=f"experiment/{name}", overwrite=overwrite) as writer, executor, \
+            use_threads(threads if inline else None):
         if writer.resumed:
             echo(f"resuming {out}: {len(writer.completed_run_ids())} runs already stored")
         if name == "gns":

@@ -16,7 +16,7 @@ import numpy as np
 
 from minigrad.machine import checks
 
-EXPERIMENTS = ("noise", "keskar", "smith", "gns", "stratified")
+EXPERIMENTS = ("noise", "keskar", "smith", "gns", "stratified", "momentum")
 
 _BASE = {"data": "teacher", "data_options": {}, "hidden": [64, 64], "activation": "relu", "loss": "cross_entropy",
          "dtype": "float32", "optimizer": "sgd", "momentum": 0.9, "eval_growth": 1.04}
@@ -25,25 +25,29 @@ DEFAULTS = {
     "noise": dict(_BASE, batch_size=32, lr=0.1, at_epochs=[1.0, 10.0], seed=0,
                   batch_sizes=[2 ** k for k in range(13)], draws=32, min_examples=8192, threads=1),
     # Keskar et al. trained with Adam at its default rate; the large batch is 10% of the training split
-    "keskar": dict(_BASE, hidden=[128, 128], optimizer="adam", lr=1e-3, epochs=20.0, small_batch=64,
-                   large_fraction=0.1, between=[256, 1024], retune_factors=[2, 4, 8, 16, 32], seeds=2,
-                   curvature_examples=4000, eps=[1e-3, 5e-4], sharpness_iters=10, power_tol=1e-3, power_iters=100,
-                   hutchinson_samples=0, interpolation_points=25),
-    "smith": dict(_BASE, batch_size=32, lr=0.2, epochs=30.0, milestones=[10.0, 20.0, 25.0], factor=5, seeds=3,
-                  eval_growth=1.01),
-    "gns": dict(study=None, gns_batch_size=512, gns_batches=4, smoothing=0.25, checkpoints=16, seed=0,
-                study_quick=False),
+    "keskar": dict(_BASE, hidden=[128, 128], optimizer="adam", lr=1e-3, epochs=10.0, small_batch=64,
+                   large_fraction=0.1, between=[400], retune_factors=[4, 16, 32], seeds=3,
+                   curvature_examples=2000, eps=[1e-3], sharpness_iters=10, power_tol=1e-3, power_iters=100,
+                   hutchinson_samples=0, interpolation_points=25, sharper_factor=1.5, resamples=1000),
+    "smith": dict(_BASE, batch_size=32, lr=0.2, epochs=30.0, milestones=[10.0, 20.0, 25.0], factor=5, seeds=5,
+                  eval_growth=1.01, margin=1.5, resamples=1000),
+    "gns": dict(study=None, data=None, gns_batch_size=512, gns_batches=4, smoothing=0.25, checkpoints=24, seed=0,
+                study_quick=False, two_batch=[32, 1024], window=8, long_factor=4.0),
     "stratified": dict(_BASE, batch_sizes=[8, 64], lr_per_example=0.1 / 32, epochs=8.0, seeds=12,
                        target_margin=0.01, loose_margin=0.05, eval_growth=1.01),
+    "momentum": dict(_BASE, batch_sizes=[8, 64, 512], momenta=[0.5, 0.9], lr_grid=[-1, 0, 1], seeds=3,
+                     reference_batch=32, reference_lrs=[0.1, 0.3], reference_epochs=6.0, target_margin=0.02,
+                     budget_factor=3.0, same_margin=1.25, resamples=1000, max_widen=1),
 }
 
 QUICK = {
     "noise": dict(at_epochs=[2.0], draws=8, min_examples=2048),
-    "keskar": dict(epochs=4.0, between=[], retune_factors=[4, 16], seeds=1, curvature_examples=2000,
+    "keskar": dict(epochs=4.0, between=[], retune_factors=[4, 16], seeds=3, curvature_examples=2000,
                    eps=[1e-3], power_tol=1e-2, power_iters=30, interpolation_points=13),
-    "smith": dict(epochs=6.0, milestones=[2.0, 4.0, 5.0], seeds=1),
+    "smith": dict(epochs=6.0, milestones=[2.0, 4.0, 5.0], seeds=4),
     "gns": dict(gns_batches=2, checkpoints=8, study_quick=True),
     "stratified": dict(epochs=3.0, seeds=5, batch_sizes=[8]),
+    "momentum": dict(batch_sizes=[8, 512], momenta=[0.9], seeds=2, reference_epochs=3.0, resamples=500),
 }
 
 # The small study the gns experiment runs when it is given none: `minigrad bench --quick` (default), or smaller
@@ -76,7 +80,7 @@ CHECKS = {  # setting -> (lo, hi, lo_open, integer)
     "at_epochs": (0, 1e5, False, False), "batch_sizes": (1, None, False, True), "draws": (1, 1e6, False, True),
     "epochs": (0, 1e5, True, False), "lr": (0, 1e6, True, False), "seeds": (1, 1000, False, True),
     "factor": (2, 1e3, False, True), "checkpoints": (1, 1e4, False, True), "hidden": (1, 1e6, False, True),
-    "momentum": (0, 1, False, False),
+    "momentum": (0, 1, False, False), "momenta": (0, 1, False, False),
 }
 
 

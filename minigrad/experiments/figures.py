@@ -70,9 +70,9 @@ def keskar_figures(saved, summary, config, out_dir, stem):
 
     # 2. the three models side by side: errors, gap, sharpness
     eps0 = f"sharpness_{config['eps'][0]:g}"
-    models = [("small B", summary["small"]), ("large B, same lr", summary["large_fixed"]),
-              ("large B, re-tuned lr", summary["large_tuned"])]
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3.6))
+    models = [("small B", summary["small"]), ("small B,\nmatched loss", summary["small_matched"]),
+              ("large B,\nsame lr", summary["large_fixed"]), ("large B,\nre-tuned lr", summary["large_tuned"])]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     x = np.arange(len(models))
     labels = [f"{name}\nB={m['batch_size']}, lr={m['lr']:g}" for name, m in models]
     axes[0].bar(x - 0.2, [m["train_error"] for _, m in models], 0.4, label="train")
@@ -142,28 +142,63 @@ def stratified_figure(summary, out_dir, stem):
 
 
 def gns_figure(saved, summary, out_dir, stem):
+    """Left: B_simple against steps (exact at checkpoints, the two pooled estimates). Right: against the training
+    loss, log-log, with the fitted trend."""
     t = saved.runs["gns-run"].trace
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
     step = t["step"]
-    run = t["gns_b_simple"]
-    ok = np.isfinite(run) & (run > 0)
-    ax.loglog(step[ok], run[ok], "-", color="C0", lw=1, label="B_simple, running estimate (per-example norms)")
+    for key, color, label in (("gns_b_simple", "C0", "per-example estimator, EMA"),
+                              ("tb_b_simple", "C1", "two-batch estimator, window mean (McCandlish)")):
+        ok = np.isfinite(t[key]) & (t[key] > 0)
+        ax.loglog(step[ok], t[key][ok], "-", color=color, lw=1, label=f"B_simple, {label}")
+        ax2.loglog(t["train_loss"][ok], t[key][ok], "-", color=color, lw=0.8, alpha=0.6)
     full = np.isfinite(t["full_b_simple"]) & (t["full_b_simple"] > 0)
-    ax.loglog(step[full], t["full_b_simple"][full], "o", color="C0", label="B_simple, exact over the training split")
+    ax.loglog(step[full], t["full_b_simple"][full], "ko", ms=4, label="B_simple, exact over the training split")
+    ax2.loglog(t["full_loss"][full], t["full_b_simple"][full], "ko", ms=4, label="exact, at checkpoints")
+    tr = summary["trend"]
+    if math.isfinite(tr["slope"]):
+        loss = np.geomspace(tr["loss_last"], tr["loss_first"], 50)
+        ax2.loglog(loss, tr["centre"][1] * (loss / tr["centre"][0]) ** tr["slope"], "r--",
+                   label=f"fit: slope {tr['slope']:+.2f} [{tr['lo']:+.2f}, {tr['hi']:+.2f}]")
     b = summary["B_crit"]
     if math.isfinite(b) and b > 0:
         ax.axhline(b, color="r", ls="--", label=f"B_crit from the study = {b:.0f}")
         lo, hi = summary.get("B_crit_lo"), summary.get("B_crit_hi")
         if lo and hi and math.isfinite(lo) and math.isfinite(hi):
             ax.axhspan(lo, hi, color="r", alpha=0.1)
-    at = np.flatnonzero(t["at_target"] > 0)
-    if len(at):
-        ax.axvline(step[at[0]], color="gray", lw=0.8, label=f"val error reaches the target {summary['target']:g}")
-    twin = ax.twinx()
-    twin.semilogx(step, t["val_error"], color="C2", alpha=0.6, lw=1)
-    twin.set_ylabel("validation error", color="C2")
+    if summary["target_step"] is not None:
+        ax.axvline(summary["target_step"], color="gray", lw=0.8,
+                   label=f"val error reaches the target {summary['target']:g}")
     ax.set(xlabel="step", ylabel="B_simple = tr(Sigma) / |G|^2",
-           title=f"Gradient noise scale during training (B={summary['reference_batch']}, "
-                 f"lr={summary['reference_lr']:g})")
+           title=f"Noise scale during training (B={summary['reference_batch']}, lr={summary['reference_lr']:g})")
+    ax2.set(xlabel="training loss (dots: whole split; lines: running mean)", ylabel="B_simple",
+            title="B_simple against the loss (item 4)")
+    ax2.invert_xaxis()
     ax.legend(fontsize=7, loc="upper left")
+    ax2.legend(fontsize=7)
     return plt.save(fig, _path(out_dir, stem, "gns"))
+
+
+def momentum_figure(summary, config, out_dir, stem):
+    """Left: tuned steps-to-target S(B) for SGD and momentum with bootstrap intervals. Right: S_mom/S_sgd."""
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    rows = summary["per_batch"]
+    B = np.array([int(b) for b in rows], float)
+    for key, color, label in (("S_sgd", "C0", "SGD"), ("S_mom", "C1", "heavy-ball momentum")):
+        v = np.array([r[key] for r in rows.values()])
+        err = np.array([[r[key] - r[key + "_lo"], r[key + "_hi"] - r[key]] for r in rows.values()]).T
+        ax.errorbar(B, v, yerr=np.nan_to_num(err), fmt="o-", color=color, capsize=3, label=label)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set(xlabel="batch size B", ylabel="steps to target (tuned lr, median over seeds)",
+           title=f"Steps to val error <= {summary['target']:g}")
+    ax.legend(fontsize=8)
+    ratio = np.array([r["ratio"] for r in rows.values()])
+    err = np.array([[r["ratio"] - r["ratio_lo"], r["ratio_hi"] - r["ratio"]] for r in rows.values()]).T
+    ax2.errorbar(B, ratio, yerr=np.nan_to_num(err), fmt="o-", color="k", capsize=3, label="90% bootstrap over seeds")
+    ax2.axhline(1.0, color="gray", lw=0.8)
+    ax2.axhspan(1 / config["same_margin"], config["same_margin"], color="gray", alpha=0.1, label="about the same")
+    ax2.set_xscale("log")
+    ax2.set(xlabel="batch size B", ylabel="S_mom / S_sgd", title="Momentum against SGD (expectation 8)")
+    ax2.legend(fontsize=8)
+    return plt.save(fig, _path(out_dir, stem, "momentum"))

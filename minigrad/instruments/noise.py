@@ -118,6 +118,38 @@ class GNSHook:
                 "gns_s": time.perf_counter() - started}
 
 
+class TwoBatchHook:
+    """Eval hook for train(): B_simple pooled as McCandlish et al. (appendix A) pool it in data-parallel training:
+    at each evaluation |G_Bs|^2 and |G_Bb|^2 from a fresh batch of `big` training examples (with replacement) and
+    its first `small` examples, turned into unbiased |G|^2 and tr(Sigma) by the two-batch estimator
+    (two_batch_estimates), each averaged over the last `window` evaluations, and only then divided.
+
+    Columns: tb_g2, tb_trsigma (this evaluation's estimates), tb_b_simple (ratio of the windowed means)."""
+
+    def __init__(self, small=32, big=1024, window=8, seed=0):
+        if not 1 <= small < big or window < 1:
+            raise ValueError(f"the two-batch hook needs 1 <= small < big and window >= 1, got {small}, {big}, "
+                             f"{window}")
+        self.small, self.big, self.window = int(small), int(big), int(window)
+        self._rng = np.random.default_rng([seed, 0x7B5])
+        self._g2, self._tr, self._X = [], [], None
+
+    def __call__(self, model, data, step):
+        if self._X is None or self._X.dtype != model.dtype:
+            self._X = data.X_train.astype(model.dtype, copy=False)
+        saved = model.grads.copy()
+        idx = self._rng.integers(0, len(data.y_train), self.big)
+        norms = []
+        for part in (idx[:self.small], idx):
+            model.loss_and_grad(np.ascontiguousarray(self._X[part]), np.ascontiguousarray(data.y_train[part]))
+            norms.append(_sqnorm(model.grads))
+        model.grads[...] = saved
+        g2, tr = two_batch_estimates(norms[0], self.small, norms[1], self.big)
+        self._g2, self._tr = (self._g2 + [g2])[-self.window:], (self._tr + [tr])[-self.window:]
+        return {"tb_g2": g2, "tb_trsigma": tr, "tb_b_simple": b_simple(float(np.mean(self._g2)),
+                                                                       float(np.mean(self._tr)))}
+
+
 # ------------------------------------------------------------------------------------- full-data measurement
 def full_gradient(model, X, y, chunk=2048):
     """(mean loss, the full-batch gradient G in float64, mean_i |g_i|^2) over every row of X, in chunks."""
@@ -149,7 +181,7 @@ class FullNoiseHook:
     """Eval hook: the exact B_simple over the whole training split at `count` checkpoints spaced geometrically in
     steps up to `total_steps`, and at the first evaluation whose validation error is at or below `target` (it
     evaluates the validation split itself, about as costly as the evaluation that train() just did).
-    Columns full_g2, full_trsigma, full_b_simple: NaN between checkpoints."""
+    Columns full_g2, full_trsigma, full_b_simple, full_loss (mean training loss): NaN between checkpoints."""
 
     def __init__(self, count, total_steps, target=None):
         self.checkpoints = sorted(set(np.unique(np.geomspace(1, max(total_steps, 2), count).astype(int)).tolist()))
@@ -164,10 +196,11 @@ class FullNoiseHook:
             _, val_error = model.evaluate(data.X_val.astype(model.dtype, copy=False), data.y_val)
             at_target = self.reached = val_error <= self.target
         if not (due or at_target):
-            return {"full_g2": math.nan, "full_trsigma": math.nan, "full_b_simple": math.nan, "at_target": 0.0}
+            return {"full_g2": math.nan, "full_trsigma": math.nan, "full_b_simple": math.nan, "full_loss": math.nan,
+                    "at_target": 0.0}
         stats = full_gradient_stats(model, data.X_train, data.y_train)
         return {"full_g2": stats["g2"], "full_trsigma": stats["trsigma"], "full_b_simple": stats["b_simple"],
-                "at_target": float(at_target)}
+                "full_loss": stats["loss"], "at_target": float(at_target)}
 
 
 # -------------------------------------------------------------------------- noise against batch size (core)

@@ -40,6 +40,11 @@ def _table(file, title, columns, cells):
     print(file=file)
 
 
+def _pct(row):
+    """% of the GEMM ceiling; a starred value comes from a busy machine (throughput.busy_note)."""
+    return f"{row['pct_of_ceiling']:.0f}" + ("*" if row.get("busy") else "")
+
+
 def print_result(result, file=None):
     """Step times side by side per path (one table per thread count and dtype; one detailed table when a single
     path was timed), peak memory, the per-op breakdowns and their roofline, then the ceilings and environment."""
@@ -54,7 +59,7 @@ def print_result(result, file=None):
                ["B", "median step", "IQR", "samples/s", "GFLOP/s", "least traffic", "roof", "% ceiling", "% mem",
                 "peak memory"],
                [[str(B), _seconds(r["step_time_s"]), _seconds(r["iqr_s"]), f"{r['samples_per_s']:,.0f}",
-                 f"{r['gflops']:.1f}", *_roof_cells(r)[:2], f"{r['pct_of_ceiling']:.0f}", _roof_cells(r)[2],
+                 f"{r['gflops']:.1f}", *_roof_cells(r)[:2], _pct(r), _roof_cells(r)[2],
                  _bytes(r.get("mem_measured_bytes", 0))] for B, r in by_b.items()])
     else:
         for (T, dtype), by_path in paths.items():
@@ -67,12 +72,16 @@ def print_result(result, file=None):
                 line = [str(B), *_roof_cells(ref)[:2]]
                 for by_b in by_path.values():
                     r = by_b.get(B)
-                    line += ([_seconds(r["step_time_s"]), f"{r['pct_of_ceiling']:.0f}", _roof_cells(r)[2]] if r
-                             else ["-", "-", "-"])
+                    line += [_seconds(r["step_time_s"]), _pct(r), _roof_cells(r)[2]] if r else ["-", "-", "-"]
                 best = max((by_b[B] for by_b in by_path.values() if B in by_b), key=lambda r: r["samples_per_s"])
                 cells.append(line + [f"{best['samples_per_s']:,.0f} ({best['backend']})"])
             _table(file, f"{model}: median time of one training step [{T} thread(s), {dtype}]; %ceil = executed "
                    f"GEMM GFLOP/s as % of the {dtype} GEMM ceiling; {_ROOF_NOTE}", columns, cells)
+    from minigrad.profile.throughput import busy_note
+
+    note = busy_note(result.get("rows", []))
+    if note:
+        print(f"* {note}", file=file)
     _print_memory(result, file)
     _print_breakdowns(result, file)
     for name, why in result.get("skipped", {}).items():
@@ -129,13 +138,17 @@ def _print_breakdowns(result, file):
         for e in entries[1:]:
             names += [op["name"] for op in e["ops"] if op["name"] not in names]
         columns = ["op"] + [c for e in entries for c in (e["backend"], "%")]
-        cells = []
+        cells, below_noise = [], False
         for name in names:
             line = [name]
             for e in entries:
                 op = next((op for op in e["ops"] if op["name"] == name), None)
-                line += ([_seconds(op["seconds"]), f"{100 * op['seconds'] / e['compiled_step_s']:.0f}"] if op
-                         else ["-", "-"])
+                if op and op["seconds"] < 0:  # shorter than the timing noise: never printed as a negative time
+                    below_noise = True
+                    line += ["~0*", "0"]
+                else:
+                    line += ([_seconds(op["seconds"]), f"{100 * op['seconds'] / e['compiled_step_s']:.0f}"] if op
+                             else ["-", "-"])
             cells.append(line)
         cells.append(["compiled step (sum of the ops)"] + [c for e in entries for c in
                                                            (_seconds(e["compiled_step_s"]), "100")])
@@ -148,6 +161,9 @@ def _print_breakdowns(result, file):
             f"{100 * max(e['python_call_s'] - e['compiled_step_s'], 0) / e['python_call_s']:.0f}%", "")])
         _table(file, f"Where the time of one step goes: B={B}, {T} thread(s), {dtype} (each op timed in place; "
                "per-example: B x the ops of a single-example pass)", columns, cells)
+        if below_noise:
+            print("~0*: shorter than the timing noise (its prefix difference came out negative); a busy machine "
+                  "makes this likelier", file=file)
         for line in _loops_against_blas(entries):
             print(line, file=file)
         gemms = [r["op"] for r in entries[0]["roofline"]]

@@ -185,7 +185,8 @@ def measure(sizes, batch_sizes, backends="blas", threads=None, dtypes="float32",
                             opt = make_optimizer(optimizer, LR)
                             first_total = 0.0
                             for B in batch_sizes:
-                                row = _time_step(model, opt, *batches[B], repeats, min_time, min_repeats)
+                                row = _time_step(model, opt, *batches[B], repeats, min_time, min_repeats,
+                                                 ceiling, model.flops_per_step(B))
                                 first_total += max(row["first_call_s"] - row["step_time_s"], 0.0)
                                 gflops = model.flops_per_step(B) / row["step_time_s"] / 1e9
                                 row = dict(backend=backend, path=model.step_path(B, optimizer), threads=T,
@@ -238,15 +239,55 @@ def measure(sizes, batch_sizes, backends="blas", threads=None, dtypes="float32",
             "env": environment()}
 
 
-def _time_step(model, opt, X, y, repeats, min_time, min_repeats):
+ROUNDS = 3          # a step time is measured in this many rounds; their medians are its repeated measurements
+BUSY_SPREAD = 0.25  # rounds whose medians differ by more than 25% (max/min - 1) mean another program took the cores
+
+
+def _rounds(repeats):
+    """Timed calls per round: `repeats` split over ROUNDS rounds (exactly `repeats` in all), None when adaptive."""
+    if repeats is None:
+        return [None] * ROUNDS
+    n = min(ROUNDS, repeats)
+    return [repeats // n + (k < repeats % n) for k in range(n)]
+
+
+def _time_step(model, opt, X, y, repeats, min_time, min_repeats, ceiling=None, flops=None):
+    """Median step time and IQR over ROUNDS rounds of timed steps. When the rounds disagree by more than BUSY_SPREAD,
+    or the step would run faster than the GEMM ceiling allows, it is measured once more; if it stays so, the row is
+    marked busy (1) with the reason, else busy = 0."""
     model.check_batch(X, y)  # once, as the training loop does
     t0 = time.perf_counter()
     model._train_step(X, y, opt)  # compiles what this B needs
     first = time.perf_counter() - t0
-    time_calls(lambda: model._train_step(X, y, opt), min_time=0.02, min_repeats=2)  # warm-up
-    samples = time_calls(lambda: model._train_step(X, y, opt), repeats, min_time, min_repeats)
-    median, iqr = median_iqr(samples)
-    return dict(step_time_s=median, iqr_s=iqr, repeats=len(samples), first_call_s=first)
+    step = lambda: model._train_step(X, y, opt)  # noqa: E731
+    time_calls(step, min_time=0.02, min_repeats=2)  # warm-up
+    for attempt in range(2):
+        rounds = [time_calls(step, n, min_time / ROUNDS, max(2, min_repeats // ROUNDS)) for n in _rounds(repeats)]
+        medians = [median_iqr(r)[0] for r in rounds]
+        samples = [t for r in rounds for t in r]
+        median, iqr = median_iqr(samples)
+        spread = max(medians) / min(medians) - 1.0
+        reasons = []
+        if spread > BUSY_SPREAD:
+            reasons.append(f"rounds {spread:.0%} apart")
+        if ceiling and flops and flops / median / 1e9 > ceiling:
+            reasons.append(f"{100 * flops / median / 1e9 / ceiling:.0f}% of the GEMM ceiling")
+        if not reasons:
+            break
+    return dict(step_time_s=median, iqr_s=iqr, repeats=len(samples), first_call_s=first,
+                rounds_s=" ".join(repr(m) for m in medians), round_spread=spread, remeasured=attempt,
+                busy=int(bool(reasons)), busy_reason="; ".join(reasons))
+
+
+def busy_note(rows):
+    """One line saying the machine was busy, naming the batch sizes whose step times stayed unreliable; None if
+    none."""
+    busy = [r for r in rows if r.get("busy")]
+    if not busy:
+        return None
+    sizes = ", ".join(str(r["batch_size"]) for r in busy)
+    return (f"the machine was busy: step times at B = {sizes} stayed unreliable after a remeasurement "
+            f"({busy[0]['busy_reason']}{', ...' if len(busy) > 1 else ''}); marked busy")
 
 
 def _memory(sizes, activation, dtype, backend, optimizer, seed, X, y):

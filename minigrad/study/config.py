@@ -26,6 +26,9 @@ DEFAULT_CONFIG = {
     "lr_factor": 2.0,         # ratio between neighbouring rates
     "max_widen": 3,
     "budget_factor": 3.0,     # a tuning trial may take this many times max(S_ref, E_ref/B) steps
+    "adaptive_budget": 48,    # extra trials the adaptive phase may spend where they change the answer
+    "adaptive_seeds": 2,      # seeds it adds per round at a batch size's best rate
+    "stable_fraction": 0.8,   # it stops once the tie set is the same in this fraction of resamples
     "equal_epochs": 5.0,      # the equal-budget comparison's number of epochs
     "eval_growth": 1.04,
 }
@@ -38,6 +41,7 @@ QUICK_OVERRIDES = {
     "lr_points": 3,
     "max_widen": 2,
     "budget_factor": 2.5,
+    "adaptive_budget": 16,
     "equal_epochs": 3.0,
 }
 
@@ -82,6 +86,9 @@ def validate(config):
     C.number("budget factor", config["budget_factor"], 0, 1e4, lo_open=True)
     C.number("equal epochs", config["equal_epochs"], 0, 1e5, lo_open=True)
     C.number("eval_growth", config["eval_growth"], 1, 10, lo_open=True)
+    C.number("adaptive_budget", config["adaptive_budget"], 0, 100_000, integer=True)
+    C.number("adaptive_seeds", config["adaptive_seeds"], 1, 1000, integer=True)
+    C.number("stable_fraction", config["stable_fraction"], 0, 1, lo_open=True)
 
 
 def fit_batch_sizes(config, n_train):

@@ -8,6 +8,14 @@ import numpy as np
 from minigrad.machine import plotting as plt
 
 
+def _bars(rows, key, lo, hi):
+    """(2, n) error-bar lengths below and above each point (0 where there is no interval)."""
+    val = np.array([r[key] for r in rows], float)
+    low = np.array([r[lo] for r in rows], float)
+    high = np.array([r[hi] for r in rows], float)
+    return np.nan_to_num(np.clip([val - low, high - val], 0, None), nan=0.0, posinf=0.0)
+
+
 def study_figures(analysis, study_file, out_dir, stem="study"):
     """Write the six figures of a study as <stem>_<name>.png in out_dir; returns their paths."""
     out_dir = Path(out_dir)
@@ -21,24 +29,40 @@ def make_figures(analysis, study_file):
     rows = [r for r in a.rows if math.isfinite(r["steps"])]
     figures = {}
 
-    # 1. steps to target against B, with perfect scaling and the fitted S_min + E_min/B
+    # 1. steps to target against B with its interval, perfect scaling, the fit and B_crit (or why there is none)
     fig, ax = plt.subplots(figsize=(6, 4.2))
     B = np.array([r["batch_size"] for r in rows], float)
     steps = np.array([r["steps"] for r in rows], float)
     if len(rows):
-        ax.loglog(B, steps, "o-", label="measured (best lr, median over seeds)")
-        ax.loglog(B, steps[0] * B[0] / B, "k:", label="perfect scaling (S ~ 1/B)")
-    if a.fit:
+        ax.errorbar(B, steps, yerr=_bars(rows, "steps", "steps_lo", "steps_hi"), fmt="o-", capsize=3,
+                    label="measured (best lr, median over seeds; 90% bootstrap interval)")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.plot(B, steps[0] * B[0] / B, "k:", label="perfect scaling (S ~ 1/B)")
+        missed = [r["batch_size"] for r in a.rows if not math.isfinite(r["steps"])]
+        if missed:  # at the top edge: these never reached the target within their budget
+            ax.plot(missed, [steps.max() * 1.5] * len(missed), "rv", label="missed the target (budget spent)")
+    f = a.fit
+    if f and math.isfinite(f.get("S_min", math.nan)):
         grid = np.geomspace(min(r["batch_size"] for r in a.rows), max(r["batch_size"] for r in a.rows), 100)
-        ax.loglog(grid, a.fit["S_min"] + a.fit["E_min"] / grid, "r--",
-                  label=f"fit S_min + E_min/B, B_crit = {a.fit['B_crit']:.0f}")
-        if math.isfinite(a.fit["B_crit"]) and a.fit["B_crit"] > 0:
-            ax.axvline(a.fit["B_crit"], color="r", alpha=0.4, lw=1.2,
-                       label=f"B_crit = E_min/S_min = {a.fit['B_crit']:.0f} (here S = 2 S_min)")
-            ax.text(a.fit["B_crit"], 0.97, f" B_crit = {a.fit['B_crit']:.0f}", color="r", fontsize=8, va="top",
+        model = f["S_min"] + f["E_min"] / grid
+        keep = model > 0
+        if f["ok"]:
+            ax.plot(grid[keep], model[keep], "r--", label=f"fit S_min + E_min/B (largest misfit {f['max_ratio']:.2f}x)")
+        else:
+            ax.plot(grid[keep], model[keep], color="gray", ls="--",
+                    label=f"fit S_min + E_min/B (largest misfit {f['max_ratio']:.2f}x): does NOT describe the data")
+        if f["determined"]:
+            lo, hi = f["B_crit_lo"], f["B_crit_hi"]
+            label = f"B_crit = {f['B_crit']:.0f}" + (f" (90%: {lo:.0f}-{hi:.0f})" if lo < hi else " (degenerate interval)")
+            ax.axvline(f["B_crit"], color="r", alpha=0.6, label=label)
+            ax.text(f["B_crit"], 0.97, f" B_crit = {f['B_crit']:.0f}", color="r", fontsize=8, va="top",
                     transform=ax.get_xaxis_transform())
-    ax.set(xlabel="batch size B", ylabel=f"steps to val error {a.target:g}", title="Steps to target")
-    ax.legend(fontsize=8)
+            if lo < hi:
+                ax.axvspan(lo, hi, color="r", alpha=0.1)
+    title = "Steps to target" if not f or f["ok"] else "Steps to target: the fit fails, B_crit not determined"
+    ax.set(xlabel="batch size B", ylabel=f"steps to val error {a.target:g}", title=title)
+    ax.legend(fontsize=7, loc="lower left")
     figures["steps"] = fig
 
     # 2. samples/s against B
@@ -49,14 +73,24 @@ def make_figures(analysis, study_file):
     ax.set_title("Compute speed: one training step\n(the faster of 1 thread and all cores at each B)", fontsize=10)
     figures["throughput"] = fig
 
-    # 3. time to target, recommended B marked
+    # 3. time to target with its interval, the tie set shaded, the pick marked
     fig, ax = plt.subplots(figsize=(6, 4.2))
     timed = [r for r in rows if math.isfinite(r["time_s"])]
-    ax.loglog([r["batch_size"] for r in timed], [r["time_s"] for r in timed], "o-")
-    if a.recommended:
-        ax.loglog([a.recommended["batch_size"]], [a.recommended["time_s"]], "r*", markersize=16,
-                  label=f"recommended B = {a.recommended['batch_size']}")
-        ax.legend(fontsize=8)
+    if timed:
+        ax.errorbar([r["batch_size"] for r in timed], [r["time_s"] for r in timed],
+                    yerr=_bars(timed, "time_s", "time_lo", "time_hi"), fmt="o-", capsize=3,
+                    label="steps x step time (90% bootstrap interval)")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+    rec = a.recommendation
+    if rec and a.recommended and math.isfinite(a.recommended["time_s"]):
+        tied = rec["tied"]
+        ax.axvspan(min(tied) / 1.3, max(tied) * 1.3, color="g", alpha=0.15,
+                   label="tied within noise: " + ", ".join(f"{B} ({rec['win_fraction'][B]:.0%})" for B in tied))
+        ax.plot([a.recommended["batch_size"]], [a.recommended["time_s"]], "r*", markersize=16,
+                label=f"pick B = {a.recommended['batch_size']}")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
     ax.set(xlabel="batch size B", ylabel="time to target (s) = steps x step time", title="Time to target")
     figures["time"] = fig
 
@@ -66,6 +100,8 @@ def make_figures(analysis, study_file):
     if tuned:
         Bt = np.array([r["batch_size"] for r in tuned], float)
         ax.loglog(Bt, [r["best_lr"] for r in tuned], "o-", label="tuned (fewest steps to target)")
+        ax.loglog(Bt, [r["lr_interpolated"] for r in tuned], "s--", mfc="none",
+                  label="interpolated (quadratic in log lr)")
         ref_B = a.config["reference_batch_size"]
         ref_lr = a.reference_lr or tuned[0]["best_lr"]
         grid = np.geomspace(Bt.min(), Bt.max(), 50)

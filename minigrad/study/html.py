@@ -146,7 +146,7 @@ def render(analysis, study_file, figures):
     if a.fit:
         fit = dict(a.fit)
         sections.append("<section><h2>Fit S(B) = S_min + E_min / B</h2>" + _pairs(fit)
-                        + "<p class='note'>B_crit = E_min/S_min; B_crit_lo/hi: 16-84% bootstrap over seeds; "
+                        + "<p class='note'>B_crit = E_min/S_min; B_crit_lo/hi: 90% bootstrap interval over seeds and step times; "
                           "max_ratio: largest misfit of the fit at a measured B.</p></section>")
     if a.equal:
         sections.append(f"<section><h2>Equal budget: {a.config['equal_epochs']:g} epochs at every B</h2>"

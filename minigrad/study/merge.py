@@ -63,6 +63,7 @@ def merge(out, inputs, *, overwrite=False, echo=print):
     """Merge the study files `inputs` into `out`; returns {"runs", "added", "duplicates", "complete"}."""
     from minigrad import store
     from minigrad.study import plan as S
+    from minigrad.study.analysis import step_times
     from minigrad.study.sweep import next_batch
 
     out = Path(out)
@@ -137,7 +138,7 @@ def merge(out, inputs, *, overwrite=False, echo=print):
     merged = store.open(out)
     results = [S.result_row(rid, r.attrs, r.trace) for rid, r in merged.runs.items()]
     try:
-        phase, todo, _ = next_batch(merged.config, results)
+        phase, todo, _ = next_batch(merged.config, results, times=step_times(merged.throughput))
     except ValueError:  # the reference phase alone cannot set a target: bench says why
         phase, todo = "reference", [None]
     echo(f"merged {len(inputs)} file(s) into {out}: {len(merged.runs)} runs ({added} added, {duplicates} duplicate "

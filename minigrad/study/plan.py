@@ -11,15 +11,21 @@ rerun on the same file recomputes the same ids and runs only the missing ones:
              several seeds each, stopping at the target, with a budget of budget_factor * max(S_ref, E_ref/B) steps
              (S(B) can be no larger than S_ref above B_ref, nor E(B) much larger than E_ref below it); a grid whose
              best rate lies on its edge is widened on that side (up to `max_widen` times);
+  adapt      rounds of extra trials where they change the answer (adaptive_trials): more seeds at the best rate of
+             the batch sizes in or next to the tie set, and rates between the best grid rate and its neighbours; a
+             round is planned from the tuning trials and the earlier rounds only, so its ids are fixed and a killed
+             study resumes the same round; it stops when the tie set is stable or the trial budget is spent;
   equal      the equal-budget question: every B trained for the same number of examples, at its tuned rate and at
              the reference rate held fixed, final validation and test error recorded.
 
 Compute speed is measured first, alone on the machine (workers start after it), by minigrad.profile.throughput.
 """
 import math
+import re
 
 import numpy as np
 
+from minigrad.study import uncertainty as U
 from minigrad.study.config import COMPLETE
 
 # -------------------------------------------------------------------------------------------------- trial ids
@@ -109,11 +115,13 @@ def grid_for(config, reference_lr, batch_size):
 
 
 def steps_per_cell(results, phase="tune"):
-    """{(B, lr): [steps-to-target per seed]} of a phase's trials; a seed that missed the target counts as infinitely
-    many steps."""
+    """{(B, lr): [steps-to-target per seed]} of a phase's trials (phase: a name or a tuple of names); a seed that
+    missed the target counts as infinitely many steps."""
+    phases = (phase,) if isinstance(phase, str) else tuple(phase)
     cells = {}
-    for r in results:
-        if r["phase"] == phase:
+    # in run-id order, not arrival order: a resumed study resamples the same seeds the same way
+    for r in sorted(results, key=lambda r: r["run_id"]):
+        if r["phase"] in phases:
             steps = r["steps_to_target"] if r["status"] == COMPLETE and r["steps_to_target"] is not None else math.inf
             cells.setdefault((r["batch_size"], r["lr"]), []).append(steps)
     return cells
@@ -135,8 +143,8 @@ def steps_by_lr(results, batch_size, phase="tune"):
             if B == batch_size}
 
 
-def best_lr(results, batch_size):
-    return best_of(steps_by_lr(results, batch_size))
+def best_lr(results, batch_size, phase="tune"):
+    return best_of(steps_by_lr(results, batch_size, phase))
 
 
 def tune_trials(config, reference_lr, target, batch_sizes, results, reference=None):
@@ -169,11 +177,65 @@ def tune_trials(config, reference_lr, target, batch_sizes, results, reference=No
     return wanted
 
 
+TUNED = ("tune", "adapt")  # the phases whose trials decide each B's rate and S(B)
+
+
+def adaptive_trials(config, results, target, reference, times):
+    """(the current round's trials, [] once the phase has stopped; a sentence on its state). Round k is planned from
+    the tuning trials and rounds < k alone (its ids end in -r<k>); times: {B: step time per measurement round}."""
+    done = {r["run_id"] for r in results}
+    spent = 0
+    for k in range(1, config["adaptive_budget"] + 2):
+        before = [r for r in results if r["phase"] == "tune" or (r["phase"] == "adapt" and r["round"] < k)]
+        specs, state = _adaptive_round(config, before, target, reference, times, k, config["adaptive_budget"] - spent)
+        if not specs:
+            return [], f"{spent} extra trials in {k - 1} round(s); stopped: {state}"
+        if not all(t["run_id"] in done for t in specs):
+            return specs, f"round {k}: {state}"
+        spent += len(specs)
+    raise AssertionError("every adaptive round adds at least one trial, so the budget ends the loop")
+
+
+def _adaptive_round(config, results, target, reference, times, k, budget_left):
+    cells = steps_per_cell(results, TUNED)
+    pick = U.point_best(cells, times)
+    if pick is None:
+        return [], "no batch size reached the target"
+    tied = U.tie_set(cells, times, pick)
+    stable = U.stability(cells, times, tied)
+    if stable >= config["stable_fraction"]:
+        return [], f"the tie set {tied} is stable (the same in {stable:.0%} of resamples)"
+    if budget_left <= 0:
+        return [], (f"the budget of {config['adaptive_budget']} extra trials is spent (the tie set {tied} is the same "
+                    f"in {stable:.0%} of resamples)")
+    best = U.best_steps(cells)
+    Bs = sorted(best)
+    near = {Bs[j] for B in tied for j in (Bs.index(B) - 1, Bs.index(B) + 1) if 0 <= j < len(Bs)} - set(tied)
+    wanted = []
+    for B in list(tied) + sorted(near):  # the tie set first: a truncated round spends its trials there
+        steps, lr = best[B]
+        if lr is None:
+            continue
+        budget = tune_budget(config, reference, B)
+        n = len(cells[(B, lr)])
+        wanted += [trial("adapt", B, lr, seed, target, steps=budget, tag=f"-r{k}")
+                   for seed in range(n, n + config["adaptive_seeds"])]
+        rates = sorted(lr_ for b, lr_ in cells if b == B)
+        i = rates.index(lr)
+        for j in (i - 1, i + 1):
+            # a rate halfway (in log lr) to each neighbour, while neighbours are more than ~sqrt(sqrt(2)) apart
+            if 0 <= j < len(rates) and max(rates[j], lr) / min(rates[j], lr) > 1.2:
+                mid = float(f"{math.sqrt(lr * rates[j]):.4g}")
+                wanted += [trial("adapt", B, mid, seed, target, steps=budget, tag=f"-r{k}")
+                           for seed in range(config["seeds"])]
+    return wanted[:budget_left], f"the tie set {tied} is the same in {stable:.0%} of resamples"
+
+
 def equal_budget_trials(config, reference_lr, target, batch_sizes, results):
     """Every B for the same number of examples (equal_epochs), at its tuned rate and at the reference rate."""
     wanted = []
     for B in batch_sizes:
-        tuned, _ = best_lr(results, B)
+        tuned, _ = best_lr(results, B, TUNED)
         for tag, lr in (("tuned", tuned), ("fixed", reference_lr)):
             if lr is None:
                 continue
@@ -188,6 +250,8 @@ def result_row(run_id, attrs, columns):
     row = dict(run_id=run_id, phase=attrs["phase"], batch_size=int(attrs["batch_size"]), lr=float(attrs["lr"]),
                seed=int(attrs["seed"]), status=attrs["status"], steps_to_target=attrs.get("steps_to_target"),
                best_val_error=float(attrs["best_val_error"]))
+    if row["phase"] == "adapt":
+        row["round"] = int(re.search(r"-r(\d+)$", run_id).group(1))
     if row["phase"] == "reference":
         row["curve"] = {k: np.asarray(columns[k]) for k in ("step", "examples", "val_error")}
     return row

@@ -21,6 +21,7 @@ files, and `minigrad bench` with the same settings on OUT.h5 (any executor: the 
 resumes it and runs the widening rounds and the equal-budget phase, which gives the same study as one unsharded run.
 """
 from minigrad.study import plan as S
+from minigrad.study.analysis import step_times
 from minigrad.study.config import validate
 from minigrad.training.trial import load_data
 from minigrad.study.executors import DaskExecutor, LocalExecutor, TrialError  # noqa: F401 - the executors' public home
@@ -73,29 +74,33 @@ def stored_results(path):
     return [S.result_row(run_id, run.attrs, run.trace) for run_id, run in study.runs.items()], study
 
 
-def plan(config, results):
+def plan(config, results, times=None):
     """Every trial the study needs given the results so far: (phase, [spec, ...]) in order, the later phases only
-    once the earlier ones are complete."""
+    once the earlier ones are complete. times: {B: step times per measurement round} (None: decide on steps)."""
     phases = [("reference", S.reference_trials(config))]
     done = {r["run_id"] for r in results}
     if not all(t["run_id"] in done for t in phases[0][1]):
         return phases
     target, _ = S.choose_target(config, results)
     _, reference_lr = S.best_reference(results)
-    tune = S.tune_trials(config, reference_lr, target, config["batch_sizes"], results,
-                         S.reference_cost(config, results, target))
+    reference = S.reference_cost(config, results, target)
+    tune = S.tune_trials(config, reference_lr, target, config["batch_sizes"], results, reference)
     phases.append(("tune", tune))
     if not all(t["run_id"] in done for t in tune):
+        return phases
+    adapt, _ = S.adaptive_trials(config, results, target, reference, times or {})
+    phases.append(("adapt", adapt))
+    if adapt:
         return phases
     phases.append(("equal", S.equal_budget_trials(config, reference_lr, target, config["batch_sizes"], results)))
     return phases
 
 
-def next_batch(config, results, shard=None):
+def next_batch(config, results, shard=None, times=None):
     """(phase, the trials to run now, the shard's done: True when a shard has nothing left to run);
     (None, [], False) when the study is complete."""
     done = {r["run_id"] for r in results}
-    phases = plan(config, results)
+    phases = plan(config, results, times)
     if shard is not None and len(phases) > 1:  # the reference phase is complete: the shard's slice of the grid
         mine = [t for t in shard_slice(initial_grid(config, results), shard) if t["run_id"] not in done]
         return ("tune", mine, False) if mine else (None, [], True)
@@ -182,12 +187,14 @@ def run_study(config, out, *, overwrite=False, executor=None, echo=print, measur
                     "sizes": sizes, "batch_sizes": config["batch_sizes"], "backends": "blas",
                     "dtypes": config["dtype"], "activation": config["activation"], "optimizer": config["optimizer"]})
                 writer.write_throughput([dict(row, host=host) for row in measured["rows"]])
+                saved.throughput = measured["rows"]
                 writer.set_attrs({"ceiling_gflops": measured.get("ceiling_gflops"), "throughput_host": host})
                 echo(f"compute speed measured on {host}")
 
             where = executor.name + (f", shard {label}" if label else "")
+            times = step_times(saved.throughput)  # the adaptive phase weighs batch sizes by time-to-target
             while True:
-                name, specs, shard_done = next_batch(config, results, shard)
+                name, specs, shard_done = next_batch(config, results, shard, times)
                 if not specs:
                     break
                 with progress_bar(f"{name} trials ({where})", total=len(specs)) as advance:
@@ -211,10 +218,14 @@ def run_study(config, out, *, overwrite=False, executor=None, echo=print, measur
                  "widening rounds and the equal-budget phase, which need every shard's results")
         target, how = S.choose_target(config, results)
         writer.set_attrs({"target": target, "target_reason": how})
+        if shard is None:
+            _, state = S.adaptive_trials(config, results, target, S.reference_cost(config, results, target), times)
+            writer.set_attrs({"adaptive_state": state})
+            echo(f"adaptive phase: {state}")
     return out
 
 
 def study_complete(config, path):
     """Whether the study in `path` has every trial it needs."""
-    results, _ = stored_results(path)
-    return next_batch(config, results)[0] is None
+    results, study = stored_results(path)
+    return next_batch(config, results, times=step_times(study.throughput))[0] is None

@@ -1,19 +1,25 @@
 """One training run: minibatch steps under a budget, evaluated at geometrically spaced steps, ending in a trace.
 
-Steps-to-target is the first evaluation at which the validation error is at or below the target. Evaluations come
-at steps 1, 2, ..., then every `eval_growth` times more steps (4% by default), so the step where the target was first
-reached is known to within 4%, and a run of a million steps is evaluated a few hundred times, not a million.
+The steps between two evaluations run as one compiled call (minigrad.engine.loop); this module decides where to evaluate
+and what the evaluations mean. Steps-to-target is the first evaluation at which the validation error is at or below
+the target. Evaluations come every `eval_growth` times more steps (4% by default), but never closer than a floor
+that keeps their cost near 5% of the training (eval_gap_floor: at small B an evaluation of the validation split
+costs hundreds of steps). When the target is first met after a gap wider than 4%, the run is rewound to the
+evaluation before and replayed with evaluations 4% apart, so the step where the target was first reached is known
+to within 4% whatever the floor, and a run of a million steps is evaluated a few hundred times, not a million.
 """
 import math
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from minigrad.data import make_sampler
-from minigrad.engine.model import MLP, DivergenceError
+from minigrad.engine.loop import BUDGET_DONE, NONFINITE, REACHED, Evaluator, SamplerState, Stepper
+from minigrad.engine.model import MLP
 from minigrad.engine.optim import make_optimizer
 from minigrad.training.schedules import BatchSchedule, LRSchedule
+from minigrad.training.threads import CHUNK_SECONDS, FALLBACK, choose_threads, parse_threads, thread_count
 
 COMPLETE, INCOMPLETE, DIVERGED = "COMPLETE", "INCOMPLETE", "DIVERGED"
 TRACE_COLUMNS = ("step", "examples", "epoch", "train_loss", "val_loss", "val_error", "lr", "batch_size", "compute_s",
@@ -87,19 +93,89 @@ def next_eval_step(step, growth):
     return max(step + 1, int(math.ceil(step * growth)))
 
 
+# The cost model behind the floor on steps between evaluations (eval_gap_floor), in units of one example's forward
+# pass at evaluation speed: a train step costs about 3 B of them (forward, two backward products) plus a fixed cost
+# that dominates at small B (the kernel calls and the sampler). Measured on 2 Zen 5 cores for 32-64-64-10 and
+# 784-128-128-10 (bench/loop_bench.py --eval): a step at B = 1 costs as much as evaluating about 40 examples.
+STEP_FIXED_EXAMPLES = 40
+EVAL_SHARE = 0.05  # evaluations may cost this share of the steps between them (the replay of a crossing adds ~5%)
+
+
+MIN_EVALUATIONS = 32  # the floor never leaves a run fewer evaluation points than this over its budget
+
+
+def eval_gap_floor(batch_size, n_val, share=EVAL_SHARE, budget_steps=None):
+    """Fewest steps between two evaluations so that evaluating `n_val` examples costs at most `share` of the steps
+    between them, from the cost model above, but at most budget_steps / MIN_EVALUATIONS (a short run still gets
+    a curve). A function of the settings only, so that the evaluation points (and with them steps-to-target) are
+    the same run to run."""
+    if not share:
+        return 1
+    floor = int(math.ceil(n_val / (share * (3 * batch_size + STEP_FIXED_EXAMPLES))))
+    if budget_steps is not None:
+        floor = min(floor, int(budget_steps // MIN_EVALUATIONS))
+    return max(1, floor)
+
+
 def train(model: MLP, data, batch_size, lr, optimizer="sgd", *, budget: Budget, target=None, stop_at_target=True,
           lr_schedule=None, batch_schedule=None, sampler="shuffle", drop_last=True, patience=None, seed=0,
-          optimizer_options=None, eval_growth=1.04, divergence_factor=5.0, eval_hooks=(), progress=None):
+          optimizer_options=None, eval_growth=1.04, eval_share=EVAL_SHARE, divergence_factor=5.0, eval_hooks=(),
+          progress=None, threads=None):
     """Train `model` on `data` (a minigrad.data.Dataset) and return a Trace.
 
     batch_size: B, or the base of `batch_schedule` (a BatchSchedule) when given. lr: base learning rate;
     `lr_schedule` (an LRSchedule) overrides it. target: validation error at which the run has reached its goal
     (steps_to_target, examples_to_target); with stop_at_target the run ends there. patience: stop after this many
     evaluations without a better validation error and restore the best parameters (early stopping).
-    divergence: a NaN/Inf loss, or a training loss above `divergence_factor` times the first one, ends the run as
-    DIVERGED. eval_hooks: callables (model, data, step) -> dict of extra scalar columns recorded at each evaluation.
+    Evaluations: at steps growing by `eval_growth` (4%), at least eval_gap_floor(B, n_val, eval_share) steps apart;
+    when the target is first met after a gap wider than eval_growth, the run is rewound to the evaluation before
+    and replayed (bitwise the same steps) with evaluations eval_growth apart, so steps-to-target is resolved to 4%
+    either way. The replay's time is counted as evaluation time (eval_s); compiling, and the evaluation before
+    the first step, as compile_s.
+    divergence: a NaN/Inf training loss (the run stops at that step), or a validation loss above
+    `divergence_factor` times its value before the first step, ends the run as DIVERGED.
+    eval_hooks: callables (model, data, step) -> dict of extra scalar columns recorded at each evaluation.
     progress: callable(fraction_done) called at each evaluation.
+    threads: None (the caller's BLAS and Numba settings), a count, or "auto" (see minigrad.training.threads).
     """
+    threads = parse_threads(threads)
+    with ExitStack() as stack:
+        return _train(stack, threads, model, data, batch_size, lr, optimizer, budget=budget, target=target,
+                      stop_at_target=stop_at_target, lr_schedule=lr_schedule, batch_schedule=batch_schedule,
+                      sampler=sampler, drop_last=drop_last, patience=patience, seed=seed,
+                      optimizer_options=optimizer_options, eval_growth=eval_growth, eval_share=eval_share,
+                      divergence_factor=divergence_factor, eval_hooks=eval_hooks, progress=progress)
+
+
+class _Threads:
+    """The run's thread count, and under "auto" on two threads the watch that drops to one on a busy machine."""
+
+    def __init__(self, stack, threads, model, X, y, optimizer):
+        self.stack, self.times, self.fallback_step = stack, {}, None
+        if threads == "auto":
+            threads, self.times = choose_threads(model, X, y, optimizer)
+        self.count, self.watch = threads, threads == 2 and bool(self.times)
+        self._context = None
+        if threads is not None:
+            self._context = stack.enter_context(ExitStack())
+            self._context.enter_context(thread_count(threads))
+
+    def chunk(self):
+        # steps per chunk: unlimited, or about CHUNK_SECONDS while watching
+        return max(1, int(CHUNK_SECONDS / self.times[2])) if self.watch else None
+
+    def check(self, seconds, steps, stepper):
+        if not self.watch or steps < 1 or seconds / steps <= FALLBACK * self.times[1]:
+            return
+        self._context.close()
+        self._context.enter_context(thread_count(1))
+        self.count, self.watch, self.fallback_step = 1, False, stepper.step
+        stepper._plans.clear()  # the fused step's worker count is read when a plan is made
+
+
+def _train(stack, threads, model, data, batch_size, lr, optimizer, *, budget, target, stop_at_target, lr_schedule,
+           batch_schedule, sampler, drop_last, patience, seed, optimizer_options, eval_growth, eval_share,
+           divergence_factor, eval_hooks, progress):
     if batch_size < 1 or batch_size > len(data.y_train):
         raise ValueError(f"batch size {batch_size} must lie between 1 and the training split's {len(data.y_train)} "
                          "examples")
@@ -107,69 +183,86 @@ def train(model: MLP, data, batch_size, lr, optimizer="sgd", *, budget: Budget, 
         raise ValueError(f"target validation error must lie in [0, 1], got {target}")
     n_train = len(data.y_train)
     X_train, X_val = data.X_train.astype(model.dtype, copy=False), data.X_val.astype(model.dtype, copy=False)
-    model.check_batch(X_train, data.y_train)  # once here, so each step can skip the checks
+    model.check_batch(X_train, data.y_train)  # once here: the compiled loop trusts its inputs
+    model.check_batch(X_val, data.y_val)
     lr_schedule = lr_schedule or LRSchedule(lr)
     batch_schedule = batch_schedule or BatchSchedule(batch_size)
     batch_schedule.max_batch_size = min(batch_schedule.max_batch_size or n_train, n_train)
     opt = make_optimizer(optimizer, lr_schedule(0.0), **(optimizer_options or {}))
-    draw = make_sampler(sampler, data.y_train, batch_schedule(0.0), seed=seed, drop_last=drop_last)
+    draws = SamplerState(sampler, data.y_train, seed=seed, drop_last=drop_last)
+    stepper = Stepper(model, X_train, data.y_train, opt, draws, lr_schedule, batch_schedule, budget)
+    evaluate = Evaluator(model, X_val, data.y_val)
+    planned = budget.steps or budget.total_epochs(batch_size, n_train) * n_train / batch_size
+    floor = eval_gap_floor(batch_size, len(data.y_val), eval_share, planned)
+    pool = _Threads(stack, threads, model, X_train[:batch_size], data.y_train[:batch_size], opt)
+    timing = {"compute": 0.0, "replay": 0.0}
+
+    def run_to(stop_step, replay_until):
+        # chunks of steps up to stop_step; their time goes to compute, or to replay while locating a crossing
+        while True:
+            chunk = pool.chunk()
+            done, started = stepper.step, time.perf_counter()
+            why = stepper.run(stop_step if chunk is None else min(stop_step, done + chunk))
+            elapsed = time.perf_counter() - started
+            timing["replay" if stepper.step <= replay_until else "compute"] += elapsed
+            pool.check(elapsed, stepper.step - done, stepper)
+            if why != REACHED or stepper.step >= stop_step:
+                return why
 
     rows = {name: [] for name in TRACE_COLUMNS}
-    step = examples = 0
-    compute_s = eval_s = 0.0
-    loss_sum, loss_count, first_loss = 0.0, 0, None
+    started = time.perf_counter()
+    stepper.run(0)  # compiles the chunk of the first path (it stops before any step): kept out of compute_s
+    initial_val_loss, _ = evaluate()  # the reference of the divergence rule (its first call compiles too)
+    compile_s, eval_s = time.perf_counter() - started, 0.0
     status, reached = None, None
     best_error, best_params, since_best = math.inf, None, 0
-    next_eval = 1
+    last = (0, stepper.snapshot() if target is not None else None)  # the last evaluation's step and state
+    replay_until = 0  # while locating a crossing: evaluate eval_growth apart up to this step
+    next_eval = max(1, floor)
     while status is None:
-        # -------------------------------------------------------------- steps up to the next evaluation point
-        started = time.perf_counter()
-        try:
-            while step < next_eval and not budget.done(step, examples, draw.epoch):
-                B = batch_schedule(draw.epoch)
-                opt.lr = lr_schedule(draw.epoch)
-                idx = draw.next_batch(B)
-                ws = model.workspace(len(idx))
-                np.take(X_train, idx, axis=0, out=ws.X)
-                np.take(data.y_train, idx, out=ws.y)
-                loss = model._train_step(ws.X, ws.y, opt)
-                step += 1
-                examples += len(idx)
-                loss_sum += loss
-                loss_count += 1
-                if first_loss is None:
-                    first_loss = loss
-        except DivergenceError:
+        # ------------------------------------------------------------- steps up to the next evaluation point
+        replay_before = timing["replay"]
+        why = run_to(next_eval, replay_until)
+        eval_s += timing["replay"] - replay_before
+        compute_s = timing["compute"]
+        if why == NONFINITE:
             status = DIVERGED
-        compute_s += time.perf_counter() - started
         # --------------------------------------------------------------------------------------- evaluation
         started = time.perf_counter()
-        val_loss, val_error = model.evaluate(X_val, data.y_val)
-        train_loss = loss_sum / loss_count if loss_count else math.nan
-        for name, value in (("step", step), ("examples", examples), ("epoch", draw.epoch),
+        step = stepper.step
+        val_loss, val_error = evaluate()
+        if (status is None and target is not None and reached is None and val_error <= target
+                and step > next_eval_step(last[0], eval_growth) and last[1] is not None):
+            # met after a gap wider than eval_growth: rewind to the last evaluation and replay it finely
+            replay_until = step
+            stepper.restore(last[1])
+            next_eval = min(next_eval_step(last[0], eval_growth), replay_until)
+            eval_s += time.perf_counter() - started
+            continue
+        train_loss = stepper.take_loss()
+        epoch = stepper.epoch
+        for name, value in (("step", step), ("examples", stepper.examples), ("epoch", epoch),
                             ("train_loss", train_loss), ("val_loss", val_loss), ("val_error", val_error),
-                            ("lr", opt.lr), ("batch_size", batch_schedule(draw.epoch)),
+                            ("lr", stepper.lr), ("batch_size", batch_schedule(epoch)),
                             ("grad_norm", float(np.linalg.norm(model.grads)))):
             rows[name].append(value)
         for hook in eval_hooks:
             for name, value in hook(model, data, step).items():
                 rows.setdefault(name, [math.nan] * (len(rows["step"]) - 1)).append(value)
-        loss_sum, loss_count = 0.0, 0
         eval_s += time.perf_counter() - started
         rows["compute_s"].append(compute_s)
         rows["eval_s"].append(eval_s)
         if progress is not None:
-            progress(min(1.0, draw.epoch / budget.total_epochs(batch_size, n_train)) if budget.steps is None
+            progress(min(1.0, epoch / budget.total_epochs(batch_size, n_train)) if budget.steps is None
                      else step / budget.steps)
 
         # ----------------------------------------------------------------------------------------- decisions
-        if status is None and (not math.isfinite(train_loss) or not math.isfinite(val_loss)
-                               or train_loss > divergence_factor * first_loss):
+        if status is None and (not math.isfinite(val_loss) or val_loss > divergence_factor * initial_val_loss):
             status = DIVERGED
         if status is not None:
             break
         if target is not None and reached is None and val_error <= target:
-            reached = (step, examples)
+            reached = (step, stepper.examples)
             if stop_at_target:
                 status = COMPLETE
         if val_error < best_error:
@@ -180,23 +273,39 @@ def train(model: MLP, data, batch_size, lr, optimizer="sgd", *, budget: Budget, 
             since_best += 1
         if status is None and patience is not None and since_best >= patience:
             status = COMPLETE if reached or target is None else INCOMPLETE
-        if status is None and budget.done(step, examples, draw.epoch):
+        if status is None and why == BUDGET_DONE:
             status = COMPLETE if reached or target is None else INCOMPLETE
+        if status is None and target is not None and reached is None:
+            last = (step, stepper.snapshot())
         next_eval = next_eval_step(step, eval_growth)
+        if step < replay_until:
+            next_eval = min(next_eval, replay_until)
+        else:
+            next_eval = max(next_eval, step + floor)
 
     if best_params is not None and status != DIVERGED:
         model.params[...] = best_params  # early stopping keeps the best parameters seen
     test_loss, test_error = (math.nan, math.nan)
     if status != DIVERGED and len(data.y_test):
         test_loss, test_error = model.evaluate(data.X_test.astype(model.dtype, copy=False), data.y_test)
+    step = stepper.step
     attrs = dict(batch_size=int(batch_size), lr=float(lr_schedule.base_lr), optimizer=optimizer, seed=int(seed),
                  sampler=sampler, target=target, status=status,
                  steps_to_target=reached[0] if reached else None,
                  examples_to_target=reached[1] if reached else None,
-                 steps=step, examples=examples, best_val_error=float(best_error),
+                 steps=step, examples=stepper.examples, best_val_error=float(best_error),
                  final_val_error=float(rows["val_error"][-1]), test_error=float(test_error),
-                 test_loss=float(test_loss), compute_s=compute_s, eval_s=eval_s,
+                 test_loss=float(test_loss), compute_s=compute_s, eval_s=eval_s, replay_s=timing["replay"],
+                 initial_val_loss=float(initial_val_loss), eval_gap_floor=floor, compile_s=compile_s,
                  step_path=model.step_path(batch_schedule(0.0), optimizer))
+    if pool.count is not None:
+        attrs["threads"] = pool.count
+    if pool.times:
+        attrs.update({f"step_s_threads_{T}": t for T, t in pool.times.items()})
+    if pool.fallback_step is not None:
+        attrs["threads_fallback_step"] = pool.fallback_step
+    if status == DIVERGED:
+        attrs["diverged_at_step"] = step + (1 if why == NONFINITE else 0)
     columns = {name: np.asarray(values, dtype=np.int64 if name in ("step", "examples", "batch_size") else np.float64)
                for name, values in rows.items()}
     return Trace(columns=columns, status=status, attrs=attrs, params=model.params.copy())

@@ -6,8 +6,10 @@ Used by the study (minigrad.study), every experiment (minigrad.experiments) and 
            momentum, weight_decay, eval_growth, sampler (missing keys take the defaults below)
   spec     one trial: run_id, batch_size, lr, seed, a budget (epochs, steps or examples), and optionally target,
            stop_at_target, lr_schedule / batch_schedule (keyword dicts for LRSchedule / BatchSchedule), sampler,
-           drop_last, patience, optimizer, eval_growth, gns (GNSHook settings), full_gns (checkpoints, with
-           total_steps), evaluate_train, curvature (Keskar's measurements at the end), keep_params
+           drop_last, patience, optimizer, momentum, eval_growth, gns (GNSHook settings), two_batch_gns
+           (TwoBatchHook settings), full_gns (checkpoints, with total_steps), evaluate_train, curvature (Keskar's
+           measurements at the end), keep_params, threads (None: the process's settings; a count or "auto": see
+           minigrad.training.threads)
 
 The result is a dict run_id, attrs (the trace's, plus the spec's bookkeeping keys), columns and arrays, which
 pickles cheaply and goes to minigrad.store as it is.
@@ -15,7 +17,7 @@ pickles cheaply and goes to minigrad.store as it is.
 DEFAULTS = {"data_options": {}, "data_seed": 0, "activation": "relu", "loss": "cross_entropy", "dtype": "float32",
             "backend": "blas", "optimizer": "sgd", "momentum": 0.9, "weight_decay": 0.0, "eval_growth": 1.04,
             "sampler": "shuffle"}
-RECORDED = ("phase", "role", "tag", "epochs", "lr_factor")  # spec keys kept in the run's attrs
+RECORDED = ("phase", "role", "tag", "epochs", "lr_factor", "momentum")  # spec keys kept in the run's attrs
 
 _DATA = {}
 
@@ -68,8 +70,9 @@ def run_trial(config, spec, progress=None):
                   batch_schedule=batch_schedule, sampler=spec.get("sampler", cfg["sampler"]),
                   drop_last=spec.get("drop_last", True), patience=spec.get("patience"), seed=spec["seed"],
                   eval_growth=spec.get("eval_growth", cfg["eval_growth"]), eval_hooks=_hooks(spec),
-                  optimizer_options=optimizer_options(optimizer, cfg["momentum"], cfg["weight_decay"]),
-                  progress=progress)
+                  optimizer_options=optimizer_options(optimizer, spec.get("momentum", cfg["momentum"]),
+                                                      cfg["weight_decay"]),
+                  progress=progress, threads=spec.get("threads"))
     attrs = dict(trace.attrs, lr=spec["lr"], budget_epochs=spec.get("epochs"), budget_steps=spec.get("steps"),
                  **{k: spec[k] for k in RECORDED if spec.get(k) is not None})
     if trace.status != "DIVERGED" and (spec.get("evaluate_train") or spec.get("curvature")):
@@ -90,6 +93,10 @@ def _hooks(spec):
         from minigrad.instruments.noise import GNSHook
 
         hooks.append(GNSHook(seed=spec["seed"], **spec["gns"]))
+    if spec.get("two_batch_gns"):
+        from minigrad.instruments.noise import TwoBatchHook
+
+        hooks.append(TwoBatchHook(seed=spec["seed"], **spec["two_batch_gns"]))
     if spec.get("full_gns"):
         from minigrad.instruments.noise import FullNoiseHook
 

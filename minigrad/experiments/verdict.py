@@ -1,0 +1,138 @@
+"""An experiment's verdict is a test: a statistic, its noise, a threshold, the number of seeds, three outcomes.
+
+    reproduced      the statistic's interval lies on the expected side of the threshold
+    not reproduced  it lies on the other side (or, for an agreement, the estimate is more than 3 SE off)
+    inconclusive    the interval straddles the threshold: the effect is within its noise
+
+Intervals are 90% two-sided (so each side is a 5% one-sided test): percentiles of a bootstrap over seeds, or
++-1.645 standard errors of a fit. Every verdict line prints the numbers it rests on.
+"""
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "NOT reproduced", "inconclusive"
+LEVEL = 0.90
+Z90 = 1.6448536269514722  # two-sided 90%: the 95th percentile of the standard normal
+
+
+@dataclass
+class Verdict:
+    claim: str        # what the literature expects, e.g. "SCIENCE item 8: momentum needs fewer steps at large B"
+    statistic: str    # what was measured, e.g. "S_mom/S_sgd at B=1024"
+    value: float
+    lo: float         # its interval
+    hi: float
+    noise: str        # where the interval comes from, e.g. "90% bootstrap over seeds"
+    rule: str         # the threshold, e.g. "reproduced if lo > 1; not if hi < 1"
+    seeds: int
+    outcome: str
+
+    def line(self):
+        return (f"{self.claim}: {self.outcome} -- {self.statistic} = {_num(self.value)} "
+                f"[{_num(self.lo)}, {_num(self.hi)}] ({self.noise}, {self.seeds} seed{'s' * (self.seeds != 1)}); "
+                f"{self.rule}.")
+
+    def as_dict(self):
+        return asdict(self)
+
+
+def _num(x):
+    return f"{x:.3g}" if isinstance(x, (int, float)) and math.isfinite(x) else str(x)
+
+
+def above(claim, statistic, value, lo, hi, threshold, noise, seeds):
+    """The claim is that the statistic exceeds `threshold`."""
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        outcome = INCONCLUSIVE
+    else:
+        outcome = REPRODUCED if lo > threshold else NOT_REPRODUCED if hi < threshold else INCONCLUSIVE
+    return Verdict(claim, statistic, value, lo, hi, noise,
+                   f"reproduced if the interval lies above {threshold:g}, not if below", seeds, outcome)
+
+
+def below(claim, statistic, value, lo, hi, threshold, noise, seeds):
+    """The claim is that the statistic is smaller than `threshold`."""
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        outcome = INCONCLUSIVE
+    else:
+        outcome = REPRODUCED if hi < threshold else NOT_REPRODUCED if lo > threshold else INCONCLUSIVE
+    return Verdict(claim, statistic, value, lo, hi, noise,
+                   f"reproduced if the interval lies below {threshold:g}, not if above", seeds, outcome)
+
+
+def within(claim, statistic, value, lo, hi, low, high, noise, seeds):
+    """The claim is that the statistic lies between `low` and `high` (an equivalence margin)."""
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        outcome = INCONCLUSIVE
+    elif low <= lo and hi <= high:
+        outcome = REPRODUCED
+    elif hi < low or lo > high:
+        outcome = NOT_REPRODUCED
+    else:
+        outcome = INCONCLUSIVE
+    return Verdict(claim, statistic, value, lo, hi, noise,
+                   f"reproduced if the interval lies within [{low:g}, {high:g}], not if outside", seeds, outcome)
+
+
+def agrees(claim, statistic, estimate, se, expected, resolution, seeds,
+           noise="90% interval from the fit's standard error"):
+    """The claim is that `estimate` equals `expected`: z = (estimate - expected) / se. Reproduced if |z| <= 2 and
+    the test could have seen a deviation of `resolution` (2 se <= resolution); not reproduced if |z| > 3;
+    inconclusive otherwise (2 < |z| <= 3, or too noisy to resolve `resolution`)."""
+    z = (estimate - expected) / se if se > 0 and math.isfinite(se) else math.nan
+    if not math.isfinite(z):
+        outcome = INCONCLUSIVE
+    elif abs(z) > 3:
+        outcome = NOT_REPRODUCED
+    elif abs(z) <= 2 and 2 * se <= resolution:
+        outcome = REPRODUCED
+    else:
+        outcome = INCONCLUSIVE
+    return Verdict(claim, f"{statistic} (expected {_num(expected)}, z = {z:+.2f})", estimate, estimate - Z90 * se,
+                   estimate + Z90 * se, noise,
+                   f"reproduced if |z| <= 2 and 2 SE ({_num(2 * se)}) <= {_num(resolution)}; not if |z| > 3", seeds,
+                   outcome)
+
+
+def combine(claim, verdicts):
+    """One outcome from several tests that must all hold: not reproduced if any is not, reproduced if all are."""
+    outcomes = [v.outcome for v in verdicts]
+    if NOT_REPRODUCED in outcomes:
+        return NOT_REPRODUCED
+    return REPRODUCED if outcomes and all(o == REPRODUCED for o in outcomes) else INCONCLUSIVE
+
+
+# -------------------------------------------------------------------------------------------------- noise
+def bootstrap(groups, statistic, resamples=2000, level=LEVEL, seed=0):
+    """Percentile interval of statistic(*groups) when each group (an array whose first axis is the seed) is
+    resampled with replacement on its own. Resamples whose statistic is not finite are dropped; if more than
+    a tenth are, the interval is (nan, nan): the statistic is not defined often enough to bound."""
+    rng = np.random.default_rng([seed, 0xB007])
+    groups = [np.asarray(g) for g in groups]
+    values = []
+    for _ in range(resamples):
+        values.append(statistic(*[g[rng.integers(0, len(g), len(g))] for g in groups]))
+    values = np.asarray(values, float)
+    ok = values[np.isfinite(values)]
+    if len(ok) < 0.9 * resamples:
+        return math.nan, math.nan
+    tail = 100 * (1 - level) / 2
+    lo, hi = np.percentile(ok, [tail, 100 - tail])
+    return float(lo), float(hi)
+
+
+def linear_fit(x, y, level=LEVEL):
+    """Ordinary least squares y = a + b x: (b, its standard error, lo, hi) with a Student-t interval."""
+    from scipy import stats
+
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    n = len(x)
+    if n < 3 or np.ptp(x) == 0:
+        return math.nan, math.nan, math.nan, math.nan
+    b, a = np.polyfit(x, y, 1)
+    resid = y - (a + b * x)
+    se = math.sqrt(float(resid @ resid) / (n - 2) / float(((x - x.mean()) ** 2).sum()))
+    t = float(stats.t.ppf(0.5 + level / 2, n - 2))
+    return float(b), se, float(b - t * se), float(b + t * se)

@@ -1,0 +1,321 @@
+"""From a study file to the answer: per batch size the step time, tuned rate, steps and time to target with their
+intervals and the fit's misfit; the fit and whether it describes the data; B_crit with its interval or "not
+determined"; the tie set with win fractions and one pick with its reason and a recipe. Reads the HDF5 file alone;
+the statistics are in minigrad.study.uncertainty, the text in minigrad.study.report.
+
+Model (McCandlish et al. 2018): S(B) = S_min + E_min / B, a straight line in 1/B, with B_crit = E_min / S_min.
+Time to target T(B) = S(B) * t(B), with t(B) the median step time measured alone on this machine.
+"""
+import json
+import math
+import shlex
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from minigrad.study import plan as S
+from minigrad.study import uncertainty as U
+
+TIME_GAP = 0.20  # a trial's compute time per step this far from t(B) is pointed out under the table
+
+
+@dataclass
+class Analysis:
+    config: dict
+    target: float
+    target_reason: str
+    rows: list              # one dict per batch size
+    fit: dict               # S_min, E_min, max_ratio, ok, reason, B_crit, B_crit_lo, B_crit_hi, determined, note
+    recommended: dict = None  # the pick's row
+    recommendation: dict = field(default_factory=dict)  # batch_size, lr, tied, win_fraction, stable, reason, recipe
+    equal: list = field(default_factory=list)
+    heat: dict = field(default_factory=dict)
+    reference_lr: float = None
+    gns: dict = field(default_factory=dict)  # B_simple near the target (minigrad.instruments.noise.b_simple_near_target)
+    adaptive: dict = field(default_factory=dict)  # trials, rounds, state
+    busy: str = None        # one line when the step times came from a busy machine
+
+
+def step_times(table):
+    """{B: step time per measurement round} from a throughput table (rows or columns): the rounds' medians when
+    recorded (rounds_s), else the one median."""
+    out = {}
+    for row in table_rows(table):
+        rounds = row.get("rounds_s")
+        if isinstance(rounds, bytes):
+            rounds = rounds.decode()
+        values = [float(x) for x in rounds.split()] if rounds else [float(row["step_time_s"])]
+        out[int(row["batch_size"])] = np.array(values)
+    return out
+
+
+def table_rows(table):
+    if not table:
+        return []
+    if isinstance(table, dict):  # columns -> rows
+        keys = list(table)
+        return [dict(zip(keys, values)) for values in zip(*(table[k] for k in keys))]
+    return list(table)
+
+
+def analyse(study_file):
+    """Everything the table, the recommendation and the figures need, from a minigrad.store.StudyFile."""
+    config = study_file.config
+    results = [S.result_row(run_id, run.attrs, run.trace) for run_id, run in study_file.runs.items()]
+    if not any(r["phase"] == "tune" for r in results):
+        raise ValueError("the study holds no tuning trials yet: run `minigrad bench` on it to finish it")
+    attrs = study_file.attrs
+    target, reason = attrs.get("target"), attrs.get("target_reason", "")
+    if target is None:
+        target, reason = S.choose_target(config, results)
+    _, reference_lr = S.best_reference(results) if config["target"] is None or any(
+        r["phase"] == "reference" for r in results) else (None, None)
+    throughput = {int(r["batch_size"]): r for r in table_rows(study_file.throughput)}
+    times = step_times(study_file.throughput)
+    tuned = [r for r in results if r["phase"] in S.TUNED]
+    cells = S.steps_per_cell(results, S.TUNED)
+    best = U.best_steps(cells)
+    batch_sizes = sorted(best)
+    draws = U.resample(cells, times)
+    have_times = bool(times) and all(B in times for B in batch_sizes)
+
+    rows = []
+    for j, B in enumerate(batch_sizes):
+        steps, lr = best[B]
+        tp = throughput.get(B, {})
+        t = float(tp.get("step_time_s", math.nan))
+        trials = [r for r in tuned if r["batch_size"] == B]
+        trial_s, eval_s = trial_step_times(study_file, B)
+        s_int = U.interval(draws["S"][:, j], steps)
+        t_int = U.interval(draws["T"][:, j], steps * t)
+        rows.append(dict(
+            batch_size=B, step_time_s=t, step_time_iqr_s=float(tp.get("iqr_s", math.nan)), threads=tp.get("threads"),
+            busy=int(tp.get("busy", 0) or 0), trial_step_s=trial_s, trial_eval_s=eval_s, samples_per_s=float(tp.get("samples_per_s", math.nan)),
+            gflops=float(tp.get("gflops", math.nan)), best_lr=lr, lr_interpolated=U.interpolated_lr(cells, B),
+            steps=steps, steps_lo=s_int["lo"], steps_hi=s_int["hi"], steps_note=s_int["note"],
+            examples=steps * B, time_s=steps * t, time_lo=t_int["lo"], time_hi=t_int["hi"], time_note=t_int["note"],
+            seeds=len(cells.get((B, lr), ())), seed_steps=_finite_range(cells.get((B, lr), ())),
+            status=_status_word([r["status"] for r in trials if r["lr"] == lr]),
+            counts={s: sum(r["status"] == s for r in trials) for s in ("COMPLETE", "INCOMPLETE", "DIVERGED")},
+            n_trials=len(trials), n_diverged=sum(r["status"] == "DIVERGED" for r in trials)))
+
+    fit = fit_with_check(rows, draws)
+    analysis = Analysis(config=config, target=target, target_reason=reason, rows=rows, fit=fit,
+                        reference_lr=reference_lr)
+    analysis.recommendation, analysis.recommended = recommend(rows, draws["T"] if have_times else draws["S"], cells,
+                                                              times if have_times else {}, config, target)
+    analysis.equal = equal_budget(study_file)
+    analysis.heat = {"cells": {k: float(np.median(v)) for k, v in cells.items()},
+                     "diverged": {(r["batch_size"], r["lr"]) for r in tuned if r["status"] == "DIVERGED"}}
+    adapt = [r for r in results if r["phase"] == "adapt"]
+    analysis.adaptive = dict(trials=len(adapt), rounds=max((r["round"] for r in adapt), default=0),
+                             state=attrs.get("adaptive_state", ""))
+    from minigrad.profile.throughput import busy_note
+
+    analysis.busy = busy_note(list(throughput.values()))
+    from minigrad.instruments.noise import b_simple_near_target
+
+    analysis.gns = b_simple_near_target([run.trace for run in study_file.runs.values()
+                                         if run.attrs.get("phase") == "tune" and best.get(int(run.attrs["batch_size"]),
+                                         (None, None))[1] == float(run.attrs["lr"])], target)
+    return analysis
+
+
+
+def trial_step_times(study_file, B):
+    """(compute, evaluation) seconds per step that B's tuning trials really took: their summed times over their
+    summed steps (evaluation includes locating the target; see minigrad.training.train)."""
+    steps = compute = evaluation = 0.0
+    for run in study_file.runs.values():
+        a = run.attrs
+        if a.get("phase") == "tune" and int(a["batch_size"]) == B and a.get("steps"):
+            steps += a["steps"]
+            compute += a.get("compute_s", math.nan)
+            evaluation += a.get("eval_s", math.nan)
+    return (compute / steps, evaluation / steps) if steps else (math.nan, math.nan)
+
+
+def time_gaps(rows):
+    """Batch sizes whose trials' compute time per step differs from t(B) by more than TIME_GAP, with the ratio."""
+    return [(r["batch_size"], r["trial_step_s"] / r["step_time_s"]) for r in rows
+            if math.isfinite(r["trial_step_s"]) and r["step_time_s"] > 0
+            and abs(r["trial_step_s"] / r["step_time_s"] - 1) > TIME_GAP]
+
+def fit_with_check(rows, draws):
+    """The fit of S(B), its self-check (misfit per B written into rows), and B_crit with its bootstrap interval."""
+    Bs, steps = [r["batch_size"] for r in rows], [r["steps"] for r in rows]
+    params = U.fit_steps(Bs, steps)
+    check = U.check_fit(Bs, steps, params)
+    for r in rows:
+        r["misfit"] = check["misfit"][r["batch_size"]]
+        r["fit_steps"] = params[0] + params[1] / r["batch_size"] if params else math.nan
+    fit = dict(ok=check["ok"], reason=check["reason"], max_ratio=check["max_misfit"], determined=False,
+               B_crit=math.nan, B_crit_lo=math.nan, B_crit_hi=math.nan, B_crit_note="")
+    if params is None:
+        return dict(fit, S_min=math.nan, E_min=math.nan, B_crit_note="not determined: " + check["reason"])
+    s_min, e_min = params
+    fit.update(S_min=s_min, E_min=e_min)
+    if s_min > 0 and e_min > 0:
+        fit["B_crit"] = e_min / s_min
+    a, b = U.fit_resamples(draws["batch_sizes"], draws["S"])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        crit = np.where((a > 0) & (b > 0), b / a, np.nan)
+    spread = U.interval(crit, fit["B_crit"])
+    fit.update(B_crit_lo=spread["lo"], B_crit_hi=spread["hi"], B_crit_degenerate=spread["degenerate"],
+               B_crit_resamples=float(np.isfinite(crit).mean()))
+    if not check["ok"]:
+        fit["B_crit_note"] = "not determined: the fit does not describe the data"
+    elif not math.isfinite(fit["B_crit"]):
+        fit["B_crit_note"] = "not determined: the fit has no positive S_min and E_min"
+    else:
+        fit["determined"] = True
+        notes = [spread["note"]] if spread["note"] else []
+        if not min(Bs) <= fit["B_crit"] <= max(Bs):
+            notes.append(f"outside the measured batch sizes {min(Bs)} to {max(Bs)}: an extrapolation")
+        fit["B_crit_note"] = "; ".join(notes)
+    return fit
+
+
+def recommend(rows, T, cells, times, config, target):
+    """(recommendation dict, the pick's row). The tie set: batch sizes within uncertainty.NEAR_TIE of the fastest
+    in at least uncertainty.TIE_FRACTION of resamples, always with the point-estimate fastest; the pick: the member
+    that wins the most resamples (fewer steps on an equal count)."""
+    timed = [r for r in rows if math.isfinite(r["time_s"] if times else r["steps"])]
+    if not timed:
+        return {}, None
+    Bs = [r["batch_size"] for r in rows]
+    by_B = {r["batch_size"]: r for r in rows}
+    fastest = min(timed, key=lambda r: ((r["time_s"] if times else r["steps"]), r["batch_size"]))
+    wins, near, tied = U.choice(T, Bs)
+    tied = sorted(set(tied) | {fastest["batch_size"]})
+    pick = by_B[max(tied, key=lambda B: (wins[B], -by_B[B]["steps"]))]
+    stable = U.stability(cells, times, tied)
+    for r in rows:
+        r["win_fraction"], r["tied"] = wins[r["batch_size"]], r["batch_size"] in tied
+    measure = "time-to-target" if times else "steps-to-target (no step times)"
+    if len(tied) == 1:
+        reason = (f"B = {pick['batch_size']} has the shortest {measure} and wins {wins[pick['batch_size']]:.0%} of "
+                  "resamples; no other batch size comes within "
+                  f"{U.NEAR_TIE:.0%} of the fastest in {U.TIE_FRACTION:.0%} of resamples")
+    else:
+        shares = ", ".join(f"{B} wins {wins[B]:.0%}" for B in sorted(tied, key=lambda B: -wins[B]))
+        reason = f"B = {_span(tied, Bs)} are tied within noise ({shares} of resamples); pick {pick['batch_size']}, "
+        reason += ("which wins most often" if pick is fastest else
+                   f"which wins most often, though B = {fastest['batch_size']} has the shortest measured {measure} "
+                   f"(by {(pick['time_s'] if times else pick['steps']) / (fastest['time_s'] if times else fastest['steps']) - 1:.0%}, within noise)")
+    out = dict(batch_size=pick["batch_size"], lr=pick["best_lr"], lr_interpolated=pick["lr_interpolated"],
+               steps=pick["steps"], tied=tied, win_fraction=wins, near_fraction=near, stable_fraction=stable,
+               stable=stable >= config.get("stable_fraction", 0.8), reason=reason,
+               recipe=recipe(config, pick, target))
+    return out, pick
+
+
+def recipe(config, row, target):
+    """The `minigrad train` line that trains the pick to the target: its measured rate, a step budget of 1.5x the
+    most steps any seed or resample needed (training stops at the target; one run varies more than the median)."""
+    steps_hi = max(x for x in (row["steps"], row["steps_hi"], row["seed_steps"][1]) if math.isfinite(x))
+    args = ["minigrad", "train", "--data", str(config["data"]), "--hidden", ",".join(map(str, config["hidden"])),
+            "--activation", config["activation"], "--loss", config["loss"], "--optimizer", config["optimizer"]]
+    if config["optimizer"] != "sgd":
+        args += ["--momentum", f"{config['momentum']:g}"]
+    args += ["--sampler", config["sampler"], "--dtype", config["dtype"], "--batch-size", str(row["batch_size"]),
+             "--lr", f"{row['best_lr']:g}", "--steps", str(int(math.ceil(1.5 * steps_hi))), "--target", f"{target:g}"]
+    if config.get("data_seed"):
+        args += ["--data-seed", str(config["data_seed"])]
+    options = dict(config.get("data_options") or {})
+    for key in ("data_dir", "n_val"):  # the data options `minigrad train` takes
+        if options.get(key) is not None:
+            args += [f"--{key.replace('_', '-')}", str(options.pop(key))]
+    line = shlex.join(args)
+    if options:  # say so rather than drop them silently
+        line += f"  # the study used data options {json.dumps(options)}, which train does not take"
+    return line
+
+
+def _finite_range(values):
+    """(fewest, most) steps of single seeds that reached the target; (nan, nan) if none did."""
+    finite = [v for v in values if math.isfinite(v)]
+    return (min(finite), max(finite)) if finite else (math.nan, math.nan)
+
+
+def _span(tied, Bs):
+    """'64-128' when the tie set is a run of neighbouring batch sizes, else '8, 64, 128'."""
+    idx = [Bs.index(B) for B in tied]
+    if len(tied) > 1 and idx == list(range(idx[0], idx[0] + len(idx))):
+        return f"{tied[0]}-{tied[-1]}"
+    return ", ".join(map(str, tied))
+
+
+def _status_word(statuses):
+    if not statuses:
+        return "-"
+    counts = {s: statuses.count(s) for s in ("COMPLETE", "INCOMPLETE", "DIVERGED") if statuses.count(s)}
+    if len(counts) == 1:
+        return next(iter(counts))
+    return " ".join(f"{n} {s}" for s, n in counts.items())
+
+
+def equal_budget(study_file):
+    """Per B: median final validation and test error after equal_epochs, at the tuned and at the fixed rate."""
+    out = {}
+    for run_id, run in study_file.runs.items():
+        a = run.attrs
+        if a.get("phase") != "equal":
+            continue
+        tag = "tuned" if run_id.endswith("-tuned") else "fixed"
+        entry = out.setdefault(int(a["batch_size"]), {})
+        entry.setdefault(tag, {"val": [], "test": [], "lr": float(a["lr"]), "diverged": 0})
+        if a["status"] == "DIVERGED":
+            entry[tag]["diverged"] += 1
+        else:
+            entry[tag]["val"].append(a["final_val_error"])
+            entry[tag]["test"].append(a["test_error"])
+    rows = []
+    for B in sorted(out):
+        row = {"batch_size": B}
+        for tag in ("tuned", "fixed"):
+            e = out[B].get(tag)
+            if e:
+                row[f"{tag}_lr"] = e["lr"]
+                row[f"{tag}_val"] = float(np.median(e["val"])) if e["val"] else math.nan
+                row[f"{tag}_test"] = float(np.median(e["test"])) if e["test"] else math.nan
+                row[f"{tag}_diverged"] = e["diverged"]
+        rows.append(row)
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------ the JSON answer
+def answer(a: Analysis):
+    """The machine-readable answer (`minigrad report STUDY --json`, Study.answer()): plain JSON types, NaN as null."""
+    f, rec = a.fit, a.recommendation
+    rows = [dict(batch_size=r["batch_size"], step_time_s=r["step_time_s"], step_time_iqr_s=r["step_time_iqr_s"],
+                 busy=bool(r["busy"]), lr=r["best_lr"], lr_interpolated=r["lr_interpolated"],
+                 steps_to_target=r["steps"], steps_interval=[r["steps_lo"], r["steps_hi"]], seeds=r["seeds"],
+                 time_to_target_s=r["time_s"], time_interval_s=[r["time_lo"], r["time_hi"]], misfit=r["misfit"],
+                 win_fraction=r.get("win_fraction"), tied=r.get("tied"), status=r["counts"]) for r in a.rows]
+    out = dict(
+        target=a.target, target_reason=a.target_reason, rows=rows,
+        fit=dict(s_min=f.get("S_min"), e_min=f.get("E_min"), max_misfit=f.get("max_ratio"), ok=f["ok"],
+                 reason=f["reason"]),
+        b_crit=dict(estimate=f["B_crit"], interval=[f["B_crit_lo"], f["B_crit_hi"]], determined=f["determined"],
+                    note=f["B_crit_note"]),
+        recommendation=None if not rec else dict(
+            batch_size=rec["batch_size"], lr=rec["lr"], lr_interpolated=rec["lr_interpolated"], tied=rec["tied"],
+            win_fraction={str(B): w for B, w in rec["win_fraction"].items()}, stable=rec["stable"],
+            stable_fraction=rec["stable_fraction"], reason=rec["reason"], recipe=rec["recipe"]),
+        adaptive=a.adaptive, busy=a.busy)
+    return _plain(out)
+
+
+def _plain(x):
+    if isinstance(x, dict):
+        return {str(k): _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    if isinstance(x, (np.floating, float)):
+        return float(x) if math.isfinite(x) else None
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, np.bool_):
+        return bool(x)
+    return x

@@ -1,0 +1,208 @@
+"""The study's statistics: S(B), the fit S = S_min + E_min/B and its self-check, and a bootstrap that carries the
+seeds of every (B, lr) cell and the repeated step-time measurements through best-lr choice, S(B), the fit, B_crit,
+T(B) = S(B) t(B) and the choice of batch size. Plain NumPy on plain dicts (no engine, no files): the planner uses it
+to decide where extra trials change the answer.
+
+    cells  {(B, lr): [steps to target per seed]}, a seed that missed the target counted as infinitely many steps
+    times  {B: [step time per measurement round]} (seconds); a B without times has T(B) = nan
+
+Point estimates use all the data; intervals are percentiles of the resamples (INTERVAL), widened to include the
+point estimate if they miss it (said in `note`), and called degenerate when every resample gives the same value.
+"""
+import math
+
+import numpy as np
+
+REPS = 400               # bootstrap resamples
+INTERVAL = (5.0, 95.0)   # percentile interval
+NEAR_TIE = 0.05          # a resample's batch sizes within 5% of its fastest time-to-target are near its best
+TIE_FRACTION = 0.10      # tied: near the best in at least this fraction of resamples
+MISFIT_LIMIT = 1.3       # the fit describes the data when every S(B) is within 1.3x of it (SCIENCE.md item 1)
+
+
+# ---------------------------------------------------------------------------------------------- point estimates
+def fit_steps(batch_sizes, steps):
+    """Least squares of S = S_min + E_min / B in relative error (each point weighted by 1/S, so small and large
+    counts matter alike). Returns (S_min, E_min) or None with fewer than two finite points."""
+    B, s = np.asarray(batch_sizes, float), np.asarray(steps, float)
+    ok = np.isfinite(s)
+    if ok.sum() < 2:
+        return None
+    B, s = B[ok], s[ok]
+    A = np.stack([np.ones_like(B), 1.0 / B], axis=1) / s[:, None]
+    (s_min, e_min), *_ = np.linalg.lstsq(A, np.ones_like(s), rcond=None)
+    return float(s_min), float(e_min)
+
+
+def best_steps(cells):
+    """{B: (S(B), best lr)}: the fewest median steps over learning rates (the smaller rate on a tie); (inf, None)
+    when every rate missed."""
+    out = {}
+    for (B, lr), v in sorted(cells.items()):
+        steps = float(np.median(v))
+        if B not in out or steps < out[B][0]:
+            out[B] = (steps, lr if math.isfinite(steps) else None)
+    return out
+
+
+def interpolated_lr(cells, batch_size):
+    """The tuned rate of one B off the grid: the vertex of a quadratic in log lr through log(median steps) at the
+    best rate and its two neighbours, kept between those neighbours; the best rate itself at an edge of the grid,
+    next to a missed rate, or where the three points do not curve upwards."""
+    medians = sorted((lr, float(np.median(v))) for (B, lr), v in cells.items() if B == batch_size)
+    finite = [(lr, s) for lr, s in medians if math.isfinite(s)]
+    if not finite:
+        return None
+    i = min(range(len(medians)), key=lambda k: (medians[k][1], medians[k][0]))
+    if i == 0 or i == len(medians) - 1 or not all(math.isfinite(medians[k][1]) for k in (i - 1, i, i + 1)):
+        return medians[i][0]
+    x = np.log([medians[k][0] for k in (i - 1, i, i + 1)])
+    y = np.log([medians[k][1] for k in (i - 1, i, i + 1)])
+    a, b, _ = np.polyfit(x, y, 2)
+    if a <= 0:
+        return medians[i][0]
+    return float(np.exp(np.clip(-b / (2 * a), x[0], x[2])))
+
+
+def check_fit(batch_sizes, steps, params):
+    """Whether S = S_min + E_min/B describes the data: {misfit per B, max_misfit, ok, reason}. It does not when
+    fewer than three batch sizes reached the target, when S_min or E_min come out <= 0, when a point is more than
+    MISFIT_LIMIT off the curve, or when S rises with B by more than MISFIT_LIMIT or to infinity (a larger batch size
+    missed the target that a smaller one reached): the model only falls."""
+    B = [b for b, s in zip(batch_sizes, steps) if math.isfinite(s)]
+    S = [s for s in steps if math.isfinite(s)]
+    misfit = {b: math.nan for b in batch_sizes}
+    if params is None or len(B) < 3:
+        return dict(misfit=misfit, max_misfit=math.nan, ok=False,
+                    reason=f"only {len(B)} batch size(s) reached the target: too few to check S = S_min + E_min/B")
+    s_min, e_min = params
+    missed = [b for b, s in zip(batch_sizes, steps) if not math.isfinite(s) and b > min(B)]
+    for b, s in zip(B, S):
+        model = s_min + e_min / b
+        misfit[b] = max(s / model, model / s) if model > 0 else math.inf
+    worst = max(B, key=lambda b: misfit[b])
+    rise = max(((S[j] / min(S[:j]), B[S.index(min(S[:j]))], B[j]) for j in range(1, len(S))), default=(1, 0, 0))
+    reasons = []
+    if missed:
+        below = [b for b in B if b < missed[0]]
+        reasons.append(f"B = {', '.join(map(str, missed))} did not reach the target within the budget while B = "
+                       f"{below[0]}{f' to {below[-1]}' if len(below) > 1 else ''} did, so S rises with B (the target is too strict for large batches within their "
+                       "budget)")
+    if rise[0] > MISFIT_LIMIT:
+        low, high = rise[1], rise[2]
+        reasons.append(f"S rises from {S[B.index(low)]:,.0f} steps at B = {low} to {S[B.index(high)]:,.0f} at "
+                       f"B = {high}, while the model only falls with B (often the target is too strict for large "
+                       "batches within their budget)")
+    if misfit[worst] > MISFIT_LIMIT:
+        reasons.append(f"the largest misfit is {misfit[worst]:.2f}x at B = {worst} (limit {MISFIT_LIMIT}x)")
+    if s_min <= 0 or e_min <= 0:
+        reasons.append(f"the fit needs S_min = {s_min:,.1f} and E_min = {e_min:,.0f}, and both must be positive")
+    ok = not reasons
+    return dict(misfit=misfit, max_misfit=float(misfit[worst]), ok=ok,
+                reason="S = S_min + E_min/B fits every batch size within "
+                       f"{MISFIT_LIMIT}x" if ok else "S = S_min + E_min/B does not describe these data: "
+                       + "; ".join(reasons))
+
+
+# ---------------------------------------------------------------------------------------------------- bootstrap
+def _median_resamples(values, reps, rng):
+    """(reps,) medians of `values` resampled with replacement (inf allowed: a missed seed)."""
+    v = np.asarray(values, float)
+    return np.median(v[rng.integers(0, len(v), size=(reps, len(v)))], axis=1)
+
+
+def resample(cells, times, reps=REPS, seed=0):
+    """Bootstrap draws, (reps, n_B) arrays over the sorted batch sizes: S (steps), lr (best rate), t (step time),
+    T = S * t. Seeds are resampled within each (B, lr) cell and the best rate re-chosen in every resample."""
+    rng = np.random.default_rng(seed)
+    Bs = sorted({B for B, _ in cells})
+    S = np.full((reps, len(Bs)), np.inf)
+    lr = np.full((reps, len(Bs)), np.nan)
+    for (B, rate), v in sorted(cells.items()):
+        m = _median_resamples(v, reps, rng)
+        j = Bs.index(B)
+        better = m < S[:, j]  # strict: on a tie the smaller rate (sorted first) stays
+        S[better, j], lr[better, j] = m[better], rate
+    t = np.full((reps, len(Bs)), np.nan)
+    for j, B in enumerate(Bs):
+        if len(times.get(B, ())):
+            t[:, j] = _median_resamples(times[B], reps, rng)
+    return dict(batch_sizes=Bs, S=S, lr=lr, t=t, T=S * t)
+
+
+def fit_resamples(Bs, S):
+    """(S_min, E_min) per resample, (reps,) each: fit_steps vectorised by the 2x2 normal equations of the weighted
+    least squares (points that missed left out; nan with fewer than two)."""
+    x = 1.0 / np.asarray(Bs, float)
+    ok = np.isfinite(S)
+    u = np.where(ok, 1.0 / np.where(ok, S, 1.0), 0.0)  # 1/S: row weights
+    v = u * x
+    suu, suv, svv = (u * u).sum(1), (u * v).sum(1), (v * v).sum(1)
+    det = suu * svv - suv**2
+    good = (ok.sum(1) >= 2) & (np.abs(det) > 1e-12 * suu * svv)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s_min = np.where(good, (svv * u.sum(1) - suv * v.sum(1)) / det, np.nan)
+        e_min = np.where(good, (suu * v.sum(1) - suv * u.sum(1)) / det, np.nan)
+    return s_min, e_min
+
+
+def interval(draws, point):
+    """{lo, hi, degenerate, note} of the finite draws' percentile interval, widened to include `point`."""
+    draws = np.asarray(draws, float)
+    finite = draws[~np.isnan(draws)]
+    if not len(finite) or not math.isfinite(point):
+        return dict(lo=math.nan, hi=math.nan, degenerate=True, note="no interval: nothing to resample")
+    lo, hi = (float(np.percentile(finite, q, method="nearest")) for q in INTERVAL)
+    if hi - lo <= 1e-9 * abs(point):  # the same value up to rounding (a vectorised refit of the same numbers)
+        lo = hi = point
+    note = ""
+    if not lo <= point <= hi:
+        lo, hi = min(lo, point), max(hi, point)
+        note = "widened to include the estimate"
+    if lo == hi:
+        return dict(lo=lo, hi=hi, degenerate=True, note="degenerate: every resample gives the same value (too few "
+                                                             "seeds or measurements to resample)")
+    return dict(lo=lo, hi=hi, degenerate=False, note=note)
+
+
+def choice(T, Bs, near=NEAR_TIE):
+    """From (reps, n_B) times-to-target: win fraction per B (fastest in a resample), near fraction (within `near`
+    of that resample's fastest), and the tie set {B: near in >= TIE_FRACTION of resamples}."""
+    T = np.where(np.isnan(T), np.inf, T)
+    fastest = T.min(axis=1)
+    counted = np.isfinite(fastest)
+    reps = max(int(counted.sum()), 1)
+    winner = np.argmin(T[counted], axis=1)
+    wins = {B: float((winner == j).sum() / reps) for j, B in enumerate(Bs)}
+    near_hits = T[counted] <= (1 + near) * fastest[counted, None]
+    near_frac = {B: float(near_hits[:, j].sum() / reps) for j, B in enumerate(Bs)}
+    tied = [B for B in Bs if near_frac[B] >= TIE_FRACTION]
+    return wins, near_frac, tied
+
+
+def tie_set(cells, times, point_best, reps=REPS, seed=0):
+    """The batch sizes tied with `point_best` within noise (it is always in the set)."""
+    draws = resample(cells, times, reps, seed)
+    T = draws["T"] if any(len(times.get(B, ())) for B in draws["batch_sizes"]) else draws["S"]
+    _, _, tied = choice(T, draws["batch_sizes"])
+    return sorted(set(tied) | ({point_best} if point_best is not None else set()))
+
+
+def stability(cells, times, tied, outer=40, reps=150, seed=1):
+    """Fraction of resampled data sets (seeds resampled within each cell) whose own tie set equals `tied`."""
+    rng = np.random.default_rng(seed)
+    same = 0
+    for k in range(outer):
+        data = {key: np.asarray(v, float)[rng.integers(0, len(v), len(v))] for key, v in sorted(cells.items())}
+        t = {B: np.asarray(v, float)[rng.integers(0, len(v), len(v))] for B, v in sorted(times.items()) if len(v)}
+        best = point_best(data, t)
+        same += tie_set(data, t, best, reps, seed=1000 + k) == list(tied)
+    return same / outer
+
+
+def point_best(cells, times):
+    """The batch size with the smallest point-estimate time-to-target (steps alone without step times)."""
+    best = best_steps(cells)
+    score = {B: s * (float(np.median(times[B])) if len(times.get(B, ())) else 1.0) for B, (s, _) in best.items()}
+    score = {B: v for B, v in score.items() if math.isfinite(v)}
+    return min(score, key=lambda B: (score[B], B)) if score else None

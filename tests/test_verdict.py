@@ -1,0 +1,123 @@
+"""Verdicts as tests: each of the three outcomes is reachable, and planted effects are judged as they were planted
+(an effect within its noise is inconclusive, a clear one is reproduced, an opposite one is not)."""
+import math
+
+import numpy as np
+import pytest
+
+from minigrad.experiments import verdict as V
+from minigrad.experiments.gns import _trend
+from minigrad.experiments.momentum import tuned_steps
+from minigrad.experiments.smith import _between
+
+
+def mean_interval(samples):
+    samples = np.asarray(samples, float)
+    return (float(samples.mean()), *V.bootstrap([samples], lambda s: float(s.mean()), resamples=500))
+
+
+@pytest.mark.parametrize("effect, expected", [(5.0, V.REPRODUCED), (0.0, V.INCONCLUSIVE), (-5.0, V.NOT_REPRODUCED)])
+def test_above_judges_a_planted_effect_against_its_bootstrap_noise(effect, expected):
+    rng = np.random.default_rng(1)
+    v = V.above("planted", "mean", *mean_interval(effect + rng.normal(0, 1, 8)), 0.0, "bootstrap", 8)
+    assert v.outcome == expected
+    assert v.statistic in v.line() and "8 seeds" in v.line() and "above 0" in v.line()
+
+
+@pytest.mark.parametrize("effect, expected", [(-5.0, V.REPRODUCED), (0.0, V.INCONCLUSIVE), (5.0, V.NOT_REPRODUCED)])
+def test_below_mirrors_above(effect, expected):
+    rng = np.random.default_rng(2)
+    assert V.below("p", "mean", *mean_interval(effect + rng.normal(0, 1, 8)), 0.0, "b", 8).outcome == expected
+
+
+def test_within_needs_the_whole_interval_inside_the_margin():
+    assert V.within("c", "r", 1.0, 0.9, 1.1, 0.8, 1.25, "b", 5).outcome == V.REPRODUCED
+    assert V.within("c", "r", 1.0, 0.7, 1.1, 0.8, 1.25, "b", 5).outcome == V.INCONCLUSIVE  # noise too wide
+    assert V.within("c", "r", 0.5, 0.4, 0.6, 0.8, 1.25, "b", 5).outcome == V.NOT_REPRODUCED
+    assert V.within("c", "r", 1.0, math.nan, math.nan, 0.8, 1.25, "b", 5).outcome == V.INCONCLUSIVE
+
+
+def test_agrees_is_a_z_test_with_a_resolution():
+    ok = V.agrees("c", "slope", 10.1, 0.1, 10.0, 1.0, 1)
+    assert ok.outcome == V.REPRODUCED and "z = +1.00" in ok.line()
+    assert V.agrees("c", "slope", 11.0, 0.1, 10.0, 1.0, 1).outcome == V.NOT_REPRODUCED  # z = 10
+    assert V.agrees("c", "slope", 10.25, 0.1, 10.0, 1.0, 1).outcome == V.INCONCLUSIVE  # z = 2.5
+    # consistent, but the noise could hide a deviation of the resolution's size: inconclusive, not reproduced
+    assert V.agrees("c", "slope", 10.1, 5.0, 10.0, 1.0, 1).outcome == V.INCONCLUSIVE
+    # a value near zero: judged by z, not by a relative tolerance (MNIST: -2.2e-5 against -1.65e-5, SE 6.5e-6)
+    assert V.agrees("c", "intercept", -2.2e-5, 6.5e-6, -1.65e-5, 1e-4, 1).outcome == V.REPRODUCED
+    assert V.agrees("c", "x", 1.0, 0.0, 1.0, 1.0, 1).outcome == V.INCONCLUSIVE  # no noise estimate: no test
+
+
+def test_combine():
+    r, n, i = (V.Verdict("c", "s", 1, 0, 2, "n", "r", 1, o) for o in (V.REPRODUCED, V.NOT_REPRODUCED,
+                                                                     V.INCONCLUSIVE))
+    assert V.combine("x", [r, r]) == V.REPRODUCED
+    assert V.combine("x", [r, i]) == V.INCONCLUSIVE
+    assert V.combine("x", [r, i, n]) == V.NOT_REPRODUCED
+    assert V.combine("x", []) == V.INCONCLUSIVE
+
+
+def test_bootstrap_refuses_a_statistic_that_is_mostly_undefined():
+    assert all(math.isnan(x) for x in V.bootstrap([np.arange(2)], lambda s: math.nan if s[0] == s[1] else 1.0))
+    lo, hi = V.bootstrap([np.arange(10.0)], lambda s: float(s.mean()))
+    assert 2.5 < lo < 4.5 < 5.5 < hi < 6.5
+
+
+def test_linear_fit_interval_covers_the_planted_slope():
+    rng = np.random.default_rng(3)
+    x = np.linspace(0, 1, 30)
+    slope, se, lo, hi = V.linear_fit(x, 2.0 * x + rng.normal(0, 0.1, 30))
+    assert lo < 2.0 < hi and se > 0 and abs(slope - 2) < 4 * se
+    assert all(math.isnan(v) for v in V.linear_fit([1, 2], [1, 2]))
+
+
+@pytest.mark.parametrize("power, expected", [(-1.0, V.REPRODUCED), (0.0, V.INCONCLUSIVE), (1.0, V.NOT_REPRODUCED)])
+def test_gns_trend_of_a_planted_power_law(power, expected):
+    rng = np.random.default_rng(4)
+    loss = np.geomspace(2.0, 0.02, 20)
+    b = 50 * loss ** power * np.exp(rng.normal(0, 0.3, 20))
+    tr = _trend(b, loss)
+    assert tr["n"] == 20 and tr["lo"] < tr["slope"] < tr["hi"]
+    outcome = V.below("rises", "slope", tr["slope"], tr["lo"], tr["hi"], 0.0, "t", 1).outcome
+    if power == 0.0:  # flat: the interval should straddle 0 (seeded, so this is not flaky)
+        assert tr["lo"] < 0 < tr["hi"]
+    assert outcome == expected
+    if power == -1.0:  # a 100x fall in loss with slope -1 is a ~100x rise
+        assert 30 < tr["rise"] < 300 and tr["rise_lo"] < tr["rise"] < tr["rise_hi"]
+
+
+def smith_outcome(grow_shift, constant_shift, seeds=8):
+    """The smith ratio test on planted curves: seed noise 0.01 per point (0.002 per seed), grow and the control
+    offset from decay."""
+    rng = np.random.default_rng(5)
+    decay = 0.2 + rng.normal(0, 0.002, (seeds, 1)) + rng.normal(0, 0.01, (seeds, 50))
+    grow = 0.2 + grow_shift + rng.normal(0, 0.002, (seeds, 1)) + rng.normal(0, 0.01, (seeds, 50))
+    constant = 0.2 + constant_shift + rng.normal(0, 0.002, (seeds, 1)) + rng.normal(0, 0.01, (seeds, 50))
+    idx = np.arange(seeds)
+    ratio = lambda i: _between(decay, grow, i)  # noqa: E731
+    control = lambda i: _between(decay, constant, i)  # noqa: E731
+    same = V.below("same", "ratio", ratio(idx), *V.bootstrap([idx], ratio, resamples=400), 1.5, "b", seeds)
+    power = V.above("power", "ratio", control(idx), *V.bootstrap([idx], control, resamples=400), 1.5, "b", seeds)
+    return same.outcome, power.outcome
+
+
+def test_smith_ratio_on_planted_curves():
+    assert smith_outcome(0.0, 0.1) == (V.REPRODUCED, V.REPRODUCED)  # equivalent, and the control is resolved
+    assert smith_outcome(0.1, 0.1)[0] == V.NOT_REPRODUCED  # grow differs by 10 seed-to-seed spreads
+    assert smith_outcome(0.0, 0.0)[1] != V.REPRODUCED  # the control within noise: the test has no power
+
+
+def test_momentum_ratio_interval_on_planted_steps():
+    rng = np.random.default_rng(6)
+
+    def cells(scale):  # three learning rates, the middle one best, 5 seeds of steps
+        return [scale * f * np.exp(rng.normal(0, 0.1, 5)) for f in (1.5, 1.0, 1.3)]
+
+    for mom_scale, expected in ((0.6, V.REPRODUCED), (1.0, V.INCONCLUSIVE), (1.6, V.NOT_REPRODUCED)):
+        sgd, mom = cells(1000.0), cells(1000.0 * mom_scale)
+        stat = lambda *g: tuned_steps(g[3:]) / tuned_steps(g[:3])  # noqa: E731
+        lo, hi = V.bootstrap(sgd + mom, stat, resamples=400)
+        assert V.below("fewer", "ratio", stat(*sgd, *mom), lo, hi, 1.0, "b", 5).outcome == expected
+    assert tuned_steps([np.array([math.inf, math.inf, 5.0])]) != tuned_steps([np.array([5.0])])
+    assert math.isnan(tuned_steps([np.array([math.inf, math.inf])]))
