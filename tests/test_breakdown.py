@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from minigrad import MLP, make_optimizer
+from minigrad.engine import model as M
 from minigrad.profile import breakdown as BD
 from minigrad.profile import roofline
 from minigrad.profile.batches import make_batches
@@ -59,7 +60,11 @@ def test_each_prefix_stops_after_its_ops():
                 np.testing.assert_allclose(model._dweights[l], reference.dweights[l], rtol=1e-12)
 
 
-def test_breakdown_adds_up_and_names_every_op():
+def test_breakdown_adds_up_and_names_every_op(monkeypatch):
+    # the unfused step's ops, while MLP._train_step runs kernels_small's fused step (forced: the thresholds give this
+    # small model kernels_large's step, whose breakdown is tested below)
+    monkeypatch.setattr(M, "FUSED_SGD_MAX", {1: 64, 2: 64})
+    monkeypatch.setattr(M, "FUSED_SGD_MIN_PARAMS", 0)
     model, opt, X, y, _ = setup(32, "sgd", dtype=np.float32)
     result = BD.breakdown(model, opt, X, y, samples=5, target=2e-4)
     assert [op.name for op in result["ops"]] == [op.name for op in BD.step_ops(SIZES, 32, "relu", "sgd")]

@@ -117,6 +117,14 @@ def threads(request):
     numba.set_num_threads(before)
 
 
+@pytest.fixture(autouse=True)
+def fused_small_step(monkeypatch):
+    # these tests are of kernels_small's fused step: take it at the B they test, whatever the thresholds (which give
+    # small models, and one thread, kernels_large's step)
+    monkeypatch.setattr(M, "FUSED_SGD_MAX", {1: 24, 2: 40})
+    monkeypatch.setattr(M, "FUSED_SGD_MIN_PARAMS", 0)
+
+
 def batch(sizes, B, seed, dtype):
     r = np.random.default_rng(seed)
     return r.standard_normal((B, sizes[0])).astype(dtype), r.integers(0, sizes[-1], B)
@@ -138,6 +146,7 @@ def test_fused_sgd_step_equals_plain_train_step(threads, dtype, B, sizes):
     fused.params[...] += 0.01  # nonzero biases
     plain.params[...] = fused.params
     opt_f, opt_p = SGD(0.1, weight_decay=0.01), SGD(0.1, weight_decay=0.01)
+    assert fused.step_path(B, opt_f).startswith("fused-sgd")
     for step in range(3):
         X, y = batch(sizes, B, step, dtype)
         assert fused.train_step(X, y, opt_f) == pytest.approx(plain.train_step(X, y, opt_p), rel=TOL[dtype])

@@ -7,6 +7,7 @@ import pytest
 
 from minigrad import data
 from minigrad.engine import loop as L
+from minigrad.engine import model as M
 from minigrad.engine.model import MLP
 from minigrad.engine.optim import make_optimizer
 from minigrad.training.schedules import BatchSchedule, LRSchedule
@@ -149,6 +150,33 @@ def test_chunk_equals_step_by_step(blobs, optimizer, backend, B, sizes, sampler)
     other = stepper(blobs, optimizer, batch=BatchSchedule(B), sampler=sampler, backend=backend, seed=1, sizes=sizes)
     other.run(60)
     assert not np.array_equal(other.model.params, model.params)
+
+
+@pytest.mark.parametrize("B", [1, 8])
+def test_chunk_equals_step_by_step_on_the_fused_small_step(blobs, monkeypatch, B):
+    # kernels_small's fused step (the loop's run_fused_serial, or the parallel step on two threads), which the
+    # thresholds give only to larger models on two threads: forced here
+    monkeypatch.setattr(M, "FUSED_SGD_MAX", {1: 24, 2: 40})
+    monkeypatch.setattr(M, "FUSED_SGD_MIN_PARAMS", 0)
+    s = stepper(blobs, batch=BatchSchedule(B))
+    assert s.model.step_path(B, s.opt).startswith("fused-sgd")
+    assert s.run(60) == L.REACHED
+    model, _, _ = reference_run(blobs, 60, batch=BatchSchedule(B))
+    np.testing.assert_array_equal(s.model.params, model.params)
+    np.testing.assert_allclose(s.model.grads, model.grads, rtol=1e-5, atol=1e-7)
+
+
+def test_step_path_thresholds():
+    # plain SGD: the fused small step only for models of FUSED_SGD_MIN_PARAMS parameters or more, up to
+    # FUSED_SGD_MAX rows on two or more threads; kernels_large's step otherwise; other optimizers leave both
+    small, large = MLP([32, 64, 64, 10]), MLP([784, 256, 256, 10])
+    assert small.n_params < M.FUSED_SGD_MIN_PARAMS <= large.n_params
+    for B in (1, 8, 64):
+        assert small.step_path(B, "sgd") == "blas-fused-sgd"
+    T = M.fused_workers()
+    assert large.step_path(1, "sgd") == ("fused-sgd-parallel" if T > 1 else "blas-fused-sgd")
+    assert large.step_path(M.fused_sgd_max(2) + 1, "sgd") == "blas-fused-sgd"
+    assert small.step_path(1, "adam") == "blas-small" and small.step_path(64, "adam") == "blas"
 
 
 def test_schedules_change_at_the_right_steps(blobs):

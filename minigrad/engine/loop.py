@@ -322,6 +322,19 @@ def run_fused_serial(args, X, y, Xb, yb, sampler, schedules, budget, stop_step, 
     return REACHED
 
 
+@njit(cache=True)
+def run_large(args, X, y, Xb, yb, sampler, schedules, budget, stop_step, counters, sums):
+    # run_steps for kernels_large's step (plain SGD on one thread at every B, and past the fused step on more),
+    # written out like run_fused_serial so that Numba can cache it
+    while counters[STEPS] < stop_step:
+        why, lr = prepare_step(X, y, Xb, yb, sampler, schedules, budget, counters)
+        if why != CONTINUE:
+            return why
+        if finish_step(large_sgd_step(Xb, yb, lr, None, None, args), Xb.shape[0], lr, counters, sums):
+            return NONFINITE
+    return REACHED
+
+
 # ---------------------------------------------------------------------------------------------- evaluation
 @njit
 def evaluate_block(linear_forward, act, loss, weights, biases, ws, X, y, start):
@@ -545,7 +558,7 @@ class Stepper:
             chunk = (self.X, self.y, ws.X, ws.y, self.sampler.arrays(), schedules, budget, stop_step, self.counters,
                      self.sums)
             why = (run_fused_serial(args, *chunk) if step is fused_serial_step else
-                   run_steps(step, lf, lb, args, *chunk))
+                   run_large(args, *chunk) if step is large_sgd_step else run_steps(step, lf, lb, args, *chunk))
             if step is large_sgd_step and why == NONFINITE:
                 # the large step met the NaN/Inf before its backward pass: the gradient comes from the plain path
                 m = self.model

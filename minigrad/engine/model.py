@@ -11,12 +11,13 @@ Per batch size B the model keeps a workspace (allocated once, reused every step)
                       backward turns it into dL/dz_{l-1} in place.
 
 Small batches (the "blas" backend). Up to SMALL_BATCH_MAX examples the linear layers run on kernels_small's
-register-blocked kernels instead of BLAS, and a plain-SGD train step up to fused_sgd_max(threads) examples runs
-kernels_small's fused step: the update is applied as the weight gradient is formed, every layer's rows are split
-across the Numba threads, and `grads` is filled only when someone reads it (see MLP.grads). The thresholds were
-measured on a 2-core Zen 5 (784-256-256-10, float32); `minigrad bench throughput` shows where they sit elsewhere.
+register-blocked kernels instead of BLAS, and a plain-SGD train step of a model with at least FUSED_SGD_MIN_PARAMS
+parameters, up to fused_sgd_max(threads) examples on two or more threads, runs kernels_small's fused step: the update
+is applied as the weight gradient is formed, every layer's rows are split across the Numba threads, and `grads` is
+filled only when someone reads it (see MLP.grads). The thresholds were measured on a 2-vCPU Xeon (float32, see
+FUSED_SGD_MAX); `python bench/step_paths.py` measures where they sit on another machine.
 
-Larger batches (the "blas" backend, plain SGD past the fused step): kernels_large's step, BLAS GEMMs with the update
+Plain SGD otherwise (the "blas" backend): kernels_large's step, BLAS GEMMs with the update
 folded into the weight-gradient GEMM and the bias passes merged into the activation passes; `grads` is again filled
 only when read. The "blas-unfused" backend runs the same kernels with every op its own pass (train_step below) at
 every batch size: the readable step, and what the fusions are measured against.
@@ -57,7 +58,15 @@ DTYPES = (np.float32, np.float64)
 # 0.3.30 with its Haswell kernels): small kernels against BLAS between B = 8 and 16; the fused step against BLAS
 # between 24 and 32 on one core, between 40 and 48 on two.
 SMALL_BATCH_MAX = 8
-FUSED_SGD_MAX = {1: 24, 2: 40}
+# Plain SGD on --backend blas: kernels_small's fused step wins where it splits each layer's rows across two or more
+# threads and the weights are large enough that each worker's share outweighs the barriers between the layers; else
+# kernels_large's BLAS step is faster at every B. Compiled-loop step times, fused / large, on a 2-vCPU Xeon (OpenBLAS
+# SkylakeX kernels; python bench/step_paths.py 1 and 2): one thread 1.15-2.2x at B = 1 and 1.3-4x
+# at B = 2-24 for 32-64-64-10, 784-128-128-10 and 784-256-256-10 (so never fused on one thread); two threads
+# 0.51-0.94x for 784-256-256-10 (270k parameters) at B = 1-24, 1.2x at 40, but 1.0-1.7x for 784-128-128-10 at B <= 8
+# and 2.6-4.1x for 32-64-64-10.
+FUSED_SGD_MAX = {1: 0, 2: 32}
+FUSED_SGD_MIN_PARAMS = 200_000
 
 
 def fused_sgd_max(workers):
@@ -359,9 +368,10 @@ class MLP:
         """The path a training step at this batch size takes, by name; the one place that decides it (the training
         loop follows it, traces and throughput rows record it; kernels.py's docstring says which kernels to read):
 
-          fused-sgd-serial / fused-sgd-parallel  blas + plain SGD up to FUSED_SGD_MAX rows: kernels_small's one-pass
-                                                 step (forward, backward and update, rows split across the threads)
-          blas-fused-sgd  blas + plain SGD above that: kernels_large.sgd_step, BLAS GEMMs with the update folded
+          fused-sgd-serial / fused-sgd-parallel  blas + plain SGD up to FUSED_SGD_MAX rows with at least
+                                                 FUSED_SGD_MIN_PARAMS parameters: kernels_small's one-pass step
+                                                 (forward, backward and update, rows split across the threads)
+          blas-fused-sgd  blas + plain SGD otherwise: kernels_large.sgd_step, BLAS GEMMs with the update folded
                           into the weight-gradient GEMM and the bias passes into the activation passes
           blas-small      blas up to SMALL_BATCH_MAX rows: kernels_small's register-blocked linear kernels
           blas            BLAS GEMMs (kernels.py)
@@ -373,7 +383,7 @@ class MLP:
         kind = OPTIMIZERS[optimizer] if isinstance(optimizer, str) else optimizer.kind
         if self.backend == "blas" and kind == OPTIMIZERS["sgd"]:
             T = fused_workers()
-            if batch_size <= fused_sgd_max(T):
+            if batch_size <= fused_sgd_max(T) and self.n_params >= FUSED_SGD_MIN_PARAMS:
                 return "fused-sgd-parallel" if T > 1 else "fused-sgd-serial"
             return "blas-fused-sgd"
         if self.backend == "blas" and batch_size <= SMALL_BATCH_MAX:
