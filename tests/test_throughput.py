@@ -313,3 +313,15 @@ def test_an_op_below_the_noise_is_never_printed_as_a_negative_time(profiled):
     text = out.getvalue()
     assert "~0*" in text and "shorter than the timing noise" in text
     assert not re.search(r"-\d+(\.\d+)? ?(ns|us|ms|s)\b", text)
+
+
+def test_steps_timed_in_the_compiled_loop():
+    # the study's throughput phase times chunks of loop steps (training.train.step_chunk), not Python calls
+    from minigrad.training.train import step_chunk
+
+    rows = throughput.measure(SIZES, [1, 16], threads=[1], ceiling_n=64, min_time=0.02, chunk=step_chunk,
+                              progress=False)["rows"]
+    assert [r["timed"].split(" (")[0] for r in rows] == ["loop", "loop"]
+    assert all(r["step_time_s"] > 0 and r["repeats"] > 0 for r in rows)
+    plain = throughput.measure(SIZES, [1], threads=[1], ceiling_n=64, min_time=0.02, progress=False)["rows"]
+    assert plain[0]["timed"] == "call"

@@ -186,3 +186,26 @@ def test_budget_needs_exactly_one_limit():
         Budget(steps=5, epochs=1)
     with pytest.raises(ValueError, match="> 0"):
         Budget(epochs=0)
+
+
+def test_step_chunk_takes_training_steps_in_the_compiled_loop():
+    # what the study's throughput phase times: `steps` real steps of the loop on the batch's rows, the same as
+    # MLP._train_step on the batches the shuffle sampler draws from them
+    from minigrad.engine.loop import SamplerState
+    from minigrad.engine.model import MLP
+    from minigrad.engine.optim import make_optimizer
+    from minigrad.training.train import step_chunk
+
+    r = np.random.default_rng(0)
+    X, y = r.standard_normal((16, 6)).astype(np.float32), r.integers(0, 3, 16)
+    model, twin = MLP([6, 16, 3], seed=0), MLP([6, 16, 3], seed=0)
+    run, steps = step_chunk(model, make_optimizer("sgd", 0.01), X, y, seconds=1e-4)
+    run()
+    assert steps >= 1
+    opt, sampler = make_optimizer("sgd", 0.01), SamplerState("shuffle", y, seed=0, drop_last=True)
+    for _ in range(2 + 8 + steps):  # step_chunk's compile and calibration steps, then the chunk
+        idx = sampler.next_batch(16)
+        twin._train_step(np.take(X, idx, axis=0), np.take(y, idx), opt)
+    np.testing.assert_array_equal(model.params, twin.params)
+    twin._train_step(X, y, opt)  # negative control: one step more differs
+    assert not np.array_equal(model.params, twin.params)

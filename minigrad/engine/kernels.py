@@ -16,11 +16,13 @@ every trace (attr step_path) and throughput row (column path). What to read for 
 
   path                  when (default thresholds)            kernels
   blas                  --backend blas, B > 8, not plain SGD this file (GEMMs through BLAS) + model.py's step bodies
-  blas-fused-sgd        --backend blas, plain SGD, B > 40    kernels_large.sgd_step: BLAS GEMMs, the update folded into
-                        (> 24 on 1 thread)                   the weight-gradient GEMM, bias passes merged
+  blas-fused-sgd        --backend blas, plain SGD (but for   kernels_large.sgd_step: BLAS GEMMs, the update folded into
+                        the fused-sgd case below)            the weight-gradient GEMM, bias passes merged
   blas-small            --backend blas, B <= 8, not SGD      kernels_small.py's linear kernels, this file's others
-  fused-sgd-serial      --backend blas, plain SGD, B <= 24   kernels_small.sgd_step_serial: forward, backward and the
-  fused-sgd-parallel    (<= 40 on 2 threads)                 update in one pass (sgd_step_parallel: rows split)
+  fused-sgd-parallel    --backend blas, plain SGD, 2 threads kernels_small.sgd_step_parallel: forward, backward and
+                        B <= 32, >= 200k parameters          the update in one pass, each layer's rows split
+  fused-sgd-serial      the same on one thread: off by       kernels_small.sgd_step_serial
+                        default (model.FUSED_SGD_MAX)
   blas-unfused          --backend blas-unfused               this file + model.train_step, every op its own pass
   loops, loops-parallel --backend loops[-parallel]           kernels_loops.py's linear kernels, this file's others
   per-example           --backend per-example                B single-example passes of this file's kernels

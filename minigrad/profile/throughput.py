@@ -123,7 +123,7 @@ def gemm_ceiling(n=2048, repeats=5, dtype="float32"):
 # ----------------------------------------------------------------------------------------------------- measure
 def measure(sizes, batch_sizes, backends="blas", threads=None, dtypes="float32", activation="relu",
             optimizer="sgd", repeats=None, *, min_time=0.3, min_repeats=5, ceiling_n=2048, seed=0,
-            breakdown=(), compare=(), compare_python=None, progress=None, echo=None):
+            breakdown=(), compare=(), compare_python=None, progress=None, echo=None, chunk=None):
     """Time one training step of MLP(sizes) per (threads, dtype, backend, batch size); see the module docstring.
 
     backends: "blas", "blas-unfused", "loops", "loops-parallel", "per-example", "all" or a list; threads: None (all
@@ -139,7 +139,9 @@ def measure(sizes, batch_sizes, backends="blas", threads=None, dtypes="float32",
         thread_settings   {threads: the Numba and per-library BLAS thread counts in effect}
         breakdowns        one dict per (threads, dtype, backend, breakdown B): ops, step times, roofline rows
         skipped           {framework: why}; compile_s: {"backend/threads/dtype": seconds}; config; env
-    progress: True, False or None (a bar on stderr when it is a terminal).
+    progress: True, False or None (a bar on stderr when it is a terminal). chunk: None (a step is one
+    MLP._train_step call from Python), or a function (model, optimizer, X, y) -> (run, steps) whose run() takes
+    `steps` steps (minigrad.training.train.step_chunk: the compiled training loop); the rows' `timed` says which.
     Raises ValueError (one line) for bad input."""
     sizes, batch_sizes, dtypes = _validate(sizes, batch_sizes, dtypes, activation, optimizer, repeats)
     backends, thread_counts = _backends(backends), _threads(threads)
@@ -186,7 +188,7 @@ def measure(sizes, batch_sizes, backends="blas", threads=None, dtypes="float32",
                             first_total = 0.0
                             for B in batch_sizes:
                                 row = _time_step(model, opt, *batches[B], repeats, min_time, min_repeats,
-                                                 ceiling, model.flops_per_step(B))
+                                                 ceiling, model.flops_per_step(B), chunk)
                                 first_total += max(row["first_call_s"] - row["step_time_s"], 0.0)
                                 gflops = model.flops_per_step(B) / row["step_time_s"] / 1e9
                                 row = dict(backend=backend, path=model.step_path(B, optimizer), threads=T,
@@ -251,18 +253,23 @@ def _rounds(repeats):
     return [repeats // n + (k < repeats % n) for k in range(n)]
 
 
-def _time_step(model, opt, X, y, repeats, min_time, min_repeats, ceiling=None, flops=None):
-    """Median step time and IQR over ROUNDS rounds of timed steps. When the rounds disagree by more than BUSY_SPREAD,
-    or the step would run faster than the GEMM ceiling allows, it is measured once more; if it stays so, the row is
-    marked busy (1) with the reason, else busy = 0."""
+def _time_step(model, opt, X, y, repeats, min_time, min_repeats, ceiling=None, flops=None, chunk=None):
+    """Median step time and IQR over ROUNDS rounds of timed steps (calls of MLP._train_step, or chunks of steps:
+    see measure). When the rounds disagree by more than BUSY_SPREAD, or the step would run faster than the GEMM
+    ceiling allows, it is measured once more; if it stays so, the row is marked busy (1) with the reason, else
+    busy = 0."""
     model.check_batch(X, y)  # once, as the training loop does
     t0 = time.perf_counter()
     model._train_step(X, y, opt)  # compiles what this B needs
     first = time.perf_counter() - t0
-    step = lambda: model._train_step(X, y, opt)  # noqa: E731
+    if chunk is None:
+        step, per_call = (lambda: model._train_step(X, y, opt)), 1  # noqa: E731
+    else:
+        step, per_call = chunk(model, opt, X, y)
     time_calls(step, min_time=0.02, min_repeats=2)  # warm-up
     for attempt in range(2):
-        rounds = [time_calls(step, n, min_time / ROUNDS, max(2, min_repeats // ROUNDS)) for n in _rounds(repeats)]
+        rounds = [[t / per_call for t in time_calls(step, n, min_time / ROUNDS, max(2, min_repeats // ROUNDS))]
+                  for n in _rounds(repeats)]
         medians = [median_iqr(r)[0] for r in rounds]
         samples = [t for r in rounds for t in r]
         median, iqr = median_iqr(samples)
@@ -274,7 +281,8 @@ def _time_step(model, opt, X, y, repeats, min_time, min_repeats, ceiling=None, f
             reasons.append(f"{100 * flops / median / 1e9 / ceiling:.0f}% of the GEMM ceiling")
         if not reasons:
             break
-    return dict(step_time_s=median, iqr_s=iqr, repeats=len(samples), first_call_s=first,
+    return dict(step_time_s=median, iqr_s=iqr, repeats=len(samples) * per_call, first_call_s=first,
+                timed="call" if chunk is None else f"loop ({per_call} steps a chunk)",
                 rounds_s=" ".join(repr(m) for m in medians), round_spread=spread, remeasured=attempt,
                 busy=int(bool(reasons)), busy_reason="; ".join(reasons))
 

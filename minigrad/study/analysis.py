@@ -4,7 +4,8 @@ determined"; the tie set with win fractions and one pick with its reason and a r
 the statistics are in minigrad.study.uncertainty, the text in minigrad.study.report.
 
 Model (McCandlish et al. 2018): S(B) = S_min + E_min / B, a straight line in 1/B, with B_crit = E_min / S_min.
-Time to target T(B) = S(B) * t(B), with t(B) the median step time measured alone on this machine.
+Time to target T(B) = S(B) * t(B), with t(B) the median step time measured alone on this machine, in the compiled
+training loop (the steps as the trials take them).
 """
 import json
 import math

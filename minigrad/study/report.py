@@ -98,9 +98,9 @@ def print_report(a: Analysis, console=None):
                       f"{r.get('win_fraction', 0):.0%}" + (" tied" if r.get("tied") else ""), r["status"],
                       style="bold green" if r["batch_size"] == pick else ("green" if r.get("tied") else None))
     console.print(table)
-    console.print("step time: t(B) measured alone (throughput phase); trial step: the compute time per step the "
-                  "tuning trials took (trials side by side, their own thread count), + eval: their evaluation time "
-                  "per step")
+    console.print("step time: t(B) measured alone, steps in the compiled loop (throughput phase); trial step: the "
+                  "compute time per step the tuning trials took (trials side by side, their own thread count), "
+                  "+ eval: their evaluation time per step")
     gaps = time_gaps(a.rows)
     if gaps:
         console.print("trial steps differ from t(B) by more than 20% at " + ", ".join(

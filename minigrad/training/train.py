@@ -79,6 +79,25 @@ def build_model(data, hidden, *, activation="relu", loss="cross_entropy", dtype=
                backend=backend, seed=seed)
 
 
+def step_chunk(model, optimizer, X, y, seconds=5e-4):
+    """(run, steps): run() takes `steps` steps of the compiled training loop on the rows (X, y), drawn as one shuffled
+    batch of all of them per epoch: a training step as a run pays for it (the batch drawn and gathered, no Python
+    call per step). `steps` makes run() last about `seconds`. For timing (the study's throughput phase)."""
+    sampler = SamplerState("shuffle", y, seed=0, drop_last=True)
+    stepper = Stepper(model, X, y, optimizer, sampler, LRSchedule(optimizer.lr), BatchSchedule(len(y)),
+                      Budget(steps=2**62))
+
+    def take(steps):
+        if stepper.run(stepper.step + steps) != REACHED:
+            raise FloatingPointError("the loss became NaN or infinite while timing the step")
+
+    take(2)  # compiles
+    started = time.perf_counter()
+    take(8)
+    steps = max(1, int(seconds / max((time.perf_counter() - started) / 8, 1e-9)))
+    return (lambda: take(steps)), steps
+
+
 def optimizer_options(optimizer, momentum=0.9, weight_decay=0.0):
     """Keyword arguments for make_optimizer: momentum means beta1 for Adam, nothing for SGD."""
     options = {"weight_decay": weight_decay}
