@@ -282,6 +282,12 @@ def report_command(path, html, as_json):
     show_report(path, html=html)
 
 
+def _step_chunk():
+    from minigrad.training.train import step_chunk
+
+    return step_chunk
+
+
 @bench.command("throughput")
 @click.option("--sizes", default="784,256,256,10", show_default=True, callback=int_list,
               help="Layer widths, inputs first.")
@@ -304,13 +310,16 @@ def report_command(path, html, as_json):
               help="Also time PyTorch (eager) and/or JAX (jit) on the same model and data: torch, jax or torch,jax.")
 @click.option("--compare-python", type=click.Path(dir_okay=False, exists=True), default=None,
               help="Interpreter that has torch/jax installed (default: this one).")
+@click.option("--in-loop", is_flag=True,
+              help="Time steps as training takes them, in chunks of the compiled loop (what `minigrad bench` does), "
+                   "instead of one Python call a step (as the frameworks of --compare are timed).")
 @click.option("--figures", "figures_dir", type=click.Path(file_okay=False), default=None,
               help="Write the figures (samples/s and time per example against B, roofline) to this directory.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="Also write everything measured as JSON: {\"rows\": [...], \"breakdowns\": [...], ...}.")
 @user_errors
 def bench_throughput(sizes, batch_sizes, backend, threads, dtypes, activation, optimizer, repeats, breakdown, compare,
-                     compare_python, figures_dir, json_path):
+                     compare_python, in_loop, figures_dir, json_path):
     """Median time of one training step per batch size and path, samples/s, GFLOP/s, % of the GEMM ceiling and
     peak memory; with --breakdown, where the time of a step goes and the roofline."""
     import os
@@ -335,7 +344,7 @@ def bench_throughput(sizes, batch_sizes, backend, threads, dtypes, activation, o
     result = throughput.measure(sizes=sizes, batch_sizes=batch_sizes, backends=backend, threads=threads,
                                 dtypes=dtypes, activation=activation, optimizer=optimizer, repeats=repeats,
                                 breakdown=breakdown, compare=compare, compare_python=compare_python,
-                                echo=lambda msg: click.echo(msg, err=True))
+                                echo=lambda msg: click.echo(msg, err=True), chunk=_step_chunk() if in_loop else None)
     profile_report.print_result(result)
     if json_path:
         profile_report.write_json(result, json_path)

@@ -180,6 +180,13 @@ def test_cli_writes_json(tmp_path):
     assert [r["batch_size"] for r in rows] == [1, 4]
     assert all(math.isfinite(r["samples_per_s"]) for r in rows)
     assert "median step" in result.output and f"wrote {path}" in result.output
+    assert {r["timed"] for r in rows} == {"call"} and "compiled training loop" not in result.output
+    # --in-loop: the same steps timed in chunks of the compiled loop, and the output says so
+    result = runner.invoke(main, ["bench", "throughput", "--sizes", "8,8,2", "--batch-sizes", "1,4", "--threads",
+                                  "1", "--repeats", "3", "--in-loop", "--json", str(path)])
+    assert result.exit_code == 0, result.output
+    assert {r["timed"].split(" (")[0] for r in json.loads(path.read_text())["rows"]} == {"loop"}
+    assert "timed in chunks of the compiled training loop" in result.output
 
 
 @pytest.mark.parametrize("args,match", [

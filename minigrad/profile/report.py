@@ -79,6 +79,9 @@ def print_result(result, file=None):
                    f"GEMM GFLOP/s as % of the {dtype} GEMM ceiling; {_ROOF_NOTE}", columns, cells)
     from minigrad.profile.throughput import busy_note
 
+    timed = {r["timed"].split(" (")[0] for r in result.get("rows", []) if "timed" in r}  # minigrad's rows
+    if timed == {"loop"}:
+        print("minigrad's steps timed in chunks of the compiled training loop (--in-loop)", file=file)
     note = busy_note(result.get("rows", []))
     if note:
         print(f"* {note}", file=file)
