@@ -209,3 +209,18 @@ def test_full_noise_hook_measures_at_checkpoints_and_at_the_target(blobs):
     last = noise.full_gradient_stats(model, blobs.X_train, blobs.y_train)  # the run ends at the last checkpoint
     assert cols["full_b_simple"][-1] == pytest.approx(last["b_simple"], rel=1e-5)
     assert np.allclose(cols["full_b_simple"][measured], cols["full_trsigma"][measured] / cols["full_g2"][measured])
+
+
+def test_hook_warm_up_touches_neither_the_model_nor_the_hook(blobs):
+    # train() calls warm_up before the first step so that the hooks' compile time is not counted as evaluation time
+    for make in (lambda: noise.GNSHook(batch_size=64, seed=1), lambda: noise.TwoBatchHook(small=8, big=64, seed=1),
+                 lambda: noise.FullNoiseHook(4, 100)):
+        model = build_model(blobs, [16])
+        params, grads = model.params.copy(), model.grads.copy()
+        warmed, cold = make(), make()
+        warmed.warm_up(model, blobs)
+        assert np.array_equal(model.params, params) and np.array_equal(model.grads, grads)
+        a, b = warmed(model, blobs, 1), cold(model, blobs, 1)
+        a.pop("gns_s", None), b.pop("gns_s", None)
+        assert a.keys() == b.keys()
+        np.testing.assert_array_equal(list(a.values()), list(b.values()))  # the same random draws

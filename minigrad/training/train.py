@@ -232,6 +232,9 @@ def _train(stack, threads, model, data, batch_size, lr, optimizer, *, budget, ta
     started = time.perf_counter()
     stepper.run(0)  # compiles the chunk of the first path (it stops before any step): kept out of compute_s
     initial_val_loss, _ = evaluate()  # the reference of the divergence rule (its first call compiles too)
+    for hook in eval_hooks:  # and what the hooks' first calls would compile, kept out of eval_s
+        if hasattr(hook, "warm_up"):
+            hook.warm_up(model, data)
     compile_s, eval_s = time.perf_counter() - started, 0.0
     status, reached = None, None
     best_error, best_params, since_best = math.inf, None, 0
