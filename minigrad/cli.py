@@ -124,7 +124,7 @@ STUDY_OPTIONS = [
     click.option("--lrs", "reference_lrs", default=None, callback=float_list,
                  help="Learning rates of the reference run; they centre the per-B grids."),
     click.option("--lr-points", type=int, default=None, help="Learning rates per batch size [5]."),
-    click.option("--seeds", type=int, default=None, help="Seeds per cell [3]."),
+    click.option("--seeds", type=int, default=None, help="Seeds per cell [5]."),
     click.option("--target", type=float, default=None, help="Validation error to reach [from a reference run]."),
     click.option("--budget-factor", type=float, default=None,
                  help="A tuning trial may take this many times the reference run's steps (examples/B below B_ref) [3]."),
