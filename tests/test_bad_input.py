@@ -422,7 +422,7 @@ def test_study_file_held_open_by_another_program(world, tmp_path):
 
 
 def test_sigkilled_train_leaves_nothing_that_blocks_a_rerun(tmp_path):
-    args = ["train", "--hidden", "64", "--epochs", "50", "--out", "run.h5"]
+    args = ["train", "--hidden", "64", "--epochs", "5000", "--out", "run.h5"]  # far longer than the 1 s it gets
     proc = subprocess.Popen([sys.executable, "-m", "minigrad.cli", *args], cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120

@@ -124,7 +124,7 @@ def test_unreachable_scheduler_is_one_clear_error():
 def test_bench_passes_executor_options_to_the_study(monkeypatch, tmp_path):
     calls = []
     monkeypatch.setattr("minigrad.api.run_study", lambda config, out, **kw: calls.append((config, out, kw)))
-    monkeypatch.setattr("minigrad.cli.show_report", lambda path: None)
+    monkeypatch.setattr("minigrad.cli.study.show_report", lambda path: None)
     from click.testing import CliRunner
 
     result = CliRunner().invoke(cli, ["bench", "--quick", "--out", str(tmp_path / "s.h5"), "--executor", "dask",

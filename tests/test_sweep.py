@@ -24,7 +24,7 @@ from minigrad.cli import main as cli
 from minigrad.study.merge import merge, run_difference
 
 SETTINGS = {"data_options": {"n_train": 2000, "n_val": 500, "n_test": 500}, "hidden": [16], "batch_sizes": [4, 32],
-            "reference_lrs": [0.1, 0.3], "seeds": 1, "lr_points": 2, "max_widen": 1, "reference_epochs": 600.0,
+            "reference_lrs": [0.1, 0.3], "seeds": 1, "lr_points": 2, "max_widen": 1, "reference_epochs": 3000.0,
             "equal_epochs": 5.0}
 ROOT = Path(__file__).resolve().parents[1]
 

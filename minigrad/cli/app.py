@@ -1,0 +1,123 @@
+"""The command's frame: the `minigrad` group, one-line errors and exit statuses, and the option helpers every
+command uses (comma lists, TOML settings, a writability check)."""
+import functools
+import sys
+
+import click
+
+from minigrad import __version__
+
+
+def comma_list(convert, what):
+    """A click callback: '1,2,4' -> [convert('1'), convert('2'), convert('4')], or a one-line error."""
+    def callback(ctx, param, value):
+        if value is None or isinstance(value, list):
+            return value
+        try:
+            return [convert(v.strip()) for v in str(value).split(",") if v.strip()]
+        except ValueError:
+            raise click.BadParameter(f"expected comma-separated {what}, got {value!r}") from None
+
+    return callback
+
+
+int_list, float_list, str_list = comma_list(int, "integers"), comma_list(float, "numbers"), comma_list(str, "names")
+
+
+RESUMES = {"bench", "experiment", "merge"}  # commands whose --out keeps finished work: a rerun resumes it
+
+
+def user_errors(func):
+    """Every way a command can fail ends in one line on stderr, never a traceback.
+
+    Exit status 2: the user can fix it by changing the command, its inputs or the machine's state -- a bad value or
+    file (ValueError), a file or directory that cannot be read or written (OSError: permissions, a full disk, a lock),
+    too little memory. Exit status 1: a failure that is not the user's mistake (trials that keep failing, a bug);
+    MINIGRAD_DEBUG=1 shows its traceback. Ctrl-C stops the workers and exits with 130."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        import os
+
+        try:
+            return func(*args, **kwargs)
+        except click.ClickException:
+            raise
+        except KeyboardInterrupt:
+            command = click.get_current_context().command_path
+            resume = any(word in command.split() for word in RESUMES)
+            click.echo("Interrupted: " + ("finished runs are stored; rerun the same command to resume"
+                                          if resume else "nothing was stored"), err=True)
+            sys.exit(130)
+        except (ValueError, FileNotFoundError) as exc:
+            _fail(exc, 2)
+        except OSError as exc:
+            where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+            _fail(f"{where}{exc.strerror or exc}", 2)
+        except MemoryError:
+            _fail("not enough memory for these settings; use smaller --hidden or batch sizes", 2)
+        except Exception as exc:  # noqa: BLE001 - a failure that is not the user's: one line, status 1
+            if os.environ.get("MINIGRAD_DEBUG"):
+                raise
+            kind = type(exc).__name__
+            _fail(f"{kind}: {exc}" if kind == "TrialError" else
+                  f"internal error ({kind}: {exc}); rerun with MINIGRAD_DEBUG=1 for the traceback and report it", 1)
+
+    return wrapper
+
+
+def _fail(exc, status):
+    message = " ".join(str(exc).split()) or type(exc).__name__
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(status)
+
+
+class OneLineErrors(click.Group):
+    """click's usage errors as one line (the message and where to find help), like every other error."""
+
+    def main(self, args=None, prog_name=None, **extra):
+        extra.pop("standalone_mode", None)
+        try:
+            status = super().main(args, prog_name, standalone_mode=False, **extra)
+        except click.ClickException as exc:
+            ctx = getattr(exc, "ctx", None)
+            hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+            click.echo(f"Error: {' '.join(exc.format_message().split())}{hint}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("Interrupted", err=True)
+            sys.exit(130)
+        sys.exit(status if isinstance(status, int) else 0)
+
+
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="minigrad")
+def main():
+    """minigrad: which batch size should I use on this machine?
+
+    Measures compute speed (time per step at each batch size) and convergence speed (steps to a target validation
+    error at each batch size, learning rate tuned per batch size) with a hand-written Numba MLP.
+    """
+
+
+def load_toml(path):
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path} is not valid TOML: {exc}") from None
+
+
+def can_write(option, directory):
+    """Create and remove a file in `directory`: the one test of writability that holds for root and for /proc too."""
+    import tempfile
+
+    try:
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as exc:
+        raise ValueError(f"{option}: cannot write in {directory} ({exc.strerror}); choose another place") from None

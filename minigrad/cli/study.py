@@ -1,0 +1,260 @@
+"""`minigrad bench` (the study), `bench throughput`, `report` and `merge`."""
+import click
+
+from minigrad.cli.app import can_write, float_list, int_list, load_toml, main, str_list, user_errors
+
+
+STUDY_OPTIONS = [
+    click.option("--quick", is_flag=True, help="Lower resolution, about a minute: fewer batch sizes, rates, seeds."),
+    click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), default=None,
+                 help="TOML file with study settings (keys as in --dry-run's output); options override it."),
+    click.option("--out", type=click.Path(dir_okay=False), default="minigrad-study.h5", show_default=True,
+                 help="HDF5 file; figures are written beside it. An existing file of the same study resumes."),
+    click.option("--overwrite", is_flag=True, help="Start over even if --out holds a study."),
+    click.option("--dry-run", is_flag=True, help="Print the resolved configuration and trial count; run nothing."),
+    click.option("--data", "data_name", default=None, help="Dataset name or .npz/.h5 path [teacher]."),
+    click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+                 help="Folder with the IDX files of mnist / fashion-mnist [$MINIGRAD_DATA or ./data]."),
+    click.option("--n-val", type=int, default=None,
+                 help="Validation examples carved from the training set (teacher, mnist, fashion-mnist)."),
+    click.option("--hidden", default=None, callback=int_list, help="Hidden widths [64,64]."),
+    click.option("--activation", type=click.Choice(["relu", "tanh", "gelu"]), default=None),
+    click.option("--optimizer", type=click.Choice(["sgd", "momentum", "nesterov", "adam"]), default=None),
+    click.option("--momentum", type=float, default=None, help="Momentum (Adam: beta1) [0.9]."),
+    click.option("--batch-sizes", default=None, callback=int_list, help="Batch sizes [1,2,4,...,1024]."),
+    click.option("--lrs", "reference_lrs", default=None, callback=float_list,
+                 help="Learning rates of the reference run; they centre the per-B grids."),
+    click.option("--lr-points", type=int, default=None, help="Learning rates per batch size [5]."),
+    click.option("--seeds", type=int, default=None, help="Seeds per cell [5]."),
+    click.option("--target", type=float, default=None, help="Validation error to reach [from a reference run]."),
+    click.option("--budget-factor", type=float, default=None,
+                 help="A tuning trial may take this many times the reference run's steps (examples/B below B_ref) [3]."),
+    click.option("--equal-epochs", type=float, default=None, help="Epochs of the equal-budget comparison [5]."),
+    click.option("--sampler", type=click.Choice(["shuffle", "replacement", "stratified"]), default=None),
+    click.option("--workers", type=int, default=None, help="Worker processes [one per core]."),
+    click.option("--executor", type=click.Choice(["local", "dask"]), default="local", show_default=True,
+                 help="Where trials run: worker processes on this machine, or a dask.distributed cluster "
+                      "(pip install 'minigrad[dask]')."),
+    click.option("--scheduler", default=None,
+                 help="Dask scheduler address, e.g. tcp://HOST:8786 (with --executor dask; without it a LocalCluster "
+                      "of --workers processes starts on this machine)."),
+    click.option("--threads", "--worker-threads", "worker_threads", type=int, default=None,
+                 help="BLAS and Numba threads per trial (each worker process) [1]; more than one helps only on an "
+                      "idle machine (see `minigrad train --help`)."),
+    click.option("--shard", default=None,
+                 help="Run slice I of N (0 <= I < N) of the trials, e.g. for a job array; each shard its own --out, "
+                      "combined by `minigrad merge`."),
+]
+
+
+def study_options(func):
+    for option in reversed(STUDY_OPTIONS):
+        func = option(func)
+    return func
+
+
+@main.group(invoke_without_command=True)
+@study_options
+@click.pass_context
+@user_errors
+def bench(ctx, quick, config_path, out, overwrite, dry_run, data_name, data_dir, n_val, workers, executor, scheduler,
+          worker_threads, shard, **settings):
+    """Which batch size? Compute speed x convergence speed on this machine, stored in --out with figures.
+
+    Runs the default study on the embedded dataset (about 5 minutes on 2 cores; --quick about 1) and prints the
+    table, the critical batch size and a recommendation. `minigrad bench throughput` measures compute speed alone.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    import json
+
+    from minigrad.study.config import make_config
+    from minigrad.study.sweep import parse_shard
+
+    if scheduler is not None and executor != "dask":
+        raise click.UsageError("--scheduler needs --executor dask")
+    if scheduler is not None and workers is not None:
+        raise click.UsageError("--workers starts a LocalCluster: the cluster at --scheduler has its own workers")
+    if worker_threads is not None and worker_threads < 1:
+        raise click.UsageError("--threads (--worker-threads) must be >= 1")
+    if workers is not None and workers < 1:
+        raise click.UsageError("--workers must be >= 1 (leave it out for one per core)")
+    try:
+        shard = parse_shard(shard)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+
+    file_settings = load_toml(config_path) if config_path else {}
+    quick = quick or bool(file_settings.pop("quick", False))
+    settings = {**file_settings, **{k: v for k, v in settings.items() if v is not None}}
+    if data_name is not None:
+        settings["data"] = data_name
+    if data_dir is not None or n_val is not None:
+        options = settings.get("data_options")
+        settings["data_options"] = {**(options if isinstance(options, dict) else {}),
+                                    **({"data_dir": str(data_dir)} if data_dir is not None else {}),
+                                    **({"n_val": n_val} if n_val is not None else {})}
+    config = make_config(quick=quick, **settings)
+    if dry_run:
+        from minigrad.study.sweep import count_trials
+
+        n_ref, n_tune, n_equal = count_trials(config)
+        click.echo(json.dumps(config, indent=2))
+        click.echo(f"trials: {n_ref} reference + {n_tune} tuning (more if a grid is widened, at most "
+                   f"{len(config['batch_sizes']) * config['max_widen'] * config['seeds']}) + at most "
+                   f"{config['adaptive_budget']} adaptive + {n_equal} equal-budget = at most "
+                   f"{n_ref + n_tune + config['adaptive_budget'] + n_equal} before widening")
+        if shard is not None:
+            click.echo(f"shard {shard[0]}/{shard[1]}: the {n_ref} reference trials, then every {shard[1]}th of the "
+                       f"{n_tune} of the initial tuning grid; `minigrad merge` the shards, then `minigrad bench` on the "
+                       "merged file runs the widening and equal-budget phases")
+        return
+    from minigrad import api
+    from minigrad.machine.checks import memory_fits
+    from minigrad.study.executors import DaskExecutor, LocalExecutor
+    from minigrad.training.trial import load_data
+
+    # everything that can be checked is checked before --out is touched: the data, the batch sizes, the memory
+    dataset = load_data(config)
+    too_big = [B for B in config["batch_sizes"] if B > dataset.n_train]
+    if too_big:
+        raise ValueError(f"batch size(s) {', '.join(map(str, too_big))} exceed the {dataset.n_train} training "
+                         "examples; choose --batch-sizes up to that")
+    memory_fits("the study", [dataset.n_features, *config["hidden"], dataset.n_classes], max(config["batch_sizes"]),
+                4 if config["dtype"] == "float32" else 8, copies=workers or 1)
+    threads = worker_threads or 1
+    runner = (DaskExecutor(scheduler, workers=workers, threads=threads) if executor == "dask"
+              else LocalExecutor(workers, threads=threads))
+    api.run_study(config, out, overwrite=overwrite, executor=runner, echo=click.echo, shard=shard)
+    if shard is None:
+        show_report(out)
+
+
+def show_report(path, html=False):
+    from pathlib import Path
+
+    from minigrad import api
+    from minigrad.study.figures import study_figures
+
+    study = api.open_study(path)
+    if study.file.kind != "study":
+        raise ValueError(f"{path} holds a {study.file.kind!r} file, not a study: `minigrad report` reads the files of "
+                         "`minigrad bench` (`minigrad export` reads any)")
+    study.report()
+    path = Path(path)
+    figures = study_figures(study.analysis, study.file, path.parent, stem=path.stem)
+    for written in figures:
+        click.echo(f"figure: {written}")
+    if html:
+        from minigrad.study.html import write
+
+        click.echo(f"html: {write(study.analysis, study.file, figures, path.with_suffix('.html'))}")
+
+
+@main.command("report")
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--html", is_flag=True,
+              help="Also write one self-contained HTML page beside the file (STUDY.html): the answer and its recipe, "
+                   "the table, the fit, every figure inline, the configuration and the machine.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the answer as JSON (rows, fit, b_crit, recommendation) instead of the table and figures.")
+@user_errors
+def report_command(path, html, as_json):
+    """Rebuild a study's table, recommendation and figures from its HDF5 file alone."""
+    if as_json:
+        import json
+
+        from minigrad import api
+
+        click.echo(json.dumps(api.open_study(path).answer(), indent=2))
+        return
+    show_report(path, html=html)
+
+
+def _step_chunk():
+    from minigrad.training.train import step_chunk
+
+    return step_chunk
+
+
+@bench.command("throughput")
+@click.option("--sizes", default="784,256,256,10", show_default=True, callback=int_list,
+              help="Layer widths, inputs first.")
+@click.option("--batch-sizes", default="1,2,4,8,16,32,64,128,256,512,1024,2048,4096", show_default=True,
+              callback=int_list, help="Batch sizes to time.")
+@click.option("--backend", default="blas", show_default=True, callback=str_list,
+              help="Path(s) of the step: blas, blas-unfused (every op its own pass, to set the fusions against), "
+                   "loops, loops-parallel, per-example, a comma list, or all (every one, in float32 and float64).")
+@click.option("--threads", default=None, callback=int_list,
+              help="BLAS and Numba threads, e.g. 1,2 (default: all cores).")
+@click.option("--dtype", "dtypes", default=None, callback=str_list,
+              help="float32, float64 or float32,float64 (default: float32; both with --backend all).")
+@click.option("--activation", type=click.Choice(["relu", "tanh", "gelu"]), default="relu", show_default=True)
+@click.option("--optimizer", type=click.Choice(["sgd", "momentum", "nesterov", "adam"]), default="sgd",
+              show_default=True)
+@click.option("--repeats", default=None, type=int, help="Timed steps per batch size (default: adaptive).")
+@click.option("--breakdown", default=None, callback=int_list,
+              help="Batch size(s) at which to time every op of the step and place its GEMMs on the roofline.")
+@click.option("--compare", default=None,
+              help="Also time PyTorch (eager) and/or JAX (jit) on the same model and data: torch, jax or torch,jax.")
+@click.option("--compare-python", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Interpreter that has torch/jax installed (default: this one).")
+@click.option("--in-loop", is_flag=True,
+              help="Time steps as training takes them, in chunks of the compiled loop (what `minigrad bench` does), "
+                   "instead of one Python call a step (as the frameworks of --compare are timed).")
+@click.option("--figures", "figures_dir", type=click.Path(file_okay=False), default=None,
+              help="Write the figures (samples/s and time per example against B, roofline) to this directory.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
+              help="Also write everything measured as JSON: {\"rows\": [...], \"breakdowns\": [...], ...}.")
+@user_errors
+def bench_throughput(sizes, batch_sizes, backend, threads, dtypes, activation, optimizer, repeats, breakdown, compare,
+                     compare_python, in_loop, figures_dir, json_path):
+    """Median time of one training step per batch size and path, samples/s, GFLOP/s, % of the GEMM ceiling and
+    peak memory; with --breakdown, where the time of a step goes and the roofline."""
+    import os
+
+    from minigrad.profile import report as profile_report
+    from minigrad.profile import throughput
+
+    # where the results go is checked before minutes of timing, not after
+    if json_path and not os.path.isdir(os.path.dirname(os.path.abspath(json_path))):
+        raise ValueError(f"--json: the directory of {json_path} does not exist; create it first")
+    if json_path:
+        can_write("--json", os.path.dirname(os.path.abspath(json_path)))
+    if figures_dir:
+        try:
+            os.makedirs(figures_dir, exist_ok=True)
+        except OSError as exc:
+            raise ValueError(f"--figures: cannot create directory {figures_dir} ({exc.strerror})") from None
+        can_write("--figures", figures_dir)
+    backend = "all" if backend == ["all"] else backend
+    if not dtypes:
+        dtypes = ["float32", "float64"] if backend == "all" else ["float32"]
+    result = throughput.measure(sizes=sizes, batch_sizes=batch_sizes, backends=backend, threads=threads,
+                                dtypes=dtypes, activation=activation, optimizer=optimizer, repeats=repeats,
+                                breakdown=breakdown, compare=compare, compare_python=compare_python,
+                                echo=lambda msg: click.echo(msg, err=True), chunk=_step_chunk() if in_loop else None)
+    profile_report.print_result(result)
+    if json_path:
+        profile_report.write_json(result, json_path)
+        click.echo(f"wrote {json_path}")
+    if figures_dir:
+        from minigrad.profile.figures import throughput_figures
+
+        for path in throughput_figures(result, figures_dir):
+            click.echo(f"figure: {path}")
+
+
+@main.command("merge")
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--overwrite", is_flag=True, help="Replace OUT instead of adding to it.")
+@user_errors
+def merge_command(out, inputs, overwrite):
+    """Combine shard files (`bench --shard I/N`) of one study into OUT; `bench` on OUT finishes the study.
+
+    Refuses files of different configurations and runs whose copies differ; a run found in several files is kept once.
+    """
+    from minigrad.study.merge import merge
+
+    merge(out, inputs, overwrite=overwrite, echo=click.echo)
