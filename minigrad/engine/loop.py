@@ -302,30 +302,24 @@ def run_steps(step, linear_forward, linear_backward, args, X, y, Xb, yb, sampler
     return REACHED
 
 
+# run_steps written out for the two steps of plain SGD on one thread, without functions among the arguments, so that
+# Numba can cache them: a function taking another as an argument (run_steps) is compiled anew in every process
+# (seconds, and more on a busy machine). One copy per step, as Numba's cache keeps no function chosen at run time.
 @njit(cache=True)
 def run_fused_serial(args, X, y, Xb, yb, sampler, schedules, budget, stop_step, counters, sums):
-    # run_steps for the one-thread fused SGD step, the path of small batches, written out without functions among
-    # its arguments so that Numba can cache it: a function taking another as an argument (run_steps) is compiled
-    # anew in every process (seconds, and more on a busy machine).
-    act, loss, weights, biases, zs, acts, dzs, parts, dlogits, counter, value, x_saved, hyper, T = args
+    # kernels_small's one-pass step (forced, or on machines where FUSED_SGD_MAX[1] makes it the small-batch path)
     while counters[STEPS] < stop_step:
         why, lr = prepare_step(X, y, Xb, yb, sampler, schedules, budget, counters)
         if why != CONTINUE:
             return why
-        hyper[LR] = lr
-        KS.sgd_step_serial(act, loss, weights, biases, zs, acts, dzs, parts, dlogits, Xb, yb, lr,
-                           hyper[WEIGHT_DECAY], counter, value, x_saved)
-        if math.isfinite(value[0]):
-            hyper[STEP] += 1
-        if finish_step(value[0], Xb.shape[0], lr, counters, sums):
+        if finish_step(fused_serial_step(Xb, yb, lr, None, None, args), Xb.shape[0], lr, counters, sums):
             return NONFINITE
     return REACHED
 
 
 @njit(cache=True)
 def run_large(args, X, y, Xb, yb, sampler, schedules, budget, stop_step, counters, sums):
-    # run_steps for kernels_large's step (plain SGD on one thread at every B, and past the fused step on more),
-    # written out like run_fused_serial so that Numba can cache it
+    # kernels_large's step: plain SGD on one thread at every B, and past the fused step on more
     while counters[STEPS] < stop_step:
         why, lr = prepare_step(X, y, Xb, yb, sampler, schedules, budget, counters)
         if why != CONTINUE:
