@@ -61,7 +61,7 @@ def bench(ctx, quick, config_path, out, overwrite, dry_run, data_name, data_dir,
           worker_threads, shard, **settings):
     """Which batch size? Compute speed x convergence speed on this machine, stored in --out with figures.
 
-    Runs the default study on the embedded dataset (about 5 minutes on 2 cores; --quick about 1) and prints the
+    Runs the default study on the embedded dataset (2-3 minutes on 2 cores; --quick under 1) and prints the
     table, the critical batch size and a recommendation. `minigrad bench throughput` measures compute speed alone.
     """
     if ctx.invoked_subcommand is not None:
