@@ -110,15 +110,25 @@ def test_smith_experiment_with_worker_processes(tmp_path):
 
 def test_stratified_experiment(tmp_path):
     out = tmp_path / "stratified.h5"
-    config = tiny("stratified", batch_sizes=[32], seeds=3, epochs=3.0)
+    config = tiny("stratified", batch_sizes=[16, 32], seeds=3, epochs=3.0, resamples=300)
     outcome = E.run("stratified", config, out, workers=1, echo=lambda *a: None)
     saved = check_file(out, "stratified", outcome)
     assert {r.attrs["sampler"] for r in saved.runs.values()} == {"shuffle", "stratified"}
-    cells = outcome.summary["batch_sizes"]["32"]
-    for cell in cells.values():
+    s = outcome.summary
+    assert s["intervals"] == 4 and s["level"] == pytest.approx(0.975)
+    for B, cell in s["batch_sizes"].items():
         assert len(cell["shuffle"]) == 3 and all(math.isfinite(v) for v in cell["shuffle"] + cell["stratified"])
-        assert cell["ratio"] == pytest.approx(np.median(cell["stratified"]) / np.median(cell["shuffle"]))
-    assert outcome.summary["tests"] == 4
+        assert cell["steps_ratio"] == pytest.approx(np.median(cell["stratified"]) / np.median(cell["shuffle"]))
+        assert cell["spread_ratio"] == pytest.approx(cell["cv_stratified"] / cell["cv_shuffle"])
+        assert cell["steps_lo"] <= cell["steps_ratio"] <= cell["steps_hi"]
+    # every verdict line is a test with its numbers: 2 statistics x 2 batch sizes, 3 seeds, the simultaneous level
+    assert len(s["tests"]) == 4 and all(t["seeds"] == 3 for t in s["tests"])
+    lines = [line for line in outcome.verdict if "97.5% bootstrap" in line]
+    assert len(lines) == 4 and all("within [0.909, 1.1]" in line for line in lines)
+    assert s["outcome"] in (V.REPRODUCED, V.NOT_REPRODUCED, V.INCONCLUSIVE) and s["outcome"] in outcome.verdict[-1]
+    # resumed from the file alone: the same verdict
+    again = E.run("stratified", config, out, workers=1, echo=lambda *a: None)
+    assert again.verdict == outcome.verdict
 
 
 def test_steps_to_target_reads_the_first_evaluation_at_or_below_it():

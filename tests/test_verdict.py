@@ -9,6 +9,7 @@ from minigrad.experiments import verdict as V
 from minigrad.experiments.gns import _trend
 from minigrad.experiments.momentum import tuned_steps
 from minigrad.experiments.smith import _between
+from minigrad.experiments.stratified import judge
 
 
 def mean_interval(samples):
@@ -121,3 +122,61 @@ def test_momentum_ratio_interval_on_planted_steps():
         assert V.below("fewer", "ratio", stat(*sgd, *mom), lo, hi, 1.0, "b", 5).outcome == expected
     assert tuned_steps([np.array([math.inf, math.inf, 5.0])]) != tuned_steps([np.array([5.0])])
     assert math.isnan(tuned_steps([np.array([math.inf, math.inf])]))
+
+
+def test_below_with_an_equivalence_margin():
+    margin = (1 / 1.1, 1.1)
+    assert V.below("c", "r", 0.7, 0.6, 0.8, 1.0, "b", 5, equivalent=margin).outcome == V.REPRODUCED
+    assert V.below("c", "r", 0.9, 0.85, 0.98, 1.0, "b", 5, equivalent=margin).outcome == V.REPRODUCED  # not all in
+    # a real but small effect, or none, resolved within the margin: no effect worth having
+    assert V.below("c", "r", 0.95, 0.92, 0.98, 1.0, "b", 5, equivalent=margin).outcome == V.NOT_REPRODUCED
+    assert V.below("c", "r", 1.0, 0.95, 1.05, 1.0, "b", 5, equivalent=margin).outcome == V.NOT_REPRODUCED
+    assert V.below("c", "r", 1.5, 1.2, 1.8, 1.0, "b", 5, equivalent=margin).outcome == V.NOT_REPRODUCED
+    assert V.below("c", "r", 1.0, 0.8, 1.2, 1.0, "b", 5, equivalent=margin).outcome == V.INCONCLUSIVE
+    # negative control: without the margin the same interval [0.95, 1.05] only straddles 1
+    assert V.below("c", "r", 1.0, 0.95, 1.05, 1.0, "b", 5).outcome == V.INCONCLUSIVE
+    assert "within [0.909, 1.1] (no effect worth having)" in V.below("c", "r", 1, 0, 2, 1.0, "b", 5,
+                                                                     equivalent=margin).line()
+    assert V.below("c", "r", 1.0, math.nan, math.nan, 1.0, "b", 5, equivalent=margin).outcome == V.INCONCLUSIVE
+
+
+def test_any_of_and_simultaneous_level():
+    r, n, i = (V.Verdict("c", "s", 1, 0, 2, "n", "r", 1, o) for o in (V.REPRODUCED, V.NOT_REPRODUCED,
+                                                                     V.INCONCLUSIVE))
+    assert V.any_of([n, i, r]) == V.REPRODUCED
+    assert V.any_of([n, n]) == V.NOT_REPRODUCED
+    assert V.any_of([n, i]) == V.INCONCLUSIVE
+    assert V.any_of([]) == V.INCONCLUSIVE
+    assert V.simultaneous_level(1) == pytest.approx(0.90) and V.simultaneous_level(4) == pytest.approx(0.975)
+    # the widened interval is wider than the single one, from the same resamples
+    x = np.random.default_rng(7).normal(0, 1, 12)
+    lo90, hi90 = V.bootstrap([x], np.mean)
+    lo, hi = V.bootstrap([x], np.mean, level=V.simultaneous_level(4))
+    assert lo < lo90 < hi90 < hi
+
+
+@pytest.mark.parametrize("factor, noise, seeds, expected", [
+    (0.6, 0.1, 12, V.REPRODUCED),        # stratified 40% faster, seed noise 10%
+    (1.0, 0.3, 6, V.INCONCLUSIVE),       # no effect, too few seeds to say "none worth having"
+    (1.0, 0.03, 40, V.NOT_REPRODUCED),   # no effect, resolved within [0.91, 1.1]
+    (1.6, 0.1, 12, V.NOT_REPRODUCED),    # stratified slower
+])
+def test_stratified_steps_ratio_on_planted_steps(factor, noise, seeds, expected):
+    rng = np.random.default_rng(8)
+    shuffled = 1000 * np.exp(rng.normal(0, noise, seeds))
+    stratified = 1000 * factor * np.exp(rng.normal(0, noise, seeds))
+    tests = judge(8, shuffled, stratified, {"margin": 1.1, "resamples": 1000}, k=4)
+    assert tests["steps"].outcome == expected
+    assert tests["steps"].value == pytest.approx(np.median(stratified) / np.median(shuffled))
+    assert "97.5% bootstrap" in tests["steps"].line() and f"{seeds} seeds" in tests["steps"].line()
+
+
+def test_stratified_spread_ratio_on_planted_spread():
+    rng = np.random.default_rng(9)
+    shuffled = 1000 * np.exp(rng.normal(0, 0.4, 12))
+    for spread, expected in ((0.1, V.REPRODUCED), (1.2, V.NOT_REPRODUCED)):
+        stratified = 1000 * np.exp(rng.normal(0, spread, 12))
+        assert judge(8, shuffled, stratified, {"margin": 1.1, "resamples": 1000}, k=4)["spread"].outcome == expected
+    # negative control: the same spread is not resolved either way by 12 seeds
+    same = 1000 * np.exp(rng.normal(0, 0.4, 12))
+    assert judge(8, shuffled, same, {"margin": 1.1, "resamples": 1000}, k=4)["spread"].outcome == V.INCONCLUSIVE

@@ -33,8 +33,9 @@ DEFAULTS = {
                   eval_growth=1.01, margin=1.5, resamples=1000),
     "gns": dict(study=None, data=None, gns_batch_size=512, gns_batches=4, smoothing=0.25, checkpoints=24, seed=0,
                 study_quick=False, two_batch=[32, 1024], window=8, long_factor=4.0),
+    # margin: a ratio within [1/margin, margin] is no effect worth having
     "stratified": dict(_BASE, batch_sizes=[8, 64], lr_per_example=0.1 / 32, epochs=8.0, seeds=12,
-                       target_margin=0.01, loose_margin=0.05, eval_growth=1.01),
+                       target_margin=0.01, eval_growth=1.01, margin=1.1, resamples=2000),
     "momentum": dict(_BASE, batch_sizes=[8, 64, 512], momenta=[0.5, 0.9], lr_grid=[-1, 0, 1], seeds=3,
                      reference_batch=32, reference_lrs=[0.1, 0.3], reference_epochs=6.0, target_margin=0.02,
                      budget_factor=3.0, same_margin=1.25, resamples=1000, max_widen=1),
@@ -80,7 +81,8 @@ CHECKS = {  # setting -> (lo, hi, lo_open, integer)
     "at_epochs": (0, 1e5, False, False), "batch_sizes": (1, None, False, True), "draws": (1, 1e6, False, True),
     "epochs": (0, 1e5, True, False), "lr": (0, 1e6, True, False), "seeds": (1, 1000, False, True),
     "factor": (2, 1e3, False, True), "checkpoints": (1, 1e4, False, True), "hidden": (1, 1e6, False, True),
-    "momentum": (0, 1, False, False), "momenta": (0, 1, False, False),
+    "momentum": (0, 1, False, False), "momenta": (0, 1, False, False), "margin": (1, 100, True, False),
+    "resamples": (100, 1e6, False, True),
 }
 
 

@@ -122,22 +122,37 @@ def smith_figure(saved, config, out_dir, stem):
     return plt.save(fig, _path(out_dir, stem, "smith"))
 
 
-def stratified_figure(summary, out_dir, stem):
-    cells = [(B, name, c) for B, per_b in summary["batch_sizes"].items() for name, c in per_b.items()]
-    fig, ax = plt.subplots(figsize=(1.5 + 1.6 * len(cells), 4.2))
+def stratified_figure(summary, config, out_dir, stem):
+    """Left: steps-to-target per seed for each sampler and B. Right: the two ratios (stratified / shuffled) with
+    their simultaneous intervals, the equivalence margin shaded."""
+    rows = summary["batch_sizes"]
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [1.3, 1]})
     rng = np.random.default_rng(0)
-    for i, (B, name, c) in enumerate(cells):
+    for i, c in enumerate(rows.values()):
         for j, tag in enumerate(("shuffle", "stratified")):
             v = np.asarray(c[tag], float)
             x = i + (j - 0.5) * 0.35 + rng.uniform(-0.05, 0.05, len(v))
             ax.plot(x, v, "o", color=f"C{j}", ms=4, alpha=0.8, label=tag if i == 0 else None)
             ax.plot([i + (j - 0.5) * 0.35 - 0.12, i + (j - 0.5) * 0.35 + 0.12], [np.median(v)] * 2, "-",
                     color=f"C{j}", lw=2)
-    ax.set_xticks(range(len(cells)), [f"B={B}\nval err <= {c['target']:g}" for B, _, c in cells], fontsize=8)
+    ax.set_xticks(range(len(rows)), [f"B={B}\nval err <= {c['target']:g}" for B, c in rows.items()], fontsize=8)
     ax.set_yscale("log")
     ax.set(ylabel="steps to target (one dot per seed, bar = median)",
            title="Shuffled against class-stratified batches")
     ax.legend(fontsize=8)
+    for j, (name, label) in enumerate((("steps", "median steps"), ("spread", "std/mean of steps"))):
+        x = np.arange(len(rows)) + (j - 0.5) * 0.2
+        v = np.array([c[f"{name}_ratio"] for c in rows.values()])
+        err = np.array([[c[f"{name}_ratio"] - c[f"{name}_lo"], c[f"{name}_hi"] - c[f"{name}_ratio"]]
+                        for c in rows.values()]).T
+        ax2.errorbar(x, v, yerr=np.nan_to_num(err), fmt="os"[j], color=f"C{j + 2}", capsize=3, label=label)
+    ax2.axhline(1.0, color="gray", lw=0.8)
+    ax2.axhspan(1 / config["margin"], config["margin"], color="gray", alpha=0.15, label="no effect worth having")
+    ax2.set_xticks(range(len(rows)), [f"B={B}" for B in rows])
+    ax2.set_yscale("log")
+    ax2.set(ylabel="stratified / shuffled",
+            title=f"{100 * summary['level']:.4g}% intervals (simultaneous 90%): below 1 = stratified helps")
+    ax2.legend(fontsize=8)
     return plt.save(fig, _path(out_dir, stem, "stratified"))
 
 

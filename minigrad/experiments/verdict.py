@@ -1,11 +1,13 @@
 """An experiment's verdict is a test: a statistic, its noise, a threshold, the number of seeds, three outcomes.
 
     reproduced      the statistic's interval lies on the expected side of the threshold
-    not reproduced  it lies on the other side (or, for an agreement, the estimate is more than 3 SE off)
+    not reproduced  it lies on the other side (or, for an agreement, the estimate is more than 3 SE off; or, for
+                    a claim of an effect worth having, it lies within an equivalence margin around the threshold)
     inconclusive    the interval straddles the threshold: the effect is within its noise
 
 Intervals are 90% two-sided (so each side is a 5% one-sided test): percentiles of a bootstrap over seeds, or
-+-1.645 standard errors of a fit. Every verdict line prints the numbers it rests on.
++-1.645 standard errors of a fit; an experiment judging k intervals together widens each to 1 - 0.10/k
+(simultaneous_level). Every verdict line prints the numbers it rests on.
 """
 import math
 from dataclasses import asdict, dataclass
@@ -52,14 +54,20 @@ def above(claim, statistic, value, lo, hi, threshold, noise, seeds):
                    f"reproduced if the interval lies above {threshold:g}, not if below", seeds, outcome)
 
 
-def below(claim, statistic, value, lo, hi, threshold, noise, seeds):
-    """The claim is that the statistic is smaller than `threshold`."""
+def below(claim, statistic, value, lo, hi, threshold, noise, seeds, equivalent=None):
+    """The claim is that the statistic is smaller than `threshold`. With `equivalent` = (low, high), a margin
+    around the threshold, the claim is of an effect worth having: an interval entirely within the margin is not
+    reproduced (no effect worth having), even if it also lies below the threshold."""
+    rule = f"reproduced if the interval lies below {threshold:g}, not if above"
     if not (math.isfinite(lo) and math.isfinite(hi)):
         outcome = INCONCLUSIVE
+    elif equivalent is not None and equivalent[0] <= lo and hi <= equivalent[1]:
+        outcome = NOT_REPRODUCED
     else:
         outcome = REPRODUCED if hi < threshold else NOT_REPRODUCED if lo > threshold else INCONCLUSIVE
-    return Verdict(claim, statistic, value, lo, hi, noise,
-                   f"reproduced if the interval lies below {threshold:g}, not if above", seeds, outcome)
+    if equivalent is not None:
+        rule += f" or within [{equivalent[0]:.3g}, {equivalent[1]:.3g}] (no effect worth having)"
+    return Verdict(claim, statistic, value, lo, hi, noise, rule, seeds, outcome)
 
 
 def within(claim, statistic, value, lo, hi, low, high, noise, seeds):
@@ -102,6 +110,20 @@ def combine(claim, verdicts):
     if NOT_REPRODUCED in outcomes:
         return NOT_REPRODUCED
     return REPRODUCED if outcomes and all(o == REPRODUCED for o in outcomes) else INCONCLUSIVE
+
+
+def any_of(verdicts):
+    """One outcome from several tests of which one suffices: reproduced if any is, not reproduced if all are not.
+    Sound when the intervals are simultaneous (see simultaneous_level), else one of many would pass by chance."""
+    outcomes = [v.outcome for v in verdicts]
+    if REPRODUCED in outcomes:
+        return REPRODUCED
+    return NOT_REPRODUCED if outcomes and all(o == NOT_REPRODUCED for o in outcomes) else INCONCLUSIVE
+
+
+def simultaneous_level(k, level=LEVEL):
+    """The level of each of k intervals that cover together with probability `level` (Bonferroni)."""
+    return 1 - (1 - level) / max(1, k)
 
 
 # -------------------------------------------------------------------------------------------------- noise
