@@ -113,7 +113,7 @@ def experiment_gns(quick, out, overwrite, workers, threads, data_name, study):
 @experiment.command("stratified")
 @experiment_options("stratified")
 @click.option("--batch-sizes", default=None, callback=int_list, help="Batch sizes [8,64].")
-@click.option("--seeds", type=int, default=None, help="Seeds per sampler and batch size [12].")
+@click.option("--seeds", type=int, default=None, help="Seeds per sampler and batch size [48].")
 def experiment_stratified(quick, out, overwrite, workers, threads, data_name, batch_sizes, seeds):
     """Shuffled against class-stratified batches: steps-to-target and its spread over seeds."""
     run_experiment("stratified", quick, out, overwrite, workers, threads, data_name, batch_sizes=batch_sizes, seeds=seeds)

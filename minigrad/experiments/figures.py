@@ -149,9 +149,8 @@ def stratified_figure(summary, config, out_dir, stem):
     ax2.axhline(1.0, color="gray", lw=0.8)
     ax2.axhspan(1 / config["margin"], config["margin"], color="gray", alpha=0.15, label="no effect worth having")
     ax2.set_xticks(range(len(rows)), [f"B={B}" for B in rows])
-    ax2.set_yscale("log")
-    ax2.set(ylabel="stratified / shuffled",
-            title=f"{100 * summary['level']:.4g}% intervals (simultaneous 90%): below 1 = stratified helps")
+    ax2.set(ylabel="stratified / shuffled (below 1: stratified helps)",
+            title=f"Ratios, {100 * summary['level']:.4g}% intervals (simultaneous 90%)")
     ax2.legend(fontsize=8)
     return plt.save(fig, _path(out_dir, stem, "stratified"))
 
