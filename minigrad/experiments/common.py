@@ -34,7 +34,7 @@ DEFAULTS = {
     "gns": dict(study=None, data=None, gns_batch_size=512, gns_batches=4, smoothing=0.25, checkpoints=24, seed=0,
                 study_quick=False, two_batch=[32, 1024], window=8, long_factor=4.0),
     # margin: a ratio within [1/margin, margin] is no effect worth having. The effect on the teacher task is within
-    # about 10%: 48 seeds of 5 epochs (38 s on 2 cores, 80 s beside another job) bound it to about +-8%, 12 seeds
+    # about 10%: 48 seeds of 5 epochs (18 s on 2 idle cores, 80 s beside another job) bound it to about +-8%, 12 seeds
     # of 8 epochs (54 s) to +-15%; "no effect worth having" at margin 1.1 would take about 100 seeds
     "stratified": dict(_BASE, batch_sizes=[8, 64], lr_per_example=0.1 / 32, epochs=5.0, seeds=48,
                        target_margin=0.01, eval_growth=1.01, margin=1.1, resamples=2000),
