@@ -38,14 +38,18 @@ def test_within_needs_the_whole_interval_inside_the_margin():
     assert V.within("c", "r", 1.0, math.nan, math.nan, 0.8, 1.25, "b", 5).outcome == V.INCONCLUSIVE
 
 
-def test_agrees_is_a_z_test_with_a_resolution():
+def test_agrees_is_an_equivalence_test_at_the_resolution():
     ok = V.agrees("c", "slope", 10.1, 0.1, 10.0, 1.0, 1)
     assert ok.outcome == V.REPRODUCED and "z = +1.00" in ok.line()
-    assert V.agrees("c", "slope", 11.0, 0.1, 10.0, 1.0, 1).outcome == V.NOT_REPRODUCED  # z = 10
-    assert V.agrees("c", "slope", 10.25, 0.1, 10.0, 1.0, 1).outcome == V.INCONCLUSIVE  # z = 2.5
+    assert V.agrees("c", "slope", 12.0, 0.1, 10.0, 1.0, 1).outcome == V.NOT_REPRODUCED  # [11.84, 12.16] outside
+    assert V.agrees("c", "slope", 10.9, 0.1, 10.0, 1.0, 1).outcome == V.INCONCLUSIVE  # [10.74, 11.06] straddles 11
+    # many SEs off but by less than the resolution: agrees (noise's exponent, -0.505 [-0.508, -0.503] against -0.5)
+    assert V.agrees("c", "exponent", -0.505, 0.0015, -0.5, 0.05, 1).outcome == V.REPRODUCED
+    # negative control: the same precision with a deviation beyond the resolution
+    assert V.agrees("c", "exponent", -0.6, 0.0015, -0.5, 0.05, 1).outcome == V.NOT_REPRODUCED
     # consistent, but the noise could hide a deviation of the resolution's size: inconclusive, not reproduced
     assert V.agrees("c", "slope", 10.1, 5.0, 10.0, 1.0, 1).outcome == V.INCONCLUSIVE
-    # a value near zero: judged by z, not by a relative tolerance (MNIST: -2.2e-5 against -1.65e-5, SE 6.5e-6)
+    # a value near zero: judged by its interval, not by a relative tolerance (MNIST: -2.2e-5 against -1.65e-5)
     assert V.agrees("c", "intercept", -2.2e-5, 6.5e-6, -1.65e-5, 1e-4, 1).outcome == V.REPRODUCED
     assert V.agrees("c", "x", 1.0, 0.0, 1.0, 1.0, 1).outcome == V.INCONCLUSIVE  # no noise estimate: no test
 

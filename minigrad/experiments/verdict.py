@@ -86,22 +86,25 @@ def within(claim, statistic, value, lo, hi, low, high, noise, seeds):
 
 def agrees(claim, statistic, estimate, se, expected, resolution, seeds,
            noise="90% interval from the fit's standard error"):
-    """The claim is that `estimate` equals `expected`: z = (estimate - expected) / se. Reproduced if |z| <= 2 and
-    the test could have seen a deviation of `resolution` (2 se <= resolution); not reproduced if |z| > 3;
-    inconclusive otherwise (2 < |z| <= 3, or too noisy to resolve `resolution`)."""
-    z = (estimate - expected) / se if se > 0 and math.isfinite(se) else math.nan
-    if not math.isfinite(z):
+    """The claim is that `estimate` equals `expected` up to `resolution`, the smallest deviation that would matter
+    (an equivalence test, as stratified's margin): with the 90% interval estimate +- 1.645 se, reproduced if it lies
+    within expected +- resolution; not reproduced if it lies wholly outside (a resolved deviation larger than the
+    resolution); inconclusive otherwise. A deviation many SEs away but smaller than the resolution is reproduced: a
+    precise fit of -0.505 for an exponent of -0.5 at resolution 0.05 agrees. z is printed for reference."""
+    finite = se > 0 and math.isfinite(se)
+    z = (estimate - expected) / se if finite else math.nan
+    lo, hi = (estimate - Z90 * se, estimate + Z90 * se) if finite else (math.nan, math.nan)
+    if not finite:
         outcome = INCONCLUSIVE
-    elif abs(z) > 3:
-        outcome = NOT_REPRODUCED
-    elif abs(z) <= 2 and 2 * se <= resolution:
+    elif expected - resolution <= lo and hi <= expected + resolution:
         outcome = REPRODUCED
+    elif hi < expected - resolution or lo > expected + resolution:
+        outcome = NOT_REPRODUCED
     else:
         outcome = INCONCLUSIVE
-    return Verdict(claim, f"{statistic} (expected {_num(expected)}, z = {z:+.2f})", estimate, estimate - Z90 * se,
-                   estimate + Z90 * se, noise,
-                   f"reproduced if |z| <= 2 and 2 SE ({_num(2 * se)}) <= {_num(resolution)}; not if |z| > 3", seeds,
-                   outcome)
+    return Verdict(claim, f"{statistic} (expected {_num(expected)}, z = {z:+.2f})", estimate, lo, hi, noise,
+                   f"reproduced if the interval lies within {_num(expected)} +- {_num(resolution)}, not if wholly "
+                   "outside", seeds, outcome)
 
 
 def combine(claim, verdicts):
