@@ -229,7 +229,7 @@ def test_overwrite_keeps_the_old_file_until_the_new_one_is_complete(tmp_path, mo
             assert store.open(src).config == {"new": True}
         real_replace(src, dst)
 
-    monkeypatch.setattr(store.os, "replace", replace)
+    monkeypatch.setattr(os, "replace", replace)
     with Store.create(path, {"new": True}, overwrite=True) as w:
         assert not w.resumed and w.completed_run_ids() == set()
     assert seen == [CONFIG, True]
@@ -242,7 +242,7 @@ def test_overwrite_keeps_the_old_file_until_the_new_one_is_complete(tmp_path, mo
             raise OSError(28, "No space left on device")
         real_replace(src, dst)
 
-    monkeypatch.setattr(store.os, "replace", fail)
+    monkeypatch.setattr(os, "replace", fail)
     with pytest.raises(StoreError, match="No space left"):
         with Store.create(path, {"newer": True}, overwrite=True) as w:
             w.write_run("new-run", ATTRS, trace())
@@ -366,7 +366,7 @@ def replace(src, dst):
         {"real(src, dst)" if when == "after" else "pass"}
         os.kill(os.getpid(), signal.SIGKILL)
     real(src, dst)
-store.os.replace = replace
+os.replace = replace  # the store calls os.replace through the os module
 w = store.Store.create({str(path)!r}, {{"test": "kill", "points": {n}}})
 for i in range(2, 5):
     w.write_run(run_id(i), *make_run(i, {n}))

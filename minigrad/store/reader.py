@@ -1,0 +1,118 @@
+"""Reading a study file whole (journal first, then the file), and CSV export."""
+from __future__ import annotations
+
+import builtins  # the module-level open() below shadows the builtin
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from minigrad.store.files import (
+    StoreError, _STAGED, _dumps, _get_attrs, _read_table, _open_h5, _journal_dir, _journal_entries, _read_header)
+
+
+@dataclass
+class Run:
+    run_id: str
+    attrs: dict
+    trace: dict[str, np.ndarray]
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass
+class StudyFile:
+    """A study read whole into memory: the file is closed again when open() returns."""
+    path: Path
+    attrs: dict  # root metadata, config included
+    runs: dict[str, Run]
+    throughput: list[dict]
+    unmerged: set[str] = field(default_factory=set)  # runs found only in the journal of a killed writer
+
+    @property
+    def config(self) -> dict:
+        return self.attrs["config"]
+
+    @property
+    def kind(self) -> str:
+        return self.attrs["kind"]
+
+    def summary(self) -> list[dict]:
+        """One row per run: run_id and the run's attrs (what /summary holds, with None for missing values)."""
+        keys = list(dict.fromkeys(k for run in self.runs.values() for k in run.attrs))
+        return [{"run_id": rid, **{k: run.attrs.get(k) for k in keys}} for rid, run in self.runs.items()]
+
+
+def _read_run(run_id: str, g) -> Run:
+    trace = {k: d[()] for k, d in g.items() if isinstance(d, h5py.Dataset)}
+    arrays = {k: d[()] for k, d in g["arrays"].items()} if "arrays" in g else {}
+    return Run(run_id, _get_attrs(g), trace, arrays)
+
+
+def open(path) -> StudyFile:  # noqa: A001 - minigrad.store.open(path) reads like the builtin it mirrors
+    """Read a study file, with any runs that a killed writer left in its journal."""
+    path = Path(path)
+    staged = _STAGED.get(path.resolve())
+    # The journal first: a commit deletes entries only after the file holding them is in place (module docstring).
+    journal = []
+    for entry in _journal_entries(_journal_dir(path)):
+        try:
+            with h5py.File(entry, "r") as src:
+                journal.append((src.attrs["study_id"], _read_run(src.attrs["run_id"], src["run"])))
+        except OSError:
+            if entry.exists():
+                raise StoreError(f"journal entry {entry} cannot be read; delete it (its run is then rerun)") from None
+    header = staged._header if staged is not None else None if path.exists() else _read_header(_journal_dir(path))
+    if header is not None:  # a new study whose file is not written yet: its runs are in the journal
+        attrs, runs, throughput = dict(header), {}, []
+    else:
+        with _open_h5(path) as f:
+            try:
+                attrs = _get_attrs(f)
+                runs = {rid: _read_run(rid, g) for rid, g in f["runs"].items()}
+                throughput = _read_table(f["throughput"]) if "throughput" in f else []
+            except (OSError, KeyError) as e:
+                raise StoreError(f"{path} is damaged ({e}); restore it or start again with --overwrite") from None
+    unmerged = set()
+    for study_id, run in journal:
+        if study_id == attrs["study_id"]:
+            if run.run_id not in runs:
+                unmerged.add(run.run_id)
+            runs[run.run_id] = run  # an entry is never older than the file's copy of its run
+    return StudyFile(path, attrs, dict(sorted(runs.items())), throughput, unmerged)
+
+
+def export_csv(path, out_dir) -> list[Path]:
+    """Write summary.csv, throughput.csv (if measured) and traces.csv (run_id + trace columns) into out_dir."""
+    study = open(path)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def cell(v):
+        return _dumps(v) if isinstance(v, (dict, list, tuple)) else v
+
+    def write(name, header, rows):
+        with builtins.open(out / name, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(header)
+            w.writerows(rows)
+        return out / name
+
+    summary = study.summary()
+    header = list(summary[0]) if summary else ["run_id"]
+    paths = [write("summary.csv", header, ([cell(r[k]) for k in header] for r in summary))]
+    if study.throughput:
+        header = list(dict.fromkeys(k for r in study.throughput for k in r))
+        paths.append(write("throughput.csv", header, ([cell(r.get(k)) for k in header] for r in study.throughput)))
+    columns = list(dict.fromkeys(k for run in study.runs.values() for k in run.trace))
+
+    def trace_rows():
+        for rid, run in study.runs.items():
+            n = len(next(iter(run.trace.values()))) if run.trace else 0
+            cols = [run.trace[c].tolist() if c in run.trace else [""] * n for c in columns]
+            for values in zip(*cols):
+                yield (rid, *values)
+
+    paths.append(write("traces.csv", ["run_id", *columns], trace_rows()))
+    return paths
