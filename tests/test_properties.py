@@ -83,6 +83,17 @@ def test_any_user_file_loads_as_a_valid_dataset_or_one_data_error(arrays, as_h5)
         load_or_data_error(path)
 
 
+def test_a_value_beyond_float32_once_scaled_is_a_data_error(tmp_path):
+    # found by the property above: 3.40282357e+38 (float64, just past float32's largest value) in a split whose
+    # training feature is constant (scale 1) became inf in the float32 data set
+    path = tmp_path / "user.npz"
+    np.savez(path, X=np.array([[0.0], [0.0], [3.40282357e38], [0.0], [0.0]]), y=np.array([0, 1, 1, 1, 1]))
+    with pytest.raises(data.DataError, match="beyond float32"):
+        data.load(path)
+    np.savez(path, X=np.array([[0.0], [0.0], [3.0e38], [0.0], [0.0]]), y=np.array([0, 1, 1, 1, 1]))  # fits
+    assert np.isfinite(load_or_data_error(path).X_val).all()  # negative control: the same file, a value that fits
+
+
 @SETTINGS
 @given(n=st.integers(30, 80), features=st.integers(1, 6), classes=st.integers(2, 4), seed=st.integers(0, 2**16),
        cut=st.floats(0, 0.999), kind=st.sampled_from(["npz", "h5", "idx"]))

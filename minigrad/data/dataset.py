@@ -165,6 +165,9 @@ def _finish(name, splits, info, *, standardize=True, n_classes=None) -> Dataset:
     arrays = {}
     for split in ("train", "val", "test"):
         arrays["X_" + split] = _scaled(Xs[split], mean, scale)
+        if not np.all(np.isfinite(arrays["X_" + split])):
+            raise DataError(f"{name} {split}: X holds values beyond float32's range (about 3.4e38) once scaled; "
+                            "rescale those features")
         arrays["y_" + split] = ys[split]
     return Dataset(name=name, n_classes=int(n_classes), info=info, **arrays)
 
@@ -185,8 +188,9 @@ def _column_stats(X):
 def _scaled(X, mean, scale):
     """(X - mean) / scale as a new C-contiguous float32 array, computed in float64 one block at a time."""
     out = np.empty(X.shape, dtype=np.float32)
-    for i in range(0, len(X), _ROWS):
-        out[i:i + _ROWS] = (X[i:i + _ROWS] - mean) / scale
+    with np.errstate(over="ignore"):  # a value beyond float32 becomes inf, which the caller reports
+        for i in range(0, len(X), _ROWS):
+            out[i:i + _ROWS] = (X[i:i + _ROWS] - mean) / scale
     return out
 
 
