@@ -25,44 +25,52 @@ import math
 import numpy as np
 from llvmlite import binding as llvm
 from numba import njit, types
-from numba.extending import get_cython_function_address
 
 from minigrad.engine import kernels as K
 from minigrad.engine.kernels import FASTMATH
+from minigrad.machine import blas
 
-# BLAS's gemm with its alpha and beta, which np.dot does not expose: the same OpenBLAS that Numba's np.dot calls
-# (scipy's), through its Fortran interface (every argument a pointer; column-major matrices). Declared as external
-# symbols, resolved when this module loads, so the kernels that call them can be cached (a ctypes pointer cannot).
-for _name in ("sgemm", "dgemm"):
-    llvm.add_symbol(f"minigrad_{_name}", get_cython_function_address("scipy.linalg.cython_blas", _name))
+# BLAS's gemm with its alpha and beta, which np.dot does not expose, through its Fortran interface (every argument a
+# pointer; column-major matrices). The symbols are bound when this module loads, to scipy's OpenBLAS (the one
+# Numba's np.dot calls) or to MKL (machine/blas.py), so the kernels that call them can be cached (a ctypes pointer
+# cannot). Every GEMM of sgd_step goes through them, so the step runs on one library.
+for _name, _address in blas.load().items():
+    llvm.add_symbol(f"minigrad_{_name}", _address)
 _gemm_signature = types.void(*([types.voidptr] * 13))
 _sgemm = types.ExternalFunction("minigrad_sgemm", _gemm_signature)
 _dgemm = types.ExternalFunction("minigrad_dgemm", _gemm_signature)
 
 
 def gemm_scratch(dtype):
-    """The scalars gemm_sgd_update hands BLAS by pointer: (int32 (3,) sizes, uint8 (2,) transpose flags,
+    """The scalars gemm hands BLAS by pointer: (int32 (6,) sizes and leading dimensions, uint8 (2,) transpose flags,
     dtype (2,) alpha and beta), allocated once per workspace."""
-    return np.zeros(3, np.int32), np.zeros(2, np.uint8), np.zeros(2, dtype)
+    return np.zeros(6, np.int32), np.zeros(2, np.uint8), np.zeros(2, dtype)
+
+
+@njit(cache=True)
+def gemm(out, a, b, trans_a, trans_b, alpha, beta, ints, flags, scalars):
+    # out (M,N) <- alpha op(a) op(b) + beta out, row-major, op(x) = x^T when trans_x: a is (M,K), or (K,M) if
+    # trans_a; b is (K,N), or (N,K) if trans_b. A row-major matrix is its column-major transpose, so BLAS computes
+    # out^T <- alpha op(b)^T op(a)^T + beta out^T, each operand "N" as it lies or "T" when transposed.
+    M, N = out.shape
+    K = a.shape[0] if trans_a else a.shape[1]
+    flags[0] = ord("T") if trans_b else ord("N")
+    flags[1] = ord("T") if trans_a else ord("N")
+    ints[0], ints[1], ints[2] = N, M, K                      # m, n, k of the column-major product
+    ints[3], ints[4], ints[5] = b.shape[1], a.shape[1], N    # leading dimensions of b, a, out
+    scalars[0], scalars[1] = alpha, beta
+    args = (flags[0:].ctypes, flags[1:].ctypes, ints[0:].ctypes, ints[1:].ctypes, ints[2:].ctypes, scalars[0:].ctypes,
+            b.ctypes, ints[3:].ctypes, a.ctypes, ints[4:].ctypes, scalars[1:].ctypes, out.ctypes, ints[5:].ctypes)
+    if out.itemsize == 4:
+        _sgemm(*args)
+    else:
+        _dgemm(*args)
 
 
 @njit(cache=True)
 def gemm_sgd_update(weight, dout, inp, lr, decay, ints, flags, scalars):
     # dout (B,OC), inp (B,C) -> weight (OC,C) <- decay * weight - lr * dout^T inp   (one GEMM, beta = decay)
-    # Row-major weight (OC,C) is column-major W^T (C x OC), so BLAS computes W^T <- beta W^T + alpha inp^T dout:
-    # inp (B,C) row-major is column-major inp^T (C x B, "N"), dout (B,OC) is dout^T (OC x B), used transposed ("T").
-    B, OC = dout.shape
-    C = inp.shape[1]
-    flags[0], flags[1] = ord("N"), ord("T")
-    ints[0], ints[1], ints[2] = C, OC, B          # m, n, k; also the leading dimensions of inp, dout, weight
-    scalars[0], scalars[1] = -lr, decay           # alpha, beta
-    args = (flags[0:].ctypes, flags[1:].ctypes, ints[0:].ctypes, ints[1:].ctypes, ints[2:].ctypes, scalars[0:].ctypes,
-            inp.ctypes, ints[0:].ctypes, dout.ctypes, ints[1:].ctypes, scalars[1:].ctypes, weight.ctypes,
-            ints[0:].ctypes)
-    if weight.itemsize == 4:
-        _sgemm(*args)
-    else:
-        _dgemm(*args)
+    gemm(weight, dout, inp, True, False, -lr, decay, ints, flags, scalars)
 
 
 # ------------------------------------------------------------------------------------------ elementwise passes
@@ -128,6 +136,14 @@ def bias_sgd_update(bias, dbias, lr, decay):
 
 
 @njit(cache=True)
+def add_bias(out, bias):
+    # out (B,OC) += bias (OC,) on every row
+    for b in range(out.shape[0]):
+        for j in range(out.shape[1]):
+            out[b, j] += bias[j]
+
+
+@njit(cache=True)
 def column_sums(sums, dout):
     # dout (B,OC) -> sums (OC,) = sum_b dout[b]
     sums[:] = 0.0
@@ -156,10 +172,11 @@ def sgd_step(act, loss, weights, biases, dweight0, zs, acts, dzs, X, y, lr, weig
     for l in range(L):
         inp = X if l == 0 else acts[l - 1]
         if l < L - 1:
-            np.dot(inp, weights[l].T, zs[l])
+            gemm(zs[l], inp, weights[l], False, True, 1.0, 0.0, ints, flags, scalars)
             bias_activation_forward(act, acts[l], zs[l], biases[l])
         else:
-            K.linear_forward(zs[l], inp, weights[l], biases[l])  # the logits: a (B,K) bias pass is negligible
+            gemm(zs[l], inp, weights[l], False, True, 1.0, 0.0, ints, flags, scalars)  # the logits
+            add_bias(zs[l], biases[l])  # a (B,K) pass: negligible
     value = K.loss_forward_backward(loss, dzs[L - 1], acts[L - 1], y)
     if not math.isfinite(value):
         return value
@@ -170,7 +187,8 @@ def sgd_step(act, loss, weights, biases, dweight0, zs, acts, dzs, X, y, lr, weig
     for l in range(L - 1, -1, -1):
         dout = dzs[l]
         if l > 0:
-            np.dot(dout, weights[l], dzs[l - 1])  # the input gradient, from the weights before their update
+            # the input gradient, from the weights before their update
+            gemm(dzs[l - 1], dout, weights[l], False, False, 1.0, 0.0, ints, flags, scalars)
             gemm_sgd_update(weights[l], dout, acts[l - 1], lr, decay, ints, flags, scalars)
             OC = dzs[l - 1].shape[1]
             activation_backward_bias_sgd(act, dzs[l - 1], zs[l - 1], acts[l - 1], biases[l - 1], lr, decay,
@@ -179,6 +197,6 @@ def sgd_step(act, loss, weights, biases, dweight0, zs, acts, dzs, X, y, lr, weig
             x_saved[:, :] = X
             gemm_sgd_update(weights[0], dout, X, lr, decay, ints, flags, scalars)
         else:
-            np.dot(dout.T, X, dweight0)
+            gemm(dweight0, dout, X, True, False, 1.0, 0.0, ints, flags, scalars)
             weight_sgd_update(weights[0], dweight0, lr, decay)
     return value

@@ -556,8 +556,8 @@ class MLP:
             parts["workspace"] += (T * B * sum(self.sizes[:-1]) + T * B * self.sizes[-1] + B * inputs) * item
             parts["workspace"] += 16 * 8 + 8
         elif path == "blas-fused-sgd":
-            # _LargeBuffers: the batch copy (first layer folded), the bias sums and BLAS's scalars
-            parts["workspace"] += ((B * inputs if B < self.sizes[1] else 0) + max(self.sizes[1:]) + 2) * item + 14
+            # _LargeBuffers: the batch copy (first layer folded), the bias sums and BLAS's scalars (6 int32, 2 uint8)
+            parts["workspace"] += ((B * inputs if B < self.sizes[1] else 0) + max(self.sizes[1:]) + 2) * item + 26
         parts["total"] = sum(parts.values())
         return parts
 

@@ -68,9 +68,14 @@ def environment():
                 python=platform.python_version(), minigrad=__version__, numpy=np.__version__,
                 scipy=scipy.__version__, numba=numba.__version__, llvmlite=llvmlite.__version__,
                 numba_threading_layer=layer, numba_num_threads=numba.config.NUMBA_NUM_THREADS,
-                numba_cpu=_numba_cpu(), blas=blas,
+                numba_cpu=_numba_cpu(), blas=blas, step_blas=step_blas(),
                 env_vars={k: os.environ[k] for k in sorted(os.environ)
-                          if k.startswith(("OPENBLAS_", "OMP_", "NUMBA_", "MKL_"))})
+                          if k.startswith(("OPENBLAS_", "OMP_", "NUMBA_", "MKL_", "KMP_", "MINIGRAD_BLAS"))})
+
+
+def step_blas():
+    """The library the large-batch SGD step's GEMMs run on, as MINIGRAD_BLAS names it (engine/blas.py checks it)."""
+    return os.environ.get("MINIGRAD_BLAS", "").strip().lower() or "openblas"
 
 
 def study_record():
@@ -88,4 +93,5 @@ def study_record():
     return {"minigrad_version": __version__, "numpy_version": np.__version__, "numba_version": _version("numba"),
             "h5py_version": h5py.__version__, "hdf5_version": h5py.version.hdf5_version,
             "created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-            "host": socket.gethostname(), "cpu": cpu_model(), "blas": blas, "threads": threads}
+            "host": socket.gethostname(), "cpu": cpu_model(), "blas": blas, "step_blas": step_blas(),
+            "threads": threads}

@@ -8,8 +8,13 @@ import os
 
 def limit_threads(T):
     """threadpool_limits(T) (a context manager) over every BLAS the model may call. Numba loads scipy's OpenBLAS
-    lazily, at the first np.dot it compiles, and a limit set before that load does not reach it; so load it first."""
+    lazily, at the first np.dot it compiles, and a limit set before that load does not reach it; so load it first,
+    and the library of the large step's GEMMs (machine/blas.py: MKL with MINIGRAD_BLAS=mkl) too."""
     import scipy.linalg.cython_blas  # noqa: F401  (loads scipy's OpenBLAS)
+
+    from minigrad.machine import blas
+
+    blas.load()
     from threadpoolctl import threadpool_limits
 
     return threadpool_limits(limits=T)

@@ -147,13 +147,14 @@ def large_sgd_prefix(stop, act, loss, weights, biases, dweight0, zs, acts, dzs, 
         if k == stop:
             return k
         if l < L - 1:
-            np.dot(inp, weights[l].T, zs[l])
+            KG.gemm(zs[l], inp, weights[l], False, True, 1.0, 0.0, ints, flags, scalars)
             k += 1
             if k == stop:
                 return k
             KG.bias_activation_forward(act, acts[l], zs[l], biases[l])
         else:
-            K.linear_forward(zs[l], inp, weights[l], biases[l])
+            KG.gemm(zs[l], inp, weights[l], False, True, 1.0, 0.0, ints, flags, scalars)
+            KG.add_bias(zs[l], biases[l])
         k += 1
     if k == stop:
         return k
@@ -168,7 +169,7 @@ def large_sgd_prefix(stop, act, loss, weights, biases, dweight0, zs, acts, dzs, 
     for l in range(L - 1, 0, -1):
         if k == stop:
             return k
-        np.dot(dzs[l], weights[l], dzs[l - 1])
+        KG.gemm(dzs[l - 1], dzs[l], weights[l], False, False, 1.0, 0.0, ints, flags, scalars)
         k += 1
         if k == stop:
             return k
@@ -188,7 +189,7 @@ def large_sgd_prefix(stop, act, loss, weights, biases, dweight0, zs, acts, dzs, 
             return k
         KG.gemm_sgd_update(weights[0], dzs[0], X, lr, 1.0, ints, flags, scalars)
     else:
-        np.dot(dzs[0].T, X, dweight0)
+        KG.gemm(dweight0, dzs[0], X, True, False, 1.0, 0.0, ints, flags, scalars)
         k += 1
         if k == stop:
             return k

@@ -230,7 +230,8 @@ def _footer(result):
                      ", ".join(f"{k} {v:.1f} s" for k, v in result["compile_s"].items()))
     blas = [f"{b['vendor']} {b['version']} ({b['architecture']}, {b['library']})" for b in env.get("blas", [])]
     if blas:
-        lines.append("BLAS: " + "; ".join(blas))
+        lines.append("BLAS: " + "; ".join(blas) + (f"; the large-batch SGD step's GEMMs on {env['step_blas']}"
+                                                   if env.get("step_blas") else ""))
     if env:
         lines.append(f"Numba {env.get('numba')} ({env.get('numba_threading_layer')} threading layer, "
                      f"NUMBA_NUM_THREADS={env.get('numba_num_threads')}, target {env.get('numba_cpu')}); "
