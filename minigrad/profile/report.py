@@ -224,7 +224,8 @@ def _footer(result):
         memory = f", memory bandwidth {bandwidth:.1f} GB/s DRAM, {cache:.0f} GB/s L2 (STREAM triad)" \
             if bandwidth and cache else ""
         lines.append(f"{T} thread(s): GEMM ceiling {g:.1f} GFLOP/s float32" + (f", {f64:.1f} float64" if f64 else "")
-                     + f" ({cfg.get('ceiling_n', 2048)}^3 GEMMs through the model's BLAS){memory}")
+                     + f" ({cfg.get('ceiling_n', 2048)}^3 GEMMs through the large step's BLAS, "
+                       f"{env.get('step_blas', 'openblas')}){memory}")
     if result.get("compile_s"):
         lines.append("compile (first calls, minus a step): " +
                      ", ".join(f"{k} {v:.1f} s" for k, v in result["compile_s"].items()))

@@ -95,28 +95,22 @@ def _validate(sizes, batch_sizes, dtypes, activation, optimizer, repeats):
     return sizes, list(dict.fromkeys(batch_sizes)), list(dict.fromkeys(checked))
 
 
-_gemm = None
-
 
 def gemm_ceiling(n=2048, repeats=5, dtype="float32"):
-    """Median GFLOP/s of n x n x n GEMMs (2 n^3 flops each) through the BLAS the model uses, at the current
-    thread settings."""
-    global _gemm
+    """Median GFLOP/s of n x n x n GEMMs (2 n^3 flops each) through the BLAS the model's large-batch step uses
+    (kernels_large.gemm: scipy's OpenBLAS, as Numba's np.dot, or MKL with MINIGRAD_BLAS=mkl), at the current thread
+    settings."""
     import numpy as np
-    from numba import njit
 
-    if _gemm is None:
-        @njit(cache=True)
-        def gemm(a, b, c):
-            np.dot(a, b, c)
+    from minigrad.engine import kernels_large as KG
 
-        _gemm = gemm
     r = np.random.default_rng(0)
     a, b = r.standard_normal((n, n)).astype(dtype), r.standard_normal((n, n)).astype(dtype)
     c = np.empty((n, n), dtype)
-    _gemm(a, b, c)  # compile (or load) and warm up
-    _gemm(a, b, c)
-    median, _ = median_iqr(time_calls(lambda: _gemm(a, b, c), repeats=repeats))
+    scratch = KG.gemm_scratch(c.dtype)
+    for _ in range(2):  # compile (or load) and warm up
+        KG.gemm(c, a, b, False, False, 1.0, 0.0, *scratch)
+    median, _ = median_iqr(time_calls(lambda: KG.gemm(c, a, b, False, False, 1.0, 0.0, *scratch), repeats=repeats))
     return 2.0 * n**3 / median / 1e9
 
 
