@@ -441,11 +441,15 @@ def test_sigkilled_train_leaves_nothing_that_blocks_a_rerun(tmp_path):
 @pytest.mark.slow
 def test_ctrl_c_stops_the_workers_quietly_and_says_how_to_resume(world, tmp_path):
     # more and longer reference trials than workers, so finished trials wait in the journal while others still run
+    # (at 40 epochs the compiled loop finished the whole phase between two looks at the journal, now and then)
     (tmp_path / "small.toml").write_text(_replace_setting(_replace_setting(
-        SMALL_TOML, "reference_lrs = [0.03, 0.05, 0.1, 0.2, 0.3, 0.5]"), "reference_epochs = 40.0"))
+        SMALL_TOML, "reference_lrs = [0.03, 0.05, 0.1, 0.2, 0.3, 0.5]"), "reference_epochs = 400.0"))
+    # SIGINT's default action in the driver even when this suite runs as a background job (which ignores SIGINT,
+    # and a child inherits that)
     proc = subprocess.Popen([sys.executable, "-m", "minigrad.cli", "bench", "--config", "small.toml", "--out", "s.h5",
                              "--workers", "2"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+                            text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:
         if len(list((tmp_path / "s.h5.pending").glob("reference-*.h5"))) >= 1:

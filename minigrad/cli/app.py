@@ -39,6 +39,9 @@ def user_errors(func):
     def wrapper(*args, **kwargs):
         import os
 
+        from minigrad.machine import interrupts
+
+        interrupts.install()  # so that a Ctrl-C Python drops still stops the work (machine/interrupts.py)
         try:
             return func(*args, **kwargs)
         except click.ClickException:

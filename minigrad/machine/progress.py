@@ -3,6 +3,8 @@ import sys
 import time
 from contextlib import contextmanager
 
+from minigrad.machine import interrupts
+
 
 @contextmanager
 def progress_bar(description, total, stream=None):
@@ -17,12 +19,18 @@ def progress_bar(description, total, stream=None):
                    TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(), TimeRemainingColumn()]
         with Progress(*columns, console=Console(file=stream), transient=False) as progress:
             task = progress.add_task(description, total=total)
-            yield lambda advance=None, completed=None: progress.update(task, advance=advance, completed=completed)
+
+            def update(advance=None, completed=None):
+                interrupts.check()  # a Ctrl-C that Python dropped stops the work here
+                progress.update(task, advance=advance, completed=completed)
+
+            yield update
         return
 
     started, state = time.monotonic(), {"done": 0.0, "printed": -1}
 
     def advance(advance=None, completed=None):
+        interrupts.check()  # a Ctrl-C that Python dropped stops the work here
         state["done"] = completed if completed is not None else state["done"] + (advance or 0)
         decile = int(10 * state["done"] / total) if total else 10
         if decile > state["printed"]:  # a line per tenth of the work, so logs stay short
