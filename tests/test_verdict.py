@@ -186,3 +186,18 @@ def test_stratified_steps_ratio_on_planted_steps(factor, noise, seeds, expected)
 def test_stratified_spread_ratio_on_planted_spread(spread, expected):
     shuffled, stratified = planted_steps(1000, 0.4, 12), planted_steps(1000, spread, 12)
     assert judge(8, shuffled, stratified, {"margin": 1.1, "resamples": 1000}, k=4)["spread"].outcome == expected
+
+
+def test_keskar_holds_the_retuning_verdict_while_its_gap_is_not_shown_and_says_why():
+    from minigrad.experiments.keskar import closing_needs_a_gap
+
+    def retune():
+        return V.above("item 9: re-tuning closes most of the gap", "fraction closed", 1.85, 0.9, 2.6, 0.5, "n", 8)
+
+    unresolved = V.above("item 9: a fixed budget hurts", "gap", 0.012, -0.018, 0.042, 0.0, "n", 8)
+    held = closing_needs_a_gap(unresolved, retune())
+    assert held.outcome == V.INCONCLUSIVE and "the gap it closes is inconclusive" in held.line()
+    # negative control: with the gap shown, the interval above 0.5 stands, and the line adds nothing
+    shown = V.above("item 9: a fixed budget hurts", "gap", 0.1, 0.09, 0.12, 0.0, "n", 8)
+    kept = closing_needs_a_gap(shown, retune())
+    assert kept.outcome == V.REPRODUCED and "held" not in kept.line()
