@@ -100,6 +100,9 @@ def _check_X(X, where: str) -> np.ndarray:
     return X
 
 
+MAX_LABEL = 2**31 - 1  # a class count past this could not be allocated as an output layer anyway
+
+
 def _check_y(y, n: int, where: str) -> np.ndarray:
     y = np.asarray(y)
     if y.shape != (n,):
@@ -111,6 +114,9 @@ def _check_y(y, n: int, where: str) -> np.ndarray:
             raise DataError(f"{where}: y must hold integer class labels, found non-integer values")
     elif y.dtype.kind not in "biu":
         raise DataError(f"{where}: y must hold integer class labels, got dtype {y.dtype}")
+    if y.size and y.max() > MAX_LABEL:  # before the cast, which would wrap it round (a float past 2^63: to negative)
+        raise DataError(f"{where}: y holds the label {y.max():.0f}; classes must be numbered 0..K-1 "
+                        f"(at most {MAX_LABEL})")
     y = y.astype(np.int64)
     if y.min() < 0:
         raise DataError(f"{where}: y holds negative labels (min {y.min()}); classes must be 0..K-1")
