@@ -10,7 +10,6 @@ from minigrad.experiments.common import finish, median, run_jobs, stem
 from minigrad.training.trial import load_data
 
 
-
 def closing_needs_a_gap(hurt, retune):
     """The re-tuning verdict, held inconclusive while the gap it closes is not itself shown (a fraction of an
     unresolved gap can come out large by chance); its line then says so, so that an interval above the threshold
@@ -19,6 +18,7 @@ def closing_needs_a_gap(hurt, retune):
         retune.outcome = V.INCONCLUSIVE
         retune.rule += f"; held inconclusive: the gap it closes is {hurt.outcome} (the first item 9 line)"
     return retune
+
 
 def keskar_batches(config, n_train):
     large = max(1, int(round(config["large_fraction"] * n_train)))

@@ -74,8 +74,14 @@ def environment():
 
 
 def step_blas():
-    """The library the large-batch SGD step's GEMMs run on, as MINIGRAD_BLAS names it (engine/blas.py checks it)."""
-    return os.environ.get("MINIGRAD_BLAS", "").strip().lower() or "openblas"
+    """The library the large-batch SGD step's GEMMs run on (machine/blas.py): the loaded one, else the one
+    MINIGRAD_BLAS names; never an error, as metadata must not stop a measurement."""
+    from minigrad.machine import blas
+
+    try:
+        return blas.bound() or blas.choice()
+    except ValueError:
+        return os.environ.get("MINIGRAD_BLAS")
 
 
 def study_record():
