@@ -6,7 +6,7 @@
     study.summary()                                         # per batch size: a pandas DataFrame (columns if no pandas)
     study.traces()                                          # every evaluation point of every run, long format
     study.analysis                                          # fit, B_crit, recommendation (minigrad.study.analysis)
-    study.answer()                                          # the same as JSON types: `minigrad report STUDY --json`
+    study.answer()                                          # the answer every output renders (.to_dict(): --json)
     study.figures()                                         # {name: matplotlib Figure}; no backend is switched
 
 Nothing here compiles anything until a study runs.
@@ -59,12 +59,13 @@ class Study:
         return analysis.analyse(self.file)
 
     def answer(self):
-        """The machine-readable answer, plain JSON types (what `minigrad report STUDY --json` prints): rows (per
-        batch size: step time and IQR, lr, steps and time to target with intervals, misfit, status counts), fit,
-        b_crit, recommendation (pick, lr, tie set, win fractions, stability, recipe), adaptive."""
-        from minigrad.study import analysis
+        """The answer (minigrad.study.answer.Answer) that the terminal, `report --json`, the HTML page and this API
+        all render: str(answer) is the sentence and its recipe; answer.to_dict() is what `minigrad report STUDY
+        --json` prints (rows per batch size with intervals, fit, b_crit, recommendation with its recipe, notes,
+        equal budget, adaptive phase, configuration, machine); in a notebook it shows as the answer card."""
+        from minigrad.study import answer
 
-        return analysis.answer(self.analysis)
+        return answer.of(self.analysis, self.file.attrs)
 
     def summary(self):
         """One row per batch size: step time, tuned lr, steps-, examples- and time-to-target, status."""
@@ -94,11 +95,11 @@ class Study:
 
         return make_figures(self.analysis, self.file)
 
-    def report(self, console=None):
-        """Print the table and the recommendation, as `minigrad report` does."""
+    def report(self, console=None, wide=False):
+        """Print the table and the recommendation, as `minigrad report` does (wide: every column)."""
         from minigrad.study import report
 
-        report.print_report(self.analysis, console)
+        report.print_report(self.answer(), console, wide=wide)
 
 
 def as_table(rows):

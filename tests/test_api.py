@@ -71,7 +71,7 @@ def test_report_json_is_the_api_answer(study):
     result = CliRunner().invoke(cli, ["report", str(study.path), "--json"])
     assert result.exit_code == 0, result.output
     printed = json.loads(result.output)
-    assert printed == json.loads(json.dumps(study.answer()))
+    assert printed == json.loads(json.dumps(study.answer().to_dict()))
     assert [r["batch_size"] for r in printed["rows"]] == [8, 64]
     assert {"rows", "fit", "b_crit", "recommendation", "adaptive"} <= set(printed)
     rec = printed["recommendation"]
@@ -87,3 +87,41 @@ def test_python_dash_m_minigrad_runs_the_cli():
     done = subprocess.run([sys.executable, "-m", "minigrad", "--version"], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0 and minigrad.__version__ in done.stdout
+
+
+def says(output, answer):
+    """Whether an output (terminal text or an HTML page) carries the answer's sentence and recipe verbatim."""
+    import html
+
+    flat = " ".join(html.unescape(output).split())
+    return all(" ".join(text.split()) in flat for text in (answer.sentence, answer.recipe))
+
+
+def test_every_output_says_the_same_answer(study, tmp_path):
+    """The terminal, --json, the HTML page and the Python API render one Answer: the same sentence, the same
+    recipe, character for character."""
+    import json
+    import shutil
+
+    answer = study.answer()
+    assert answer.recipe.startswith("minigrad train ") and answer.sentence
+    terminal = CliRunner().invoke(cli, ["report", str(study.path)], terminal_width=100)
+    assert terminal.exit_code == 0, terminal.output
+    printed = json.loads(CliRunner().invoke(cli, ["report", str(study.path), "--json"]).output)
+    copy = tmp_path / "copy.h5"
+    shutil.copyfile(study.path, copy)
+    assert CliRunner().invoke(cli, ["report", str(copy), "--html"]).exit_code == 0
+    assert says(terminal.output, answer) and says((tmp_path / "copy.html").read_text(), answer)
+    assert printed["recommendation"]["recipe"] == answer.recipe and printed["sentence"] == answer.sentence
+    assert str(answer) == answer.text() and says(answer._repr_html_(), answer)
+
+
+def test_negative_control_a_page_with_its_own_recipe_is_caught(study):
+    import dataclasses
+
+    from minigrad.study import html as report_html
+
+    answer = study.answer()
+    own = dataclasses.replace(answer, recipe=answer.recipe.replace("--steps ", "--steps 1"))
+    assert not says(report_html.render(own, study.file, []), answer)
+    assert says(report_html.render(answer, study.file, []), answer)

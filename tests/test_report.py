@@ -61,7 +61,7 @@ def test_recommendation_picks_from_the_tie_set_and_never_contradicts_the_table()
     rec = a.recommendation
     assert rec["tied"] == [16, 64] and rec["batch_size"] in (16, 64)
     assert sum(rec["win_fraction"].values()) == pytest.approx(1.0)
-    text = report.recommendation_sentence(a)
+    text = report.of(a).text()
     assert text.startswith(f"Use batch size {rec['batch_size']} ") and "16-64 are tied" in text
     assert "minigrad train" in rec["recipe"] and f"--batch-size {rec['batch_size']}" in rec["recipe"]
     assert "--lr 0.1 " in rec["recipe"] and "--target 0.1" in rec["recipe"]
@@ -73,7 +73,7 @@ def test_recommendation_picks_from_the_tie_set_and_never_contradicts_the_table()
     times[64] = 8e-4
     a = report.analyse(fake_study(steps, times, seeds_noise=(0.9, 1.0, 1.1, 0.95, 1.05)))
     assert a.recommendation["tied"] == [16] and a.recommendation["batch_size"] == 16
-    assert "no other batch size comes within" in report.recommendation_sentence(a)
+    assert "no other batch size comes within" in report.of(a).text()
 
 
 def test_one_seed_gives_degenerate_intervals_said_as_such():
@@ -81,8 +81,8 @@ def test_one_seed_gives_degenerate_intervals_said_as_such():
                                                                                    256: 2e-3}))
     r = a.recommended
     assert r["steps_lo"] == r["steps_hi"] == r["steps"]
-    assert "interval degenerate" in report.recommendation_sentence(a)
-    assert " to ".join([f"{a.fit['B_crit']:.0f}"] * 2) not in report.recommendation_sentence(a)
+    assert "interval degenerate" in report.of(a).text()
+    assert " to ".join([f"{a.fit['B_crit']:.0f}"] * 2) not in report.of(a).text()
 
 
 def test_a_fit_that_does_not_describe_the_data_does_not_speak():
@@ -90,11 +90,11 @@ def test_a_fit_that_does_not_describe_the_data_does_not_speak():
     a = report.analyse(fake_study({16: 1000.0, 64: 260.0, 256: 40.0, 1024: 160.0},
                                   {16: 1e-4, 64: 4e-4, 256: 1.6e-3, 1024: 6.4e-3}))
     assert not a.fit["ok"] and not a.fit["determined"]
-    text = report.recommendation_sentence(a)
+    text = report.of(a).text()
     assert "does not describe these data" in text and "B_crit is not determined" in text
     assert "doubling B nearly halves" not in text
     assert a.rows[-1]["misfit"] > 1.3
-    answer = report.answer(a)
+    answer = report.of(a).to_dict()
     assert answer["fit"]["ok"] is False and answer["b_crit"]["determined"] is False
     # negative control: data on the curve S = 50 + 16000/B keep B_crit, with an interval that brackets it
     a = report.analyse(fake_study({B: 50 + 16000 / B for B in (4, 16, 64, 256, 1024)},
@@ -102,7 +102,7 @@ def test_a_fit_that_does_not_describe_the_data_does_not_speak():
                                   seeds_noise=(0.9, 1.0, 1.1)))
     assert a.fit["ok"] and a.fit["determined"] and a.fit["B_crit"] == pytest.approx(320, rel=0.05)
     assert a.fit["B_crit_lo"] <= a.fit["B_crit"] <= a.fit["B_crit_hi"]
-    assert "doubling B nearly halves" in report.recommendation_sentence(a)
+    assert "doubling B nearly halves" in report.of(a).text()
 
 
 def test_the_json_answer_has_the_promised_fields():
@@ -110,7 +110,7 @@ def test_the_json_answer_has_the_promised_fields():
 
     a = report.analyse(fake_study({4: 4000.0, 16: 1000.0, 64: 260.0, 256: 90.0},
                                   {4: 1e-4, 16: 1e-4, 64: 4e-4, 256: 2e-3}, seeds_noise=(0.9, 1.0, 1.1)))
-    answer = json.loads(json.dumps(report.answer(a)))  # plain JSON types, NaN as null
+    answer = json.loads(json.dumps(report.of(a).to_dict()))  # plain JSON types, NaN as null
     row = answer["rows"][0]
     assert {"batch_size", "step_time_s", "step_time_iqr_s", "lr", "steps_to_target", "steps_interval",
             "time_to_target_s", "time_interval_s", "misfit", "status"} <= set(row)

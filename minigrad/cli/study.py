@@ -130,7 +130,7 @@ def bench(ctx, quick, config_path, out, overwrite, dry_run, data_name, data_dir,
         show_report(out)
 
 
-def show_report(path, html=False):
+def show_report(path, html=False, wide=False):
     from pathlib import Path
 
     from minigrad import api
@@ -140,7 +140,8 @@ def show_report(path, html=False):
     if study.file.kind != "study":
         raise ValueError(f"{path} holds a {study.file.kind!r} file, not a study: `minigrad report` reads the files of "
                          "`minigrad bench` (`minigrad export` reads any)")
-    study.report()
+    answer = study.answer()
+    study.report(wide=wide)
     path = Path(path)
     figures = study_figures(study.analysis, study.file, path.parent, stem=path.stem)
     for written in figures:
@@ -148,7 +149,7 @@ def show_report(path, html=False):
     if html:
         from minigrad.study.html import write
 
-        click.echo(f"html: {write(study.analysis, study.file, figures, path.with_suffix('.html'))}")
+        click.echo(f"html: {write(answer, study.file, figures, path.with_suffix('.html'))}")
 
 
 @main.command("report")
@@ -157,18 +158,22 @@ def show_report(path, html=False):
               help="Also write one self-contained HTML page beside the file (STUDY.html): the answer and its recipe, "
                    "the table, the fit, every figure inline, the configuration and the machine.")
 @click.option("--json", "as_json", is_flag=True,
-              help="Print the answer as JSON (rows, fit, b_crit, recommendation) instead of the table and figures.")
+              help="Print the answer as JSON (rows, fit, b_crit, recommendation, notes, configuration, machine) "
+                   "instead of the table and figures.")
+@click.option("--wide", is_flag=True,
+              help="Show every column of the table, even where it wraps (by default the columns that fit the "
+                   "terminal; the HTML page and --json always have all).")
 @user_errors
-def report_command(path, html, as_json):
+def report_command(path, html, as_json, wide):
     """Rebuild a study's table, recommendation and figures from its HDF5 file alone."""
     if as_json:
         import json
 
         from minigrad import api
 
-        click.echo(json.dumps(api.open_study(path).answer(), indent=2))
+        click.echo(json.dumps(api.open_study(path).answer().to_dict(), indent=2))
         return
-    show_report(path, html=html)
+    show_report(path, html=html, wide=wide)
 
 
 def _step_chunk():

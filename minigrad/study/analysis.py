@@ -1,13 +1,12 @@
 """From a study file to the answer: per batch size the step time, tuned rate, steps and time to target with their
 intervals and the fit's misfit; the fit and whether it describes the data; B_crit with its interval or "not
 determined"; the tie set with win fractions and one pick with its reason and a recipe. Reads the HDF5 file alone;
-the statistics are in minigrad.study.uncertainty, the text in minigrad.study.report.
+the statistics are in minigrad.study.uncertainty, the words in minigrad.study.answer.
 
 Model (McCandlish et al. 2018): S(B) = S_min + E_min / B, a straight line in 1/B, with B_crit = E_min / S_min.
 Time to target T(B) = S(B) * t(B), with t(B) the median step time measured alone on this machine, in the compiled
 training loop (the steps as the trials take them).
 """
-import json
 import math
 import shlex
 from dataclasses import dataclass, field
@@ -229,7 +228,8 @@ def recipe(config, row, target):
             args += [f"--{key.replace('_', '-')}", str(options.pop(key))]
     line = shlex.join(args)
     if options:  # say so rather than drop them silently
-        line += f"  # the study used data options {json.dumps(options)}, which train does not take"
+        line += ("  # the study used data options " + ", ".join(f"{k} = {v}" for k, v in options.items())
+                 + ", which train does not take")
     return line
 
 
@@ -283,40 +283,3 @@ def equal_budget(study_file):
                 row[f"{tag}_diverged"] = e["diverged"]
         rows.append(row)
     return rows
-
-
-# ------------------------------------------------------------------------------------------------ the JSON answer
-def answer(a: Analysis):
-    """The machine-readable answer (`minigrad report STUDY --json`, Study.answer()): plain JSON types, NaN as null."""
-    f, rec = a.fit, a.recommendation
-    rows = [dict(batch_size=r["batch_size"], step_time_s=r["step_time_s"], step_time_iqr_s=r["step_time_iqr_s"],
-                 busy=bool(r["busy"]), lr=r["best_lr"], lr_interpolated=r["lr_interpolated"],
-                 steps_to_target=r["steps"], steps_interval=[r["steps_lo"], r["steps_hi"]], seeds=r["seeds"],
-                 time_to_target_s=r["time_s"], time_interval_s=[r["time_lo"], r["time_hi"]], misfit=r["misfit"],
-                 win_fraction=r.get("win_fraction"), tied=r.get("tied"), status=r["counts"]) for r in a.rows]
-    out = dict(
-        target=a.target, target_reason=a.target_reason, rows=rows,
-        fit=dict(s_min=f.get("S_min"), e_min=f.get("E_min"), max_misfit=f.get("max_ratio"), ok=f["ok"],
-                 reason=f["reason"]),
-        b_crit=dict(estimate=f["B_crit"], interval=[f["B_crit_lo"], f["B_crit_hi"]], determined=f["determined"],
-                    note=f["B_crit_note"]),
-        recommendation=None if not rec else dict(
-            batch_size=rec["batch_size"], lr=rec["lr"], lr_interpolated=rec["lr_interpolated"], tied=rec["tied"],
-            win_fraction={str(B): w for B, w in rec["win_fraction"].items()}, stable=rec["stable"],
-            stable_fraction=rec["stable_fraction"], reason=rec["reason"], recipe=rec["recipe"]),
-        adaptive=a.adaptive, busy=a.busy)
-    return _plain(out)
-
-
-def _plain(x):
-    if isinstance(x, dict):
-        return {str(k): _plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
-    if isinstance(x, (np.floating, float)):
-        return float(x) if math.isfinite(x) else None
-    if isinstance(x, np.integer):
-        return int(x)
-    if isinstance(x, np.bool_):
-        return bool(x)
-    return x

@@ -1,113 +1,166 @@
-"""A study as one self-contained HTML page: the answer and its recipe, the table, the fit, every figure inline (base64
-PNG), the configuration and the machine. No scripts, no external files: it opens anywhere and can be mailed.
-
-The page is built from the analysis object's fields (minigrad.study.report.Analysis): the ones it knows get their own
-section, and any other field is shown as a generic table under "More results", so a field added to the analysis later
-appears without a change here.
+"""A study as one self-contained HTML page for a reader: the answer and its recipe, the table with intervals and win
+fractions, the fit in words and numbers, the notes, the equal-budget comparison, the adaptive phase, every figure
+inline (base64 PNG), the configuration and the machine. No scripts, no external files: it opens anywhere and can be
+mailed. Everything on it comes from one minigrad.study.answer.Answer (what the terminal and `--json` render too).
 """
 import base64
-import dataclasses
 import datetime
 import html
-import json
 import math
 from pathlib import Path
 
-_KNOWN = {"config", "target", "target_reason", "rows", "fit", "recommended", "equal", "heat", "reference_lr"}
+from minigrad.study.answer import INTERVAL_NAME, Answer, fmt_count, fmt_interval, fmt_time, fmt_time_range
 
 _CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 0; color: #1d2327;
        background: #f6f7f9; }
 header { background: #23395d; color: white; padding: 18px 32px; }
-header h1 { margin: 0; font-size: 22px; } header p { margin: 4px 0 0; opacity: 0.85; font-size: 13px; }
+header h1 { margin: 0; font-size: 22px; overflow-wrap: anywhere; }
+header p { margin: 4px 0 0; opacity: 0.85; font-size: 13px; }
 main { max-width: 1180px; margin: 0 auto; padding: 16px 32px 48px; }
 section { background: white; border: 1px solid #dde1e6; border-radius: 6px; padding: 14px 20px; margin: 16px 0; }
 h2 { font-size: 17px; margin: 0 0 10px; color: #23395d; }
-.answer { border-left: 5px solid #2e8540; font-size: 15px; line-height: 1.5; }
+p { line-height: 1.5; }
+.answer { border-left: 5px solid #2e8540; font-size: 15px; }
 .recipe { font-family: ui-monospace, Menlo, Consolas, monospace; background: #f0f3f6; padding: 8px 12px;
-          border-radius: 4px; white-space: pre-wrap; font-size: 13px; }
+          border-radius: 4px; white-space: pre-wrap; overflow-wrap: anywhere; font-size: 13px; }
+.scroll { overflow-x: auto; }
 table { border-collapse: collapse; font-size: 13px; }
-th, td { padding: 4px 10px; border-bottom: 1px solid #e6e8eb; text-align: right; }
-th { background: #f0f3f6; } td.l, th.l { text-align: left; }
-tr.pick td { background: #e7f4ea; font-weight: 600; }
-.figs { display: grid; grid-template-columns: repeat(auto-fill, minmax(520px, 1fr)); gap: 14px; }
-figure { margin: 0; } figure img { max-width: 100%; border: 1px solid #e6e8eb; }
+th, td { padding: 4px 10px; border-bottom: 1px solid #e6e8eb; text-align: right; white-space: nowrap; }
+th { background: #f0f3f6; } td.l, th.l { text-align: left; white-space: normal; overflow-wrap: anywhere; }
+tr.pick td { background: #e7f4ea; font-weight: 600; } tr.tied td { background: #f3faf4; }
+.figs { display: grid; grid-template-columns: repeat(auto-fill, minmax(min(520px, 100%), 1fr)); gap: 14px; }
+figure { margin: 0; } figure img { max-width: 100%; height: auto; border: 1px solid #e6e8eb; }
 figcaption { font-size: 12px; color: #555; }
 .cols { display: grid; grid-template-columns: 1fr 1fr; gap: 16px; }
 .note { font-size: 12px; color: #555; }
+@media (max-width: 700px) {
+  header { padding: 12px 14px; } main { padding: 8px 10px 32px; } section { padding: 10px 12px; }
+  .cols { grid-template-columns: 1fr; }
+}
 """
-
-_ROW_COLUMNS = [("batch_size", "B"), ("step_time_s", "step time"), ("threads", "threads"),
-                ("samples_per_s", "samples/s"), ("best_lr", "best lr"), ("steps", "steps to target"),
-                ("examples", "examples to target"), ("time_s", "time to target"), ("fit_steps", "fit S(B)"),
-                ("status", "status"), ("n_trials", "trials"), ("n_diverged", "diverged")]
 
 
 def _e(x):
     return html.escape(str(x))
 
 
-def _value(key, v):
-    """A cell: times with units, counts with separators, other numbers to 4 significant digits."""
-    from minigrad.study.report import fmt_count, fmt_time
+def _g(x):
+    return "-" if x is None else f"{x:g}"
 
-    if v is None:
+
+def _error(x, diverged=0):
+    if x is None:
         return "-"
+    return "diverged" if not math.isfinite(x) and diverged else ("-" if not math.isfinite(x) else f"{x:.4f}")
+
+
+# (heading, cell) of the per-B table: every column the terminal can show, intervals and win fractions included
+ROW_COLUMNS = [
+    ("B", lambda r: str(r["batch_size"])),
+    ("step time t(B)", lambda r: fmt_time(r["step_time_s"]) + (" (busy)" if r["busy"] else "")),
+    ("IQR", lambda r: fmt_time(r["step_time_iqr_s"])),
+    ("threads", lambda r: _g(r["threads"])),
+    ("trial step", lambda r: fmt_time(r.get("trial_step_s", math.nan))),
+    ("+ eval", lambda r: fmt_time(r.get("trial_eval_s", math.nan))),
+    ("best lr", lambda r: _g(r["best_lr"])),
+    ("lr (interp.)", lambda r: "-" if r["lr_interpolated"] is None else f"{r['lr_interpolated']:.3g}"),
+    ("steps to target", lambda r: fmt_count(r["steps"])),
+    ("interval", lambda r: fmt_interval(r["steps_lo"], r["steps_hi"], fmt_count)),
+    ("examples", lambda r: fmt_count(r["examples"])),
+    ("time to target", lambda r: fmt_time(r["time_s"])),
+    ("interval ", lambda r: fmt_interval(r["time_lo"], r["time_hi"], fmt_time_range)),
+    ("fit S(B)", lambda r: fmt_count(r.get("fit_steps", math.nan))),
+    ("misfit", lambda r: "-" if not math.isfinite(r.get("misfit", math.nan)) else f"{r['misfit']:.2f}x"),
+    ("wins", lambda r: f"{r.get('win_fraction', 0):.0%}"),
+    ("tied", lambda r: "tied" if r.get("tied") else ""),
+    ("seeds", lambda r: str(r["seeds"])),
+    ("status", lambda r: r["status"]),
+]
+
+
+def _table(headings, rows, classes=None):
+    """headings: [str]; rows: [[cell text]]; classes: a CSS class per row (or None)."""
+    head = "".join(f"<th>{_e(h)}</th>" for h in headings)
+    body = "".join(f"<tr{f' class={chr(39)}{c}{chr(39)}' if c else ''}>" + "".join(f"<td>{_e(x)}</td>" for x in row)
+                   + "</tr>" for row, c in zip(rows, classes or [None] * len(rows)))
+    return f"<div class='scroll'><table><tr>{head}</tr>{body}</table></div>"
+
+
+def _pairs(pairs):
+    """A two-column table of (label, text) pairs."""
+    rows = "".join(f"<tr><td class='l'>{_e(k)}</td><td class='l'>{_e(v)}</td></tr>" for k, v in pairs)
+    return f"<table>{rows}</table>"
+
+
+def _setting(v):
+    """A configuration value as a reader writes it: lists as '1, 2, 4', tables as 'key = value', none as '-'."""
+    if v is None:
+        return "- (chosen by the study)"
     if isinstance(v, bool):
         return "yes" if v else "no"
-    if isinstance(v, (int, float)):
-        if isinstance(v, float) and not math.isfinite(v):
-            return "-"
-        if key in ("steps", "examples", "samples_per_s", "fit_steps", "E_min"):
-            return fmt_count(float(v))
-        if key.endswith("_s"):  # step_time_s, time_s: seconds
-            return fmt_time(float(v))
-        return f"{v:.4g}" if isinstance(v, float) else f"{v:,}" if abs(v) >= 10000 else str(v)
-    if isinstance(v, (dict, list, tuple, set)):
-        return _e(json.dumps(v, default=str, sort_keys=True) if not isinstance(v, set) else sorted(map(str, v)))
-    return _e(v)
+    if isinstance(v, (list, tuple)):
+        return ", ".join(_setting(x) for x in v) if v else "-"
+    if isinstance(v, dict):
+        return "; ".join(f"{k} = {_setting(x)}" for k, x in v.items()) if v else "none"
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)
 
 
-def _table(rows, columns=None, pick=None):
-    """rows: list of dicts; columns: [(key, heading)] (default: every key, in order)."""
-    if not rows:
-        return "<p class='note'>none</p>"
-    columns = columns or [(k, k) for k in dict.fromkeys(k for r in rows for k in r)]
-    columns = [(k, h) for k, h in columns if any(k in r for r in rows)]
-    head = "".join(f"<th>{_e(h)}</th>" for _, h in columns)
-    body = []
-    for r in rows:
-        cls = " class='pick'" if pick is not None and r.get("batch_size") == pick else ""
-        body.append(f"<tr{cls}>" + "".join(f"<td>{_value(k, r.get(k))}</td>" for k, _ in columns) + "</tr>")
-    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+def answer_card(ans: Answer):
+    """The answer in words, the target and the recipe: the page's first section, and a notebook's view."""
+    recipe = (f"<p>{_e(ans.recipe_intro)}</p><div class='recipe' id='recipe'>{_e(ans.recipe)}</div>"
+              if ans.recipe else "")
+    return (f"<section class='answer'><h2>The answer</h2><p>{_e(ans.sentence)}</p>"
+            f"<p class='note'>Target: validation error &le; {ans.target:g} ({_e(ans.target_reason)}).</p>"
+            f"{recipe}</section>")
 
 
-def _pairs(d, title=None):
-    """A two-column table of a dict (nested values as JSON)."""
-    rows = "".join(f"<tr><td class='l'>{_e(k)}</td><td class='l'>{_value(k, v)}</td></tr>" for k, v in d.items())
-    return (f"<h3>{_e(title)}</h3>" if title else "") + f"<table>{rows}</table>"
+def _rows_section(ans):
+    classes = ["pick" if r["batch_size"] == ans.pick else "tied" if r.get("tied") else None for r in ans.rows]
+    notes = "".join(f"<p class='note'>{_e(line)}</p>" for line in ans.notes)
+    return ("<section><h2>Batch size: compute speed &times; convergence speed</h2>"
+            + _table([h for h, _ in ROW_COLUMNS], [[cell(r) for _, cell in ROW_COLUMNS] for r in ans.rows], classes)
+            + f"<p class='note'>Intervals: {INTERVAL_NAME}s over seeds and step-time rounds; 'degenerate' where one "
+              "seed leaves nothing to resample. Step time: t(B) measured alone in the compiled training loop; trial "
+              "step and + eval: what the tuning trials took per step, side by side. Wins: how often B is the fastest "
+              "across resamples; tied: within noise of the fastest. The recommended batch size is in bold.</p>"
+            + notes + "</section>")
 
 
-def _recipe(a, attrs):
-    """The recommended setting as a `minigrad train` command that reproduces one run of it."""
-    r, c = a.recommended, a.config
-    if r is None:
-        return None
-    steps = r["steps"] if math.isfinite(r["steps"]) else None
-    options = c.get("data_options") or {}
-    parts = ["minigrad train", f"--data {c['data']}"]
-    parts += [f"--data-dir {options['data_dir']}"] if options.get("data_dir") else []
-    parts += [f"--n-val {options['n_val']}"] if options.get("n_val") else []
-    parts += [f"--hidden {','.join(map(str, c['hidden']))}",
-             f"--activation {c['activation']}", f"--optimizer {c['optimizer']}"]
-    if c["optimizer"] != "sgd":
-        parts.append(f"--momentum {c['momentum']:g}")
-    parts += [f"--batch-size {r['batch_size']}", f"--lr {r['best_lr']:g}", f"--sampler {c['sampler']}",
-              f"--dtype {c['dtype']}"]
-    if steps is not None:
-        parts.append(f"--steps {int(steps)}")
-    parts.append(f"--target {a.target:g}")
-    return " \\\n    ".join(parts)
+def _fit_section(ans):
+    f = ans.fit
+    if not f:
+        return ""
+    pairs = []
+    if math.isfinite(f.get("S_min", math.nan)):
+        pairs += [("S_min (fewest steps, at any B)", f"{f['S_min']:,.1f}"),
+                  ("E_min (fewest examples, at any B)", f"{f['E_min']:,.0f}")]
+    if f.get("determined"):
+        pairs.append(("B_crit = E_min / S_min", f"{f['B_crit']:.0f} ({INTERVAL_NAME} "
+                      + (f"{f['B_crit_lo']:.0f} to {f['B_crit_hi']:.0f})" if math.isfinite(f["B_crit_lo"])
+                         else "not available)")))
+    else:
+        pairs.append(("B_crit", "not determined"))
+    if math.isfinite(f.get("max_ratio", math.nan)):
+        pairs.append(("largest misfit at a measured B", f"{f['max_ratio']:.2f}x"))
+    pairs.append(("the fit describes the data", "yes" if f.get("ok") else f"no: {f.get('reason', '')}"))
+    text = "".join(f"<p>{_e(line)}</p>" for line in (ans.fit_sentence, ans.gns_line) if line)
+    return "<section><h2>Fit S(B) = S_min + E_min / B</h2>" + text + _pairs(pairs) + "</section>"
+
+
+def _equal_section(ans):
+    if not ans.equal:
+        return ""
+    rows = [[str(r["batch_size"]), _g(r.get("tuned_lr")), _error(r.get("tuned_val")), _error(r.get("tuned_test")),
+             _g(r.get("fixed_lr")), _error(r.get("fixed_val"), r.get("fixed_diverged")),
+             _error(r.get("fixed_test"), r.get("fixed_diverged"))] for r in ans.equal]
+    return (f"<section><h2>Equal budget: {ans.equal_epochs:g} epochs at every B</h2>"
+            "<p>Every batch size trained on the same number of examples, at its tuned rate and at the reference rate "
+            "held fixed; median final errors over seeds.</p>"
+            + _table(["B", "tuned lr", "val error", "test error", "fixed lr", "val error", "test error"], rows)
+            + "</section>")
 
 
 def _figure(path):
@@ -117,73 +170,38 @@ def _figure(path):
             f"<figcaption>{_e(Path(path).name)}</figcaption></figure>")
 
 
-def _machine(attrs):
-    keys = ("host", "cpu", "created", "minigrad_version", "numpy_version", "numba_version", "h5py_version",
-            "hdf5_version", "throughput_host", "ceiling_gflops")
-    out = {k: attrs[k] for k in keys if attrs.get(k) is not None}
-    threads = attrs.get("threads") or {}
-    out.update({f"threads: {k}": v for k, v in threads.items() if v is not None})
-    for i, lib in enumerate(attrs.get("blas") or []):
-        out[f"BLAS {i + 1}"] = ", ".join(f"{k} {v}" for k, v in lib.items() if v is not None)
-    return out
-
-
-def render(analysis, study_file, figures):
-    """The page as a string. analysis: minigrad.study.report.Analysis; figures: PNG paths to embed."""
-    from minigrad.study.report import recommendation_sentence
-
-    a, attrs = analysis, study_file.attrs
-    pick = a.recommended["batch_size"] if a.recommended else None
-    recipe = _recipe(a, attrs)
-    sections = [
-        f"<section class='answer'><h2>The answer</h2><p>{_e(recommendation_sentence(a))}</p>"
-        f"<p class='note'>Target: validation error &le; {a.target:g} ({_e(a.target_reason)}).</p>"
-        + (f"<p>Recipe (one run of the recommendation):</p><div class='recipe'>{_e(recipe)}</div>" if recipe else "")
-        + "</section>",
-        "<section><h2>Batch size: compute speed &times; convergence speed</h2>"
-        + _table(a.rows, _ROW_COLUMNS, pick) + "</section>",
-    ]
-    if a.fit:
-        fit = dict(a.fit)
-        sections.append("<section><h2>Fit S(B) = S_min + E_min / B</h2>" + _pairs(fit)
-                        + "<p class='note'>B_crit = E_min/S_min; B_crit_lo/hi: 90% bootstrap interval over seeds and step times; "
-                          "max_ratio: largest misfit of the fit at a measured B.</p></section>")
-    if a.equal:
-        sections.append(f"<section><h2>Equal budget: {a.config['equal_epochs']:g} epochs at every B</h2>"
-                        + _table(a.equal) + "</section>")
-    extra = {f.name: getattr(a, f.name) for f in dataclasses.fields(a) if f.name not in _KNOWN}
-    extra = {k: v for k, v in extra.items() if v not in (None, {}, [])}
-    if extra:
-        parts = []
-        for k, v in extra.items():
-            if isinstance(v, dict):
-                parts.append(_pairs(v, k))
-            elif isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
-                parts.append(f"<h3>{_e(k)}</h3>" + _table(v))
-            else:
-                parts.append(_pairs({k: v}))
-        sections.append("<section><h2>More results</h2>" + "".join(parts) + "</section>")
+def render(ans: Answer, study_file, figures):
+    """The page as a string. ans: minigrad.study.answer.Answer; figures: PNG paths to embed."""
+    attrs = study_file.attrs
+    name = Path(study_file.path).name
+    sections = [answer_card(ans), _rows_section(ans), _fit_section(ans), _equal_section(ans)]
+    if ans.adaptive_sentence:
+        sections.append(f"<section><h2>Adaptive phase</h2><p>{_e(ans.adaptive_sentence)}</p></section>")
     if figures:
         sections.append("<section><h2>Figures</h2><div class='figs'>" + "".join(_figure(p) for p in figures)
                         + "</div></section>")
-    sections.append("<section class='cols'><div><h2>Configuration</h2>" + _pairs(a.config)
-                    + "</div><div><h2>Machine</h2>" + _pairs(_machine(attrs)) + "</div></section>")
+    sections.append("<section class='cols'><div><h2>Configuration</h2>"
+                    + _pairs((k.replace("_", " "), _setting(v)) for k, v in ans.config.items())
+                    + "</div><div><h2>Machine</h2>"
+                    + (_pairs(ans.machine.items()) if ans.machine else "<p class='note'>not recorded in the file</p>")
+                    + "</div></section>")
     made = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
             f"<meta name='viewport' content='width=device-width, initial-scale=1'>"
-            f"<title>minigrad study: {_e(Path(study_file.path).name)}</title><style>{_CSS}</style></head><body>"
-            f"<header><h1>Which batch size? {_e(Path(study_file.path).name)}</h1>"
+            f"<title>minigrad study: {_e(name)}</title><style>{_CSS}</style></head><body>"
+            f"<header><h1>Which batch size? {_e(name)}</h1>"
             f"<p>{len(study_file.runs)} runs on {_e(attrs.get('host', '?'))} ({_e(attrs.get('cpu', '?'))}), "
             f"study created {_e(attrs.get('created', '?'))}; page written {made} by minigrad "
-            f"{_e(attrs.get('minigrad_version', ''))}</p></header><main>{''.join(sections)}</main></body></html>")
+            f"{_e(attrs.get('minigrad_version', ''))}</p></header><main>{''.join(s for s in sections if s)}</main>"
+            "</body></html>")
 
 
-def write(analysis, study_file, figures, path):
+def write(ans: Answer, study_file, figures, path):
     """Write the page to `path` (through a temporary name, so a failure leaves no half page); returns the path."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        tmp.write_text(render(analysis, study_file, figures), encoding="utf-8")
+        tmp.write_text(render(ans, study_file, figures), encoding="utf-8")
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -1,140 +1,14 @@
-"""The study's answer as text: the table (with intervals, misfit per batch size, win fractions and the tie set),
-the fit's verdict, B_crit or why it is not determined, and the recommendation sentence with its recipe. The numbers
-come from minigrad.study.analysis (the statistics from minigrad.study.uncertainty)."""
+"""The study's answer on the terminal: the table per batch size (the columns that fit the terminal's width, all of
+them with --wide), the lines under it, the equal-budget table, and the answer in words with its recipe. Everything
+shown comes from one minigrad.study.answer.Answer, which `--json`, the HTML page and the Python API render too."""
 import math
+import os
 import sys
 
-from minigrad.study.analysis import Analysis, analyse, answer, time_gaps  # noqa: F401 - the report's public names
+from minigrad.study.analysis import Analysis, analyse, time_gaps  # noqa: F401 - the report's public names
+from minigrad.study.answer import (INTERVAL_NAME, Answer, fmt_count, fmt_interval, fmt_time, fmt_time_range,  # noqa: F401
+                                   of)
 from minigrad.study.uncertainty import INTERVAL, fit_steps  # noqa: F401
-
-# ------------------------------------------------------------------------------------------------------ text
-def fmt_time(seconds):
-    if not math.isfinite(seconds):
-        return "-"
-    if seconds < 1e-3:
-        return f"{seconds * 1e6:.1f} us"
-    if seconds < 1:
-        return f"{seconds * 1e3:.2f} ms"
-    return f"{seconds:.2f} s"
-
-
-def fmt_time_range(lo, hi):
-    """'344-538 ms': both ends in the unit of the upper one."""
-    scale, unit = ((1e6, "us") if hi < 1e-3 else (1e3, "ms") if hi < 1 else (1, "s"))
-    digits = 1 if hi * scale < 100 else 0
-    return f"{lo * scale:.{digits}f}-{hi * scale:.{digits}f} {unit}"
-
-
-def fmt_count(x):
-    return "-" if not math.isfinite(x) else f"{x:,.0f}"
-
-
-def _range(lo, hi, fmt, note=""):
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        return "no interval"
-    if lo == hi:
-        return "interval degenerate: too few seeds to resample"
-    return f"{fmt(lo)} to {fmt(hi)}" + (f", {note}" if note else "")
-
-
-def _pct_interval():
-    return f"{INTERVAL[1] - INTERVAL[0]:.0f}% bootstrap interval"
-
-
-def fit_sentence(a: Analysis):
-    f = a.fit
-    if not f or not math.isfinite(f.get("S_min", math.nan)):
-        return f"{f.get('reason', 'no fit')}: B_crit is not determined." if f else ""
-    if not f["ok"]:
-        return f"{f['reason']}. B_crit is not determined."
-    if not f["determined"]:
-        return f"B_crit is {f['B_crit_note']}."
-    crit = (f"The fitted critical batch size is B_crit = E_min/S_min = {f['E_min']:,.0f}/{f['S_min']:,.1f} = "
-            f"{f['B_crit']:.0f} ({_pct_interval()} {_range(f['B_crit_lo'], f['B_crit_hi'], lambda x: f'{x:.0f}')}")
-    crit += f"; {f['B_crit_note']})" if f["B_crit_note"] and "widened" not in f["B_crit_note"] else ")"
-    return crit + (": below it doubling B nearly halves the steps, above it extra examples buy few steps.")
-
-
-def recommendation_sentence(a: Analysis):
-    rec, r = a.recommendation, a.recommended
-    if not rec:
-        return ("No batch size reached the target: raise the budget (budget_factor), widen the learning-rate grid "
-                "or loosen the target.")
-    steps = f"{fmt_count(r['steps'])} steps ({_range(r['steps_lo'], r['steps_hi'], fmt_count)})"
-    time = (f", {fmt_time(r['time_s'])} of compute on this machine ({_range(r['time_lo'], r['time_hi'], fmt_time)})"
-            if math.isfinite(r["time_s"]) else "")
-    stable = (f"The tie set is the same in {rec['stable_fraction']:.0%} of resampled data sets"
-              + ("." if rec["stable"] else ": not yet stable, more seeds would sharpen it."))
-    adaptive = f" Adaptive phase: {a.adaptive['state']}." if a.adaptive.get("state") else ""
-    return (f"Use batch size {r['batch_size']} with learning rate {r['best_lr']:g}: {rec['reason']}. It reaches "
-            f"validation error {a.target:g} in {steps} of {fmt_time(r['step_time_s'])}{time}. {stable}{adaptive} "
-            f"{fit_sentence(a)}\nTo train it (single seeds took {fmt_count(r['seed_steps'][0])} to "
-            f"{fmt_count(r['seed_steps'][1])} steps): {rec['recipe']}")
-
-
-def print_report(a: Analysis, console=None):
-    from rich.console import Console
-    from rich.table import Table
-
-    # a pipe or a log file gets the full-width table rather than rich's 80-column default
-    console = console or Console(width=None if sys.stdout.isatty() else 200)
-    console.print(f"target: validation error <= {a.target:g} ({a.target_reason})")
-    table = Table(title=f"batch size: compute speed x convergence speed ({_pct_interval()}s over seeds and step "
-                        "times; * busy machine)")
-    for name in ("B", "step time", "IQR", "thr", "trial step", "+ eval", "best lr", "lr (interp.)", "steps to target",
-                 "interval",
-                 "time to target", "interval ", "misfit", "wins", "status"):
-        table.add_column(name, justify="right")
-    pick = a.recommended["batch_size"] if a.recommended else None
-    for r in a.rows:
-        table.add_row(str(r["batch_size"]), fmt_time(r["step_time_s"]) + ("*" if r["busy"] else ""),
-                      fmt_time(r["step_time_iqr_s"]), _g(r["threads"]),
-                      fmt_time(r.get("trial_step_s", math.nan)), fmt_time(r.get("trial_eval_s", math.nan)),
-                      "-" if r["best_lr"] is None else f"{r['best_lr']:g}",
-                      "-" if r["lr_interpolated"] is None else f"{r['lr_interpolated']:.3g}", fmt_count(r["steps"]),
-                      _interval(r["steps_lo"], r["steps_hi"], fmt_count), fmt_time(r["time_s"]),
-                      _interval(r["time_lo"], r["time_hi"], fmt_time_range),
-                      "-" if not math.isfinite(r.get("misfit", math.nan)) else f"{r['misfit']:.2f}x",
-                      f"{r.get('win_fraction', 0):.0%}" + (" tied" if r.get("tied") else ""), r["status"],
-                      style="bold green" if r["batch_size"] == pick else ("green" if r.get("tied") else None))
-    console.print(table)
-    console.print("step time: t(B) measured alone, steps in the compiled loop (throughput phase); trial step: the "
-                  "compute time per step the tuning trials took (trials side by side, their own thread count), "
-                  "+ eval: their evaluation time per step")
-    gaps = time_gaps(a.rows)
-    if gaps:
-        console.print("trial steps differ from t(B) by more than 20% at " + ", ".join(
-            f"B = {B} ({ratio:.2f}x)" for B, ratio in gaps) + ": time to target uses t(B); the trials ran with the "
-            "cores shared and their own thread count")
-    if a.busy:
-        console.print(a.busy)
-    f = a.fit
-    if f and math.isfinite(f.get("S_min", math.nan)):
-        console.print(f"fit S(B) = S_min + E_min/B: S_min = {f['S_min']:,.1f} steps, E_min = {f['E_min']:,.0f} "
-                      f"examples, largest misfit {f['max_ratio']:.2f}x: "
-                      + ("describes the data" if f["ok"] else "DOES NOT describe the data"))
-    if a.gns and f.get("determined"):
-        console.print(f"gradient noise scale near the target: B_simple = {a.gns['b_simple']:,.0f} (best-lr trials, "
-                      f"{a.gns['trials']} of them) next to B_crit = {f['B_crit']:,.0f}: B_simple / B_crit = "
-                      f"{a.gns['b_simple'] / f['B_crit']:.2f} (McCandlish et al.: about 1 to 10)")
-    if a.equal:
-        eq = Table(title=f"equal budget: {a.config['equal_epochs']:g} epochs at every B (median over seeds)")
-        for name in ("B", "tuned lr", "val error", "test error", "fixed lr", "val error ", "test error "):
-            eq.add_column(name, justify="right")
-        for r in a.equal:
-            eq.add_row(str(r["batch_size"]), _g(r.get("tuned_lr")), _e(r.get("tuned_val")), _e(r.get("tuned_test")),
-                       _g(r.get("fixed_lr")), _e(r.get("fixed_val"), r.get("fixed_diverged")),
-                       _e(r.get("fixed_test"), r.get("fixed_diverged")))
-        console.print(eq)
-    console.print(recommendation_sentence(a), soft_wrap=True)
-
-
-def _interval(lo, hi, fmt):
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        return "-"
-    if lo == hi:
-        return "degenerate"
-    return fmt(lo, hi) if fmt is fmt_time_range else f"{fmt(lo)}-{fmt(hi)}"
 
 
 def _g(x):
@@ -145,3 +19,97 @@ def _e(x, diverged=0):
     if x is None:
         return "-"
     return "diverged" if not math.isfinite(x) and diverged else ("-" if not math.isfinite(x) else f"{x:.4f}")
+
+
+# (heading, priority, cell): the table keeps the columns of highest priority that fit the terminal; None is
+# essential (always shown, never cut)
+COLUMNS = [
+    ("B", None, lambda r: str(r["batch_size"])),
+    ("step time", None, lambda r: fmt_time(r["step_time_s"]) + ("*" if r["busy"] else "")),
+    ("IQR", 4, lambda r: fmt_time(r["step_time_iqr_s"])),
+    ("thr", 3, lambda r: _g(r["threads"])),
+    ("trial step", 1, lambda r: fmt_time(r.get("trial_step_s", math.nan))),
+    ("+ eval", 0, lambda r: fmt_time(r.get("trial_eval_s", math.nan))),
+    ("best lr", None, lambda r: _g(r["best_lr"])),
+    ("lr (interp.)", 2, lambda r: "-" if r["lr_interpolated"] is None else f"{r['lr_interpolated']:.3g}"),
+    ("steps to target", None, lambda r: fmt_count(r["steps"])),
+    ("interval", 6, lambda r: fmt_interval(r["steps_lo"], r["steps_hi"], fmt_count)),
+    ("time to target", None, lambda r: fmt_time(r["time_s"])),
+    ("interval ", 8, lambda r: fmt_interval(r["time_lo"], r["time_hi"], fmt_time_range)),
+    ("misfit", 3, lambda r: "-" if not math.isfinite(r.get("misfit", math.nan)) else f"{r['misfit']:.2f}x"),
+    ("wins", 7, lambda r: f"{r.get('win_fraction', 0):.0%}" + (" tied" if r.get("tied") else "")),
+    ("status", 5, lambda r: r["status"]),
+]
+
+LONG_NAMES = {"interval": "steps interval", "interval ": "time interval", "thr": "threads"}
+
+
+def rows_table(ans: Answer, console, wide=False):
+    """(table, names of the columns left out, its width): as many columns as fit console.width, or every column
+    at its natural width with wide=True."""
+    from rich import box
+    from rich.table import Table
+
+    def build(columns):
+        title = f"batch size: compute speed x convergence speed ({INTERVAL_NAME}s over seeds and step times"
+        title += "; * busy machine)" if any(r["busy"] for r in ans.rows) else ")"
+        table = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 1), title_justify="left")
+        for name, _, _ in columns:
+            table.add_column(name, justify="right", no_wrap=True)
+        for r in ans.rows:
+            table.add_row(*(cell(r) for _, _, cell in columns),
+                          style="bold green" if r["batch_size"] == ans.pick else ("green" if r.get("tied") else None))
+        return table
+
+    def width(table):  # the unwrapped width: rich's own measure is capped at the console's width
+        return table.__rich_measure__(console, console.options.update_width(100_000)).maximum
+
+    if wide:
+        table = build(COLUMNS)
+        return table, [], width(table)
+    # the essential columns, then each other column by priority where it still fits
+    columns = [c for c in COLUMNS if c[1] is None]
+    for candidate in sorted((c for c in COLUMNS if c[1] is not None), key=lambda c: -c[1]):
+        trial = [c for c in COLUMNS if c in columns or c is candidate]
+        if width(build(trial)) <= console.width:
+            columns = trial
+    table = build(columns)
+    shown = {name for name, _, _ in columns}
+    left_out = [LONG_NAMES.get(name, name) for name, _, _ in COLUMNS if name not in shown]
+    return table, left_out, console.width
+
+
+def print_report(a, console=None, wide=False):
+    """Print the answer (an Answer, or an Analysis made into one) as `minigrad report` does."""
+    from rich.console import Console
+    from rich.table import Table
+
+    ans = a if isinstance(a, Answer) else of(a)
+    # a pipe or a log file gets the full-width table rather than rich's 80-column default, unless COLUMNS says
+    console = console or Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 200)
+    console.print(f"target: validation error <= {ans.target:g} ({ans.target_reason})", soft_wrap=True)
+    table, left_out, natural = rows_table(ans, console, wide)
+    if natural > console.width:  # --wide: whole lines, however long
+        Console(file=console.file, width=natural, force_terminal=console.is_terminal,
+                color_system=console.color_system).print(table)
+    else:
+        console.print(table)
+    if left_out:
+        console.print(f"({len(left_out)} columns left out to fit {console.width} columns: {', '.join(left_out)}; "
+                      "--wide shows them, as do --html and --json)", soft_wrap=True)
+    console.print("step time: t(B) measured alone, steps in the compiled loop (throughput phase); trial step: the "
+                  "compute time per step the tuning trials took (trials side by side, their own thread count), "
+                  "+ eval: their evaluation time per step", soft_wrap=True)
+    for line in (*ans.notes, ans.fit_line, ans.gns_line):
+        if line:
+            console.print(line, soft_wrap=True)
+    if ans.equal:
+        eq = Table(title=f"equal budget: {ans.equal_epochs:g} epochs at every B (median over seeds)")
+        for name in ("B", "tuned lr", "val error", "test error", "fixed lr", "val error ", "test error "):
+            eq.add_column(name, justify="right")
+        for r in ans.equal:
+            eq.add_row(str(r["batch_size"]), _g(r.get("tuned_lr")), _e(r.get("tuned_val")), _e(r.get("tuned_test")),
+                       _g(r.get("fixed_lr")), _e(r.get("fixed_val"), r.get("fixed_diverged")),
+                       _e(r.get("fixed_test"), r.get("fixed_diverged")))
+        console.print(eq)
+    console.print(ans.text(), soft_wrap=True)

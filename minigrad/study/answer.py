@@ -1,0 +1,254 @@
+"""The study's answer as one object, which every output renders: the terminal (minigrad.study.report), `report
+--json` (Answer.to_dict), the HTML page (minigrad.study.html) and the Python API (Study.answer()).
+
+The numbers come from minigrad.study.analysis; every sentence and the recipe are made here, once, so no output can
+say something another does not.
+"""
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from minigrad.study.analysis import Analysis, time_gaps
+from minigrad.study.uncertainty import INTERVAL
+
+
+# ------------------------------------------------------------------------------------------------------ numbers
+def fmt_time(seconds):
+    if seconds is None or not math.isfinite(seconds):
+        return "-"
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.1f} us"
+    if seconds < 1:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds:.2f} s"
+
+
+def fmt_time_range(lo, hi):
+    """'344-538 ms': both ends in the unit of the upper one."""
+    scale, unit = ((1e6, "us") if hi < 1e-3 else (1e3, "ms") if hi < 1 else (1, "s"))
+    digits = 1 if hi * scale < 100 else 0
+    return f"{lo * scale:.{digits}f}-{hi * scale:.{digits}f} {unit}"
+
+
+def fmt_count(x):
+    return "-" if x is None or not math.isfinite(x) else f"{x:,.0f}"
+
+
+def fmt_interval(lo, hi, fmt):
+    """A table cell: '1,020-1,480', 'degenerate' (one seed: nothing to resample) or '-' (no interval)."""
+    if lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)):
+        return "-"
+    if lo == hi:
+        return "degenerate"
+    return fmt(lo, hi) if fmt is fmt_time_range else f"{fmt(lo)}-{fmt(hi)}"
+
+
+def _range(lo, hi, fmt, note=""):
+    """A sentence's interval: '1,020 to 1,480', or why there is none."""
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return "no interval"
+    if lo == hi:
+        return "interval degenerate: too few seeds to resample"
+    return f"{fmt(lo)} to {fmt(hi)}" + (f", {note}" if note else "")
+
+
+INTERVAL_NAME = f"{INTERVAL[1] - INTERVAL[0]:.0f}% bootstrap interval"
+
+
+# ------------------------------------------------------------------------------------------------------ sentences
+def fit_sentence(a: Analysis):
+    f = a.fit
+    if not f or not math.isfinite(f.get("S_min", math.nan)):
+        return f"{f.get('reason', 'no fit')}: B_crit is not determined." if f else ""
+    if not f["ok"]:
+        return f"{f['reason']}. B_crit is not determined."
+    if not f["determined"]:
+        return f"B_crit is {f['B_crit_note']}."
+    crit = (f"The fitted critical batch size is B_crit = E_min/S_min = {f['E_min']:,.0f}/{f['S_min']:,.1f} = "
+            f"{f['B_crit']:.0f} ({INTERVAL_NAME} {_range(f['B_crit_lo'], f['B_crit_hi'], lambda x: f'{x:.0f}')}")
+    crit += f"; {f['B_crit_note']})" if f["B_crit_note"] and "widened" not in f["B_crit_note"] else ")"
+    return crit + ": below it doubling B nearly halves the steps, above it extra examples buy few steps."
+
+
+def fit_line(a: Analysis):
+    """The fit's parameters and self-check in one line, or '' when there is no fit."""
+    f = a.fit
+    if not f or not math.isfinite(f.get("S_min", math.nan)):
+        return ""
+    return (f"fit S(B) = S_min + E_min/B: S_min = {f['S_min']:,.1f} steps, E_min = {f['E_min']:,.0f} examples, "
+            f"largest misfit {f['max_ratio']:.2f}x: " + ("describes the data" if f["ok"] else
+                                                          "DOES NOT describe the data"))
+
+
+def gns_line(a: Analysis):
+    if not (a.gns and a.fit.get("determined")):
+        return ""
+    return (f"gradient noise scale near the target: B_simple = {a.gns['b_simple']:,.0f} (best-lr trials, "
+            f"{a.gns['trials']} of them) next to B_crit = {a.fit['B_crit']:,.0f}: B_simple / B_crit = "
+            f"{a.gns['b_simple'] / a.fit['B_crit']:.2f} (McCandlish et al.: about 1 to 10)")
+
+
+def gap_line(a: Analysis):
+    gaps = time_gaps(a.rows)
+    if not gaps:
+        return ""
+    return ("trial steps differ from t(B) by more than 20% at " + ", ".join(f"B = {B} ({ratio:.2f}x)" for B, ratio in
+            gaps) + ": time to target uses t(B); the trials ran with the cores shared and their own thread count")
+
+
+def recommendation_sentence(a: Analysis):
+    """What to do, why, how sure: everything of the answer in words but the recipe."""
+    rec, r = a.recommendation, a.recommended
+    if not rec:
+        return ("No batch size reached the target: raise the budget (budget_factor), widen the learning-rate grid "
+                "or loosen the target.")
+    steps = f"{fmt_count(r['steps'])} steps ({_range(r['steps_lo'], r['steps_hi'], fmt_count)})"
+    time = (f", {fmt_time(r['time_s'])} of compute on this machine ({_range(r['time_lo'], r['time_hi'], fmt_time)})"
+            if math.isfinite(r["time_s"]) else "")
+    stable = (f"The tie set is the same in {rec['stable_fraction']:.0%} of resampled data sets"
+              + ("." if rec["stable"] else ": not yet stable, more seeds would sharpen it."))
+    adaptive = f" Adaptive phase: {a.adaptive['state']}." if a.adaptive.get("state") else ""
+    return (f"Use batch size {r['batch_size']} with learning rate {r['best_lr']:g}: {rec['reason']}. It reaches "
+            f"validation error {a.target:g} in {steps} of {fmt_time(r['step_time_s'])}{time}. {stable}{adaptive} "
+            f"{fit_sentence(a)}").rstrip()
+
+
+def recipe_intro(a: Analysis):
+    r = a.recommended
+    if not r:
+        return ""
+    return (f"To train it (single seeds took {fmt_count(r['seed_steps'][0])} to {fmt_count(r['seed_steps'][1])} "
+            "steps):")
+
+
+def adaptive_sentence(a: Analysis):
+    ad = a.adaptive
+    if not ad.get("trials") and not ad.get("state"):
+        return ""
+    rounds = ad.get("rounds", 0)
+    return (f"{ad.get('trials', 0)} adaptive trial{'s' if ad.get('trials', 0) != 1 else ''} in {rounds} "
+            f"round{'s' if rounds != 1 else ''}" + (f": {ad['state']}." if ad.get("state") else "."))
+
+
+# ------------------------------------------------------------------------------------------------------ the object
+@dataclass(frozen=True)
+class Answer:
+    """Everything a reader of the study is told, numbers and words. rows: one dict per batch size (the analysis's
+    columns, with win_fraction and tied); fit: the analysis's fit dict; recommendation: {} when no B reached the
+    target; config and machine: plain settings and the study file's machine attributes."""
+
+    target: float
+    target_reason: str
+    rows: list
+    fit: dict
+    recommendation: dict
+    sentence: str                    # the recommendation in words
+    recipe: str                      # the `minigrad train` line of the pick ('' without a pick)
+    recipe_intro: str
+    fit_line: str
+    fit_sentence: str
+    notes: list                      # lines under the table: trial steps far from t(B), a busy machine
+    gns_line: str                    # the gradient noise scale next to B_crit ('' when either is missing)
+    equal: list
+    equal_epochs: float
+    adaptive: dict
+    adaptive_sentence: str
+    gns: dict
+    busy: str
+    config: dict
+    machine: dict = field(default_factory=dict)
+
+    @property
+    def pick(self):
+        return self.recommendation.get("batch_size") if self.recommendation else None
+
+    def text(self):
+        """The answer as the terminal ends with it: the sentence, then the recipe."""
+        return self.sentence + (f"\n{self.recipe_intro} {self.recipe}" if self.recipe else "")
+
+    def __str__(self):
+        return self.text()
+
+    def _repr_html_(self):  # a notebook cell shows the answer card
+        from minigrad.study.html import answer_card
+
+        return answer_card(self)
+
+    def to_dict(self):
+        """The machine-readable answer (`minigrad report STUDY --json`): plain JSON types, NaN as null."""
+        f, rec = self.fit, self.recommendation
+        rows = [dict(batch_size=r["batch_size"], step_time_s=r["step_time_s"], step_time_iqr_s=r["step_time_iqr_s"],
+                     threads=r["threads"], busy=bool(r["busy"]), trial_step_s=r.get("trial_step_s"),
+                     trial_eval_s=r.get("trial_eval_s"), lr=r["best_lr"], lr_interpolated=r["lr_interpolated"],
+                     steps_to_target=r["steps"], steps_interval=[r["steps_lo"], r["steps_hi"]],
+                     examples_to_target=r["examples"], seeds=r["seeds"], seed_steps=list(r["seed_steps"]),
+                     time_to_target_s=r["time_s"], time_interval_s=[r["time_lo"], r["time_hi"]],
+                     fit_steps=r.get("fit_steps"), misfit=r["misfit"], win_fraction=r.get("win_fraction"),
+                     tied=r.get("tied"), status=r["counts"], trials=r["n_trials"]) for r in self.rows]
+        out = dict(
+            target=self.target, target_reason=self.target_reason, rows=rows,
+            fit=dict(s_min=f.get("S_min"), e_min=f.get("E_min"), max_misfit=f.get("max_ratio"), ok=f.get("ok"),
+                     reason=f.get("reason"), line=self.fit_line),
+            b_crit=dict(estimate=f.get("B_crit"), interval=[f.get("B_crit_lo"), f.get("B_crit_hi")],
+                        determined=f.get("determined"), note=f.get("B_crit_note"), sentence=self.fit_sentence),
+            recommendation=None if not rec else dict(
+                batch_size=rec["batch_size"], lr=rec["lr"], lr_interpolated=rec["lr_interpolated"], tied=rec["tied"],
+                win_fraction={str(B): w for B, w in rec["win_fraction"].items()}, stable=rec["stable"],
+                stable_fraction=rec["stable_fraction"], reason=rec["reason"], recipe=self.recipe),
+            sentence=self.sentence, notes=self.notes, gradient_noise_scale=self.gns or None,
+            equal_budget=dict(epochs=self.equal_epochs, rows=self.equal) if self.equal else None,
+            adaptive=dict(self.adaptive, sentence=self.adaptive_sentence), busy=self.busy, config=self.config,
+            machine=self.machine)
+        return _plain(out)
+
+
+def of(analysis: Analysis, attrs=None):
+    """The Answer of an analysis; attrs: the study file's attributes (for the machine), if at hand."""
+    a = analysis
+    rec = a.recommendation or {}
+    notes = [line for line in (gap_line(a), a.busy or "") if line]
+    return Answer(
+        target=a.target, target_reason=a.target_reason, rows=a.rows, fit=a.fit or {}, recommendation=rec,
+        sentence=recommendation_sentence(a), recipe=rec.get("recipe", ""), recipe_intro=recipe_intro(a),
+        fit_line=fit_line(a), fit_sentence=fit_sentence(a), notes=notes, gns_line=gns_line(a), equal=a.equal,
+        equal_epochs=a.config.get("equal_epochs", math.nan), adaptive=a.adaptive,
+        adaptive_sentence=adaptive_sentence(a), gns=a.gns, busy=a.busy or "", config=a.config,
+        machine=machine(attrs or {}))
+
+
+def machine(attrs):
+    """The machine the study ran on, from the study file's attributes: {label: text}."""
+    keys = (("host", "host"), ("cpu", "CPU"), ("throughput_host", "step times measured on"),
+            ("ceiling_gflops", "GEMM ceiling (GFLOP/s)"), ("created", "study created"),
+            ("minigrad_version", "minigrad"), ("numpy_version", "NumPy"), ("numba_version", "Numba"),
+            ("h5py_version", "h5py"), ("hdf5_version", "HDF5"))
+    out = {label: _scalar(attrs[k]) for k, label in keys if attrs.get(k) is not None}
+    threads = attrs.get("threads") or {}
+    out.update({f"threads ({k})": _scalar(v) for k, v in threads.items() if v is not None})
+    for i, lib in enumerate(attrs.get("blas") or []):
+        out[f"BLAS {i + 1}"] = ", ".join(f"{k} {v}" for k, v in lib.items() if v is not None)
+    return out
+
+
+def _scalar(v):
+    if isinstance(v, (np.floating, float)):
+        return f"{float(v):.4g}"
+    if isinstance(v, np.integer):
+        return int(v)
+    return v.decode() if isinstance(v, bytes) else v
+
+
+def _plain(x):
+    if isinstance(x, dict):
+        return {str(k): _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple, set)):
+        return [_plain(v) for v in (sorted(x) if isinstance(x, set) else x)]
+    if isinstance(x, (np.floating, float)):
+        return float(x) if math.isfinite(x) else None
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, np.bool_):
+        return bool(x)
+    return x
+
