@@ -123,12 +123,14 @@ def recipe_intro(a: Analysis):
 
 
 def adaptive_sentence(a: Analysis):
+    """What the adaptive phase did: its own account when it left one, else the count of its trials."""
     ad = a.adaptive
-    if not ad.get("trials") and not ad.get("state"):
+    if ad.get("state"):
+        return ad["state"][0].upper() + ad["state"][1:] + "."
+    if not ad.get("trials"):
         return ""
     rounds = ad.get("rounds", 0)
-    return (f"{ad.get('trials', 0)} adaptive trial{'s' if ad.get('trials', 0) != 1 else ''} in {rounds} "
-            f"round{'s' if rounds != 1 else ''}" + (f": {ad['state']}." if ad.get("state") else "."))
+    return f"{ad['trials']} adaptive trials in {rounds} round{'s' if rounds != 1 else ''}."
 
 
 # ------------------------------------------------------------------------------------------------------ the object

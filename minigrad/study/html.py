@@ -26,8 +26,8 @@ p { line-height: 1.5; }
           border-radius: 4px; white-space: pre-wrap; overflow-wrap: anywhere; font-size: 13px; }
 .scroll { overflow-x: auto; }
 table { border-collapse: collapse; font-size: 13px; }
-th, td { padding: 4px 10px; border-bottom: 1px solid #e6e8eb; text-align: right; white-space: nowrap; }
-th { background: #f0f3f6; } td.l, th.l { text-align: left; white-space: normal; overflow-wrap: anywhere; }
+th, td { padding: 4px 8px; border-bottom: 1px solid #e6e8eb; text-align: right; white-space: nowrap; }
+th { background: #f0f3f6; white-space: normal; vertical-align: bottom; } td.l, th.l { text-align: left; white-space: normal; overflow-wrap: anywhere; }
 tr.pick td { background: #e7f4ea; font-weight: 600; } tr.tied td { background: #f3faf4; }
 .figs { display: grid; grid-template-columns: repeat(auto-fill, minmax(min(520px, 100%), 1fr)); gap: 14px; }
 figure { margin: 0; } figure img { max-width: 100%; height: auto; border: 1px solid #e6e8eb; }
@@ -67,14 +67,11 @@ ROW_COLUMNS = [
     ("lr (interp.)", lambda r: "-" if r["lr_interpolated"] is None else f"{r['lr_interpolated']:.3g}"),
     ("steps to target", lambda r: fmt_count(r["steps"])),
     ("interval", lambda r: fmt_interval(r["steps_lo"], r["steps_hi"], fmt_count)),
-    ("examples", lambda r: fmt_count(r["examples"])),
     ("time to target", lambda r: fmt_time(r["time_s"])),
     ("interval ", lambda r: fmt_interval(r["time_lo"], r["time_hi"], fmt_time_range)),
     ("fit S(B)", lambda r: fmt_count(r.get("fit_steps", math.nan))),
     ("misfit", lambda r: "-" if not math.isfinite(r.get("misfit", math.nan)) else f"{r['misfit']:.2f}x"),
-    ("wins", lambda r: f"{r.get('win_fraction', 0):.0%}"),
-    ("tied", lambda r: "tied" if r.get("tied") else ""),
-    ("seeds", lambda r: str(r["seeds"])),
+    ("wins", lambda r: f"{r.get('win_fraction', 0):.0%}" + (" tied" if r.get("tied") else "")),
     ("status", lambda r: r["status"]),
 ]
 
