@@ -157,14 +157,35 @@ def train(data_name, data_dir, n_val, hidden, activation, loss, batch_size, lr, 
 
 @main.command()
 @click.argument("path", type=click.Path(dir_okay=False))
-@click.option("--csv", "csv_dir", type=click.Path(file_okay=False), required=True, help="Folder for the CSV files.")
+@click.option("--csv", "csv_dir", type=click.Path(file_okay=False), default=None,
+              help="Folder for summary.csv, throughput.csv and traces.csv.")
+@click.option("--tensorboard", "tb_dir", type=click.Path(file_okay=False), default=None,
+              help="New folder of TensorBoard event files: one run directory per trial (phase/B_lr_seed), scalars "
+                   "under val/ and train/ against the step, examples_seen, the configuration as text "
+                   "(pip install 'minigrad[tensorboard]'; view with `tensorboard --logdir DIR`).")
+@click.option("--parquet", "parquet_dir", type=click.Path(file_okay=False), default=None,
+              help="New folder for summary, throughput and traces as Parquet (needs pandas and pyarrow).")
 @user_errors
-def export(path, csv_dir):
-    """Write a study or run file's summary, throughput and traces as CSV."""
+def export(path, csv_dir, tb_dir, parquet_dir):
+    """Write a study or run file's summary, throughput and traces as CSV, TensorBoard event files or Parquet."""
     from minigrad import store
 
-    for written in store.export_csv(path, csv_dir):
-        click.echo(f"wrote {written}")
+    if not (csv_dir or tb_dir or parquet_dir):
+        raise click.UsageError("say where to: --csv DIR, --tensorboard DIR and/or --parquet DIR")
+    written = []
+    if tb_dir:
+        from minigrad.store.exports import export_tensorboard
+
+        runs = export_tensorboard(path, tb_dir)
+        click.echo(f"wrote {len(runs)} run directories under {tb_dir} (tensorboard --logdir {tb_dir})")
+    if parquet_dir:
+        from minigrad.store.exports import export_parquet
+
+        written += export_parquet(path, parquet_dir)
+    if csv_dir:
+        written += store.export_csv(path, csv_dir)
+    for name in written:
+        click.echo(f"wrote {name}")
 
 
 @main.group()
