@@ -224,3 +224,59 @@ def test_hook_warm_up_touches_neither_the_model_nor_the_hook(blobs):
         a.pop("gns_s", None), b.pop("gns_s", None)
         assert a.keys() == b.keys()
         np.testing.assert_array_equal(list(a.values()), list(b.values()))  # the same random draws
+
+
+# ------------------------------------------------------------------------------ a rate that is blowing up
+def _blown_up_model(scale):
+    import minigrad
+
+    model = minigrad.MLP([20, 64, 10], dtype=np.float32, seed=0)
+    model.params[...] *= scale  # gradients near float32's limit, as at a learning rate that is diverging
+    rng = np.random.default_rng(0)
+    return model, rng.standard_normal((300, 20)).astype(np.float32), rng.integers(0, 10, 300)
+
+
+def test_noise_estimates_at_a_blowing_up_rate_raise_no_warning():
+    import warnings
+
+    from minigrad.instruments import noise
+
+    model, X, y = _blown_up_model(1e18)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        g2, tr = noise.sample_estimates(model, X, y, np.arange(256))  # float64 norms: no overflow
+        assert np.isfinite(g2) and np.isfinite(tr)
+        assert all(np.isnan(v) for v in noise.batch_estimates(np.array([1.0, np.inf, 2.0]), 1.0))  # no estimate
+        assert all(np.isnan(v) for v in noise.batch_estimates(np.array([1e308, 1e308]), 1.0))
+
+
+def test_negative_control_float32_norms_of_that_model_overflow():
+    import warnings
+
+    model, X, y = _blown_up_model(1e18)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(RuntimeWarning, match="overflow"):
+            model.loss_and_grad(X[:256], y[:256], np.empty(256, np.float32))
+
+
+@pytest.mark.slow
+def test_a_study_with_a_diverging_rate_raises_no_numeric_warning(tmp_path):
+    """The whole study in this process, reference rates that diverge among them, numeric warnings as errors: every
+    phase, the noise hook and the statistics turn a blow-up into NaN or DIVERGED, never a warning. (The overflow
+    this guards against is reproduced, with its negative control, by the two tests above.)"""
+    import warnings
+
+    import minigrad
+    from minigrad.study.executors import InlineExecutor
+
+    config = minigrad.make_config(data_options={"n_train": 1200, "n_val": 400, "n_test": 400}, hidden=[16],
+                                  batch_sizes=[8, 256], reference_lrs=[0.1, 30.0, 1e4], seeds=1, lr_points=3,
+                                  max_widen=1, reference_epochs=10.0, equal_epochs=1.0, adaptive_budget=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        study = minigrad.run_study(config, tmp_path / "s.h5", executor=InlineExecutor(), echo=lambda *a: None,
+                                   measure_throughput=False)
+        answer = study.answer()
+    statuses = {r.attrs["status"] for r in study.file.runs.values()}
+    assert "DIVERGED" in statuses and answer.sentence

@@ -39,9 +39,10 @@ def user_errors(func):
     def wrapper(*args, **kwargs):
         import os
 
-        from minigrad.machine import interrupts
+        from minigrad.machine import interrupts, notices
 
         interrupts.install()  # so that a Ctrl-C Python drops still stops the work (machine/interrupts.py)
+        notices.install()  # a library's warning as one line, without source paths
         try:
             return func(*args, **kwargs)
         except click.ClickException:

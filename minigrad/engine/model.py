@@ -406,8 +406,9 @@ class MLP:
             value = forward_backward(*self._linear_for(B), self._act, self._loss, self.weights, self.biases,
                                      self._dweights, self._dbiases, ws.zs, ws.acts, ws.dzs, X, y, out)
         if sqnorms is not None:
-            # the kernels saw the gradient of the mean, (1/B) sum_b loss_b: scale back to each loss_b
-            np.multiply(ws.sqnorms, B * B, out=sqnorms)
+            # the kernels saw the gradient of the mean, (1/B) sum_b loss_b: scale back to each loss_b, in the
+            # caller's precision (a float64 sqnorms keeps a blowing-up float32 run's norms from overflowing)
+            np.multiply(ws.sqnorms, sqnorms.dtype.type(B * B), out=sqnorms)
         return float(value)
 
     def train_step(self, X, y, optimizer):

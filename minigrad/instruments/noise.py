@@ -30,12 +30,18 @@ import numpy as np
 # ------------------------------------------------------------------------------------------------ estimators
 def batch_estimates(sqnorms, mean_grad_sqnorm):
     """(|G|^2, tr(Sigma)) estimated from one batch: per-example squared gradient norms |g_i|^2 (B,) and the squared
-    norm of the batch's mean gradient |gbar|^2. Unbiased when the B examples are i.i.d. draws; needs B >= 2."""
+    norm of the batch's mean gradient |gbar|^2. Unbiased when the B examples are i.i.d. draws; needs B >= 2.
+    (NaN, NaN) when a norm is not finite: at a rate that is blowing up there is no noise scale to estimate."""
     sqnorms = np.asarray(sqnorms, np.float64)
     B = sqnorms.shape[0]
     if B < 2:
         raise ValueError(f"the per-example estimators need a batch of at least 2 examples, got {B}")
-    mean_sq = float(sqnorms.mean())
+    if not (np.isfinite(sqnorms).all() and math.isfinite(mean_grad_sqnorm)):
+        return math.nan, math.nan
+    with np.errstate(over="ignore"):  # a sum of finite norms past float64: the same case
+        mean_sq = float(sqnorms.mean())
+    if not math.isfinite(mean_sq):
+        return math.nan, math.nan
     g2 = (B * mean_grad_sqnorm - mean_sq) / (B - 1)
     trsigma = B / (B - 1) * (mean_sq - mean_grad_sqnorm)
     return g2, trsigma
@@ -71,6 +77,8 @@ class EMA:
 
 def _sqnorm(v):
     v = np.asarray(v, np.float64)
+    if not np.isfinite(v).all():
+        return math.nan
     return float(np.dot(v, v))
 
 
@@ -78,7 +86,7 @@ def sample_estimates(model, X, y, idx):
     """(|G|^2, tr(Sigma)) from the examples X[idx] at the model's current parameters (overwrites model.grads)."""
     xb = np.ascontiguousarray(X[idx])
     yb = np.ascontiguousarray(y[idx])
-    sq = np.empty(len(idx), model.dtype)
+    sq = np.empty(len(idx), np.float64)  # float64 whatever the model's dtype: see MLP._loss_and_grad
     model.loss_and_grad(xb, yb, sq)
     return batch_estimates(sq, _sqnorm(model.grads))
 
@@ -90,7 +98,7 @@ def warm_up(model, data, rows, sqnorms):
     n = min(rows, len(data.y_train))
     X = np.ascontiguousarray(data.X_train[:n], dtype=model.dtype)
     model.copy().loss_and_grad(X, np.ascontiguousarray(data.y_train[:n]),
-                               np.empty(n, model.dtype) if sqnorms else None)
+                               np.empty(n, np.float64) if sqnorms else None)
 
 
 # -------------------------------------------------------------------------------------------- the eval hook
@@ -126,6 +134,9 @@ class GNSHook:
             trs.append(tr)
         model.grads[...] = saved
         g2, tr = float(np.mean(g2s)), float(np.mean(trs))
+        if not (math.isfinite(g2) and math.isfinite(tr)):  # a blowing-up step: NaN here, the averages kept
+            return {"gns_g2": g2, "gns_trsigma": tr, "gns_b_simple": math.nan,
+                    "gns_s": time.perf_counter() - started}
         smooth_g2, smooth_tr = self._g2.update(g2), self._tr.update(tr)
         return {"gns_g2": g2, "gns_trsigma": tr, "gns_b_simple": b_simple(smooth_g2, smooth_tr),
                 "gns_s": time.perf_counter() - started}
@@ -177,10 +188,10 @@ def full_gradient(model, X, y, chunk=2048):
     saved = model.grads.copy()
     for start in range(0, n, chunk):
         xb, yb = X[start:start + chunk], np.ascontiguousarray(y[start:start + chunk])
-        sq = np.empty(xb.shape[0], model.dtype)
+        sq = np.empty(xb.shape[0], np.float64)
         total_loss += model.loss_and_grad(xb, yb, sq) * xb.shape[0]
         G += model.grads.astype(np.float64) * (xb.shape[0] / n)
-        total_sq += float(sq.astype(np.float64).sum())
+        total_sq += float(sq.sum())
     model.grads[...] = saved
     return total_loss / n, G, total_sq / n
 

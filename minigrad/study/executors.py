@@ -90,6 +90,9 @@ def _exit_with_parent(parent):
 
     # Ctrl-C reaches the whole process group: the driver stops the workers, which must not print tracebacks of it
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from minigrad.machine import notices
+
+    notices.install()  # a warning in a trial reaches the terminal as the driver's do: one line, no source path
 
     def watch():
         while os.getppid() == parent:
