@@ -178,7 +178,7 @@ def run(config, out, writer, executor, echo):
             f"B={r['batch_size']}: {r['lambda_max']:.3g} (train loss {r['train_loss_final']:.3g})" for r in curve)
             + ".")
     verdict += [v.line() for v in tests]
-    verdict.append(f"SCIENCE item 9 (fixed budget hurts large batches, their minima are sharper, also at matched "
+    verdict.append(f"expectation 9 of docs/science.md (fixed budget hurts large batches, their minima are sharper, also at matched "
                    f"loss): {summary['outcome']}. (The exact Hessian-vector product is checked against closed-form "
                    f"Hessians and, on smooth activations, central differences in tests/test_hessian.py; central "
                    f"differences of a ReLU network's gradient cross kinks, so they are no check of it here.)")

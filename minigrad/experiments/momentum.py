@@ -1,5 +1,5 @@
 """Heavy-ball momentum against plain SGD: steps-to-target per batch size, each with its learning rate (and momentum,
-from a small grid) tuned per B; SCIENCE.md expectation 8 says about the same steps at small B, fewer at large B
+from a small grid) tuned per B; docs/science.md's expectation 8 says about the same steps at small B, fewer at large B
 (Shallue et al. 2018; Zhang et al. 2019).
 
 Phases: a reference (SGD at B_ref, a few learning rates, no target) sets the target (its best validation error plus a
@@ -151,7 +151,7 @@ def run(config, out, writer, executor, echo):
     verdict += [v.line() for v in tests]
     summary["tests"] = [v.as_dict() for v in tests]
     summary["outcome"] = V.combine("item 8", tests)
-    verdict.append(f"SCIENCE item 8 (momentum: about the same steps at small B, fewer at large B): "
+    verdict.append(f"expectation 8 of docs/science.md (momentum: about the same steps at small B, fewer at large B): "
                    f"{summary['outcome']}.")
     from minigrad.experiments.figures import momentum_figure
 

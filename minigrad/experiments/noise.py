@@ -91,7 +91,7 @@ def run(config, out, writer, executor, echo):
                    f"B={first['B_max']} ({first['step_time_max'] / first['step_time_1']:.0f}x the cost for "
                    f"{first['B_max']}x the examples and {math.sqrt(first['B_max']):.0f}x less noise).")
     overall = V.combine("", tests)
-    verdict.append(f"SCIENCE: noise ~ 1/sqrt(B) (Two speeds) and item 5 (|G_B|^2 linear in 1/B): {overall} "
+    verdict.append(f"docs/science.md: noise ~ 1/sqrt(B) (two speeds) and expectation 5 (|G_B|^2 linear in 1/B): {overall} "
                    f"({sum(v.outcome == V.REPRODUCED for v in tests)} of {len(tests)} tests reproduced, "
                    f"{sum(v.outcome == V.NOT_REPRODUCED for v in tests)} not).")
     summary["outcome"] = overall

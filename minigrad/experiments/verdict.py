@@ -21,7 +21,7 @@ Z90 = 1.6448536269514722  # two-sided 90%: the 95th percentile of the standard n
 
 @dataclass
 class Verdict:
-    claim: str        # what the literature expects, e.g. "SCIENCE item 8: momentum needs fewer steps at large B"
+    claim: str        # what the literature expects, e.g. "item 8: momentum needs fewer steps at large B"
     statistic: str    # what was measured, e.g. "S_mom/S_sgd at B=1024"
     value: float
     lo: float         # its interval

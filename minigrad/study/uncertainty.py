@@ -17,7 +17,7 @@ REPS = 400               # bootstrap resamples
 INTERVAL = (5.0, 95.0)   # percentile interval
 NEAR_TIE = 0.05          # a resample's batch sizes within 5% of its fastest time-to-target are near its best
 TIE_FRACTION = 0.10      # tied: near the best in at least this fraction of resamples
-MISFIT_LIMIT = 1.3       # the fit describes the data when every S(B) is within 1.3x of it (SCIENCE.md item 1)
+MISFIT_LIMIT = 1.3       # the fit describes the data when every S(B) is within 1.3x of it (expectation 1 of docs/science.md)
 
 
 # ---------------------------------------------------------------------------------------------- point estimates
