@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from minigrad import data
-from minigrad.data import DataError, load, make_sampler
+from minigrad.data import DataError, load
+from tests.reference_samplers import make_sampler
 
 SMALL = dict(n_train=2000, n_val=500, n_test=500)
 

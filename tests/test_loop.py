@@ -1,4 +1,4 @@
-"""The compiled training loop: samplers keep minigrad.data's contract, the chunk equals step-by-step training,
+"""The compiled training loop: samplers keep the reference samplers' contract (tests/reference_samplers.py), the chunk equals step-by-step training,
 schedules change at the right steps, NaN stops, keep-last batches, determinism, and rewinding."""
 import math
 
@@ -12,6 +12,7 @@ from minigrad.engine.model import MLP
 from minigrad.engine.optim import make_optimizer
 from minigrad.training.schedules import BatchSchedule, LRSchedule
 from minigrad.training.train import Budget
+from tests import reference_samplers
 
 
 def labels(n=103, k=4, seed=0):
@@ -25,7 +26,7 @@ def test_epoch_count_follows_the_python_samplers(kind, drop_last):
     # the same sequence of batch sizes gives the same batch lengths and the same epoch after every batch
     y = labels()
     ours = L.SamplerState(kind, y, seed=1, drop_last=drop_last)
-    theirs = data.make_sampler(kind, y, 10, seed=1, drop_last=drop_last)
+    theirs = reference_samplers.make_sampler(kind, y, 10, seed=1, drop_last=drop_last)
     sizes = np.random.default_rng(2).choice([1, 7, 10, 32], size=60)
     for B in sizes:
         a, b = ours.next_batch(B), theirs.next_batch(B)
@@ -54,7 +55,7 @@ def test_shuffle_sees_every_example_once_per_epoch(drop_last):
 def test_stratified_class_counts_equal_the_python_sampler():
     y = labels()
     ours = L.SamplerState("stratified", y, seed=0, drop_last=True)
-    theirs = data.StratifiedSampler(y, 10, seed=0, drop_last=True)
+    theirs = reference_samplers.StratifiedSampler(y, 10, seed=0, drop_last=True)
     for B in np.random.default_rng(4).choice([1, 3, 10, 25], size=80):
         expected = theirs.class_counts(B)
         theirs.next_batch(B)

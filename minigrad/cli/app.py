@@ -24,6 +24,27 @@ def comma_list(convert, what):
 int_list, float_list, str_list = comma_list(int, "integers"), comma_list(float, "numbers"), comma_list(str, "names")
 
 
+def setting_option(name, command, *decls, **extra):
+    """The click option of a setting of minigrad.machine.settings, as `command` takes it: flag, type, choices,
+    help, default. `bench` leaves the default to its configuration (a TOML file may set it), so its help shows the
+    table's default in brackets; other commands take it as the option's default."""
+    from minigrad.machine import settings
+
+    s = settings.SETTINGS[name]
+    default = s.defaults[command]
+    kind = (dict(type=click.Choice(s.choices)) if s.kind == "choice" else
+            dict(int=dict(type=int), float=dict(type=float), ints=dict(type=str, callback=int_list, metavar="N,N,..."),
+                 floats=dict(type=str, callback=float_list, metavar="X,X,..."), str={}, table={})[s.kind])
+    if command == "bench":
+        kw = dict(default=None, help=s.help + ("" if default is None else f" [{s.shown(default)}]"))
+    elif default is None:
+        kw = dict(default=None, help=s.help)
+    else:
+        lists = s.kind in ("ints", "floats")  # given as the command line writes them: '128,128'
+        kw = dict(default=s.shown(default) if lists else default, show_default=True, help=s.help)
+    return click.option(*(decls or (s.flag, name)), **{**kind, **kw, **extra})
+
+
 RESUMES = {"bench", "experiment", "merge"}  # commands whose --out keeps finished work: a rerun resumes it
 
 

@@ -1,6 +1,8 @@
 """`minigrad experiment ...`: the classic experiments, one command each."""
 import click
 
+from minigrad.machine.settings import ACTIVATIONS, OPTIMIZERS, SAMPLERS
+
 from minigrad.cli.app import float_list, int_list, main, user_errors
 
 
@@ -72,7 +74,7 @@ def experiment_noise(quick, out, overwrite, workers, threads, data_name, at_epoc
 @experiment_options("keskar")
 @click.option("--epochs", type=float, default=None, help="The fixed epoch budget [10].")
 @click.option("--lr", type=float, default=None, help="The fixed learning rate [1e-3, Adam].")
-@click.option("--optimizer", type=click.Choice(["sgd", "momentum", "nesterov", "adam"]), default=None)
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=None)
 @click.option("--seeds", type=int, default=None, help="Seeds per setting [3].")
 def experiment_keskar(quick, out, overwrite, workers, threads, data_name, epochs, lr, optimizer, seeds):
     """Small batch against large batch (10% of the data) at a fixed epoch budget and learning rate: errors,
@@ -83,7 +85,7 @@ def experiment_keskar(quick, out, overwrite, workers, threads, data_name, epochs
 
 @experiment.command("smith")
 @experiment_options("smith")
-@click.option("--optimizer", type=click.Choice(["sgd", "momentum", "nesterov", "adam"]), default=None)
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=None)
 @click.option("--lr", type=float, default=None, help="Initial learning rate [0.2].")
 @click.option("--factor", type=int, default=None, help="Decay / growth factor at each milestone [5].")
 @click.option("--seeds", type=int, default=None, help="Seeds per schedule [5].")

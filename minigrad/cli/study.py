@@ -1,7 +1,9 @@
 """`minigrad bench` (the study), `bench throughput`, `report` and `merge`."""
 import click
 
-from minigrad.cli.app import can_write, float_list, int_list, load_toml, main, str_list, user_errors
+from minigrad.machine.settings import ACTIVATIONS, OPTIMIZERS, SAMPLERS
+
+from minigrad.cli.app import can_write, int_list, load_toml, main, setting_option, str_list, user_errors
 
 
 STUDY_OPTIONS = [
@@ -12,25 +14,14 @@ STUDY_OPTIONS = [
                  help="HDF5 file; figures are written beside it. An existing file of the same study resumes."),
     click.option("--overwrite", is_flag=True, help="Start over even if --out holds a study."),
     click.option("--dry-run", is_flag=True, help="Print the resolved configuration and trial count; run nothing."),
-    click.option("--data", "data_name", default=None, help="Dataset name or .npz/.h5 path [teacher]."),
+    setting_option("data", "bench", "--data", "data_name"),
     click.option("--data-dir", type=click.Path(file_okay=False), default=None,
                  help="Folder with the IDX files of mnist / fashion-mnist [$MINIGRAD_DATA or ./data]."),
     click.option("--n-val", type=int, default=None,
                  help="Validation examples carved from the training set (teacher, mnist, fashion-mnist)."),
-    click.option("--hidden", default=None, callback=int_list, help="Hidden widths [64,64]."),
-    click.option("--activation", type=click.Choice(["relu", "tanh", "gelu"]), default=None),
-    click.option("--optimizer", type=click.Choice(["sgd", "momentum", "nesterov", "adam"]), default=None),
-    click.option("--momentum", type=float, default=None, help="Momentum (Adam: beta1) [0.9]."),
-    click.option("--batch-sizes", default=None, callback=int_list, help="Batch sizes [1,2,4,...,1024]."),
-    click.option("--lrs", "reference_lrs", default=None, callback=float_list,
-                 help="Learning rates of the reference run; they centre the per-B grids."),
-    click.option("--lr-points", type=int, default=None, help="Learning rates per batch size [5]."),
-    click.option("--seeds", type=int, default=None, help="Seeds per cell [5]."),
-    click.option("--target", type=float, default=None, help="Validation error to reach [from a reference run]."),
-    click.option("--budget-factor", type=float, default=None,
-                 help="A tuning trial may take this many times the reference run's steps (examples/B below B_ref) [3]."),
-    click.option("--equal-epochs", type=float, default=None, help="Epochs of the equal-budget comparison [5]."),
-    click.option("--sampler", type=click.Choice(["shuffle", "replacement", "stratified"]), default=None),
+    *(setting_option(name, "bench") for name in (
+        "hidden", "activation", "optimizer", "momentum", "batch_sizes", "reference_lrs", "lr_points", "seeds",
+        "target", "budget_factor", "equal_epochs", "sampler")),
     click.option("--workers", type=int, default=None, help="Worker processes [one per core]."),
     click.option("--executor", type=click.Choice(["local", "dask"]), default="local", show_default=True,
                  help="Where trials run: worker processes on this machine, or a dask.distributed cluster "
@@ -194,8 +185,8 @@ def _step_chunk():
               help="BLAS and Numba threads, e.g. 1,2 (default: all cores).")
 @click.option("--dtype", "dtypes", default=None, callback=str_list,
               help="float32, float64 or float32,float64 (default: float32; both with --backend all).")
-@click.option("--activation", type=click.Choice(["relu", "tanh", "gelu"]), default="relu", show_default=True)
-@click.option("--optimizer", type=click.Choice(["sgd", "momentum", "nesterov", "adam"]), default="sgd",
+@click.option("--activation", type=click.Choice(ACTIVATIONS), default="relu", show_default=True)
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="sgd",
               show_default=True)
 @click.option("--repeats", default=None, type=int, help="Timed steps per batch size (default: adaptive).")
 @click.option("--breakdown", default=None, callback=int_list,

@@ -1,14 +1,14 @@
 """`minigrad train` (one training run), `export` and `data fetch`."""
 import click
 
-from minigrad.cli.app import float_list, int_list, main, user_errors
+from minigrad.cli.app import main, setting_option, user_errors
 
 
 def budget_options(func):
     for option in reversed([
-        click.option("--steps", type=int, default=None, help="Budget in optimizer steps."),
-        click.option("--examples", type=int, default=None, help="Budget in training examples seen."),
-        click.option("--epochs", type=float, default=None, help="Budget in epochs (default 20 if none is given)."),
+        setting_option("steps", "train"),
+        setting_option("examples", "train"),
+        setting_option("epochs", "train", help="Budget in epochs (default 20 if none is given)."),
     ]):
         func = option(func)
     return func
@@ -16,33 +16,12 @@ def budget_options(func):
 
 def check_train_settings(c):
     """The values of `minigrad train`, each once, before any data is loaded or file touched."""
-    from minigrad.machine import checks as C
+    from minigrad.machine import settings
 
-    C.numbers("--hidden", c["hidden"], 1, 1_000_000, integer=True)
-    C.number("--batch-size", c["batch_size"], 1, None, integer=True)
-    C.number("--lr (learning rate)", c["lr"], 0, 1e6, lo_open=True)
-    C.number("--momentum", c["momentum"], 0, 1, hi_open=True)
-    C.number("--weight-decay", c["weight_decay"], 0, 1e3)
-    C.number("--gamma", c["gamma"], 0, 1e3, lo_open=True)
-    C.number("--warmup-epochs", c["warmup_epochs"], 0, 1e5)
-    C.number("--batch-growth", c["batch_growth"], 1, 1e6, integer=True)
-    C.number("--reference-batch-size", c["reference_batch_size"], 1, None, integer=True)
-    for value in c["milestones"]:
-        C.number("--milestones", value, 0, 1e5)
-    if c["steps"] is not None:
-        C.number("--steps", c["steps"], 1, 1e12, integer=True)
-    if c["examples"] is not None:
-        C.number("--examples", c["examples"], 1, 1e15, integer=True)
-    if c["epochs"] is not None:
-        C.number("--epochs", c["epochs"], 0, 1e5, lo_open=True)
-    if c["target"] is not None:
-        C.number("--target (a validation error)", c["target"], 0, 1)
-    if c["patience"] is not None:
-        C.number("--patience", c["patience"], 1, None, integer=True)
-    if c["n_val"] is not None:
-        C.number("--n-val", c["n_val"], 1, None, integer=True)
-    C.number("--seed", c["seed"], 0, 2**63 - 1, integer=True)
-    C.number("--data-seed", c["data_seed"], 0, 2**63 - 1, integer=True)
+    labels = {"lr": "--lr (learning rate)", "target": "--target (a validation error)"}
+    for name, setting in settings.for_command("train").items():
+        if name in c:
+            setting.check(c[name], labels.get(name, setting.flag))
 
 
 def make_budget(steps, examples, epochs, default_epochs=20.0):
@@ -55,41 +34,35 @@ def make_budget(steps, examples, epochs, default_epochs=20.0):
 
 
 @main.command()
-@click.option("--data", "data_name", default="teacher", show_default=True,
-              help="Dataset name (teacher, mnist, fashion-mnist, digits) or a .npz/.h5 file with X and y.")
+@setting_option("data", "train", "--data", "data_name")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Folder with the IDX files of mnist / fashion-mnist [$MINIGRAD_DATA or ./data].")
-@click.option("--n-val", type=int, default=None,
-              help="Validation examples carved from the training set (teacher, mnist, fashion-mnist).")
-@click.option("--hidden", default="128,128", show_default=True, callback=int_list, help="Hidden layer widths.")
-@click.option("--activation", type=click.Choice(["relu", "tanh", "gelu"]), default="relu", show_default=True)
-@click.option("--loss", type=click.Choice(["cross_entropy", "mse"]), default="cross_entropy", show_default=True)
-@click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--lr", type=float, default=0.05, show_default=True, help="Base learning rate.")
-@click.option("--optimizer", type=click.Choice(["sgd", "momentum", "nesterov", "adam"]), default="sgd",
-              show_default=True)
-@click.option("--momentum", type=float, default=0.9, show_default=True, help="Momentum (or Adam's beta1).")
-@click.option("--weight-decay", type=float, default=0.0, show_default=True)
+@setting_option("n_val", "train")
+@setting_option("hidden", "train")
+@setting_option("activation", "train")
+@setting_option("loss", "train")
+@setting_option("batch_size", "train")
+@setting_option("lr", "train")
+@setting_option("optimizer", "train")
+@setting_option("momentum", "train")
+@setting_option("weight_decay", "train")
 @click.option("--lr-schedule", type=click.Choice(["constant", "step", "cosine"]), default="constant",
               show_default=True)
-@click.option("--milestones", default="", callback=float_list,
-              help="Epochs at which the step schedule decays the rate / the batch size grows.")
-@click.option("--gamma", type=float, default=0.1, show_default=True, help="Step-decay factor.")
-@click.option("--warmup-epochs", type=float, default=0.0, show_default=True, help="Linear learning-rate warm-up.")
-@click.option("--batch-growth", type=int, default=1, show_default=True,
-              help="Multiply the batch size by this at each milestone (Smith et al. 2017).")
+@setting_option("milestones", "train", show_default=False)
+@setting_option("gamma", "train")
+@setting_option("warmup_epochs", "train")
+@setting_option("batch_growth", "train")
 @click.option("--scale-lr", type=click.Choice(["none", "linear", "sqrt"]), default="none", show_default=True,
               help="Scale --lr from --reference-batch-size to --batch-size.")
-@click.option("--reference-batch-size", type=int, default=32, show_default=True)
+@setting_option("reference_batch_size", "train")
 @budget_options
-@click.option("--target", type=float, default=None, help="Validation error that counts as reached.")
+@setting_option("target", "train", help="Validation error that counts as reached.")
 @click.option("--keep-going", is_flag=True, help="Train the whole budget even after reaching the target.")
-@click.option("--patience", type=int, default=None,
-              help="Early stopping: evaluations without improvement before stopping (best parameters kept).")
-@click.option("--sampler", type=click.Choice(["shuffle", "replacement", "stratified"]), default="shuffle",
-              show_default=True)
+@setting_option("patience", "train", help="Early stopping: evaluations without improvement before stopping (best "
+                                          "parameters kept).")
+@setting_option("sampler", "train")
 @click.option("--keep-last", is_flag=True, help="Keep each epoch's last partial batch (default: drop it).")
-@click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True)
+@setting_option("dtype", "train")
 @click.option("--backend", type=click.Choice(["blas", "blas-unfused", "loops", "loops-parallel"]), default="blas",
               show_default=True)
 @click.option("--threads", default="1", show_default=True,
@@ -97,9 +70,8 @@ def make_budget(steps, examples, epochs, default_epochs=20.0):
                    "and batch size, and back to one if the machine gets busy). A fixed count gives the same run "
                    "bit for bit every time; two threads on a machine where another program holds a core can be "
                    "10-100x slower.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Initialisation and batch order.")
-@click.option("--data-seed", type=int, default=0, show_default=True,
-              help="Which sample of the dataset and which split (fixed across --seed).")
+@setting_option("seed", "train")
+@setting_option("data_seed", "train")
 @click.option("--out", type=click.Path(dir_okay=False), default="runs.h5", show_default=True,
               help="HDF5 file for the trace.")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minigrad.machine import checks
+from minigrad.machine import settings
 
 EXPERIMENTS = ("noise", "keskar", "smith", "gns", "stratified", "momentum")
 
@@ -71,21 +71,20 @@ def make_config(name, quick=False, **overrides):
         raise ValueError(f"unknown {name} setting(s): {', '.join(sorted(unknown))}")
     config.update({k: v for k, v in overrides.items() if v is not None})
     config["experiment"], config["quick"] = name, bool(quick)
-    for key, value in config.items():  # every number once, here: finite and in range
-        if key in CHECKS:
-            lo, hi, lo_open, integer = CHECKS[key]
-            for v in value if isinstance(value, (list, tuple)) else [value]:
-                checks.number(key.replace("_", " "), v, lo, hi, lo_open=lo_open, integer=integer)
+    for key, value in config.items():  # every number once, here: finite and in range (minigrad.machine.settings)
+        if key in CHECKED:
+            setting, label = settings.SETTINGS[key], key.replace("_", " ")
+            if setting.kind in ("ints", "floats") or not isinstance(value, (list, tuple)):
+                setting.check(value, label)
+            else:  # a list of values of a one-value setting (at_epochs = [1, 10])
+                for v in value:
+                    setting.check(v, label)
     return config
 
 
-CHECKS = {  # setting -> (lo, hi, lo_open, integer)
-    "at_epochs": (0, 1e5, False, False), "batch_sizes": (1, None, False, True), "draws": (1, 1e6, False, True),
-    "epochs": (0, 1e5, True, False), "lr": (0, 1e6, True, False), "seeds": (1, 1000, False, True),
-    "factor": (2, 1e3, False, True), "checkpoints": (1, 1e4, False, True), "hidden": (1, 1e6, False, True),
-    "momentum": (0, 1, False, False), "momenta": (0, 1, False, False), "margin": (1, 100, True, False),
-    "resamples": (100, 1e6, False, True),
-}
+# the experiments' settings that are checked (their ranges are the settings table's)
+CHECKED = ("at_epochs", "batch_sizes", "draws", "epochs", "lr", "seeds", "factor", "checkpoints", "hidden",
+           "momentum", "momenta", "margin", "resamples")
 
 
 @dataclass

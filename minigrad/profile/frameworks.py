@@ -22,12 +22,12 @@ import sys
 import tempfile
 import time
 
+from minigrad.machine.settings import ACTIVATIONS, DTYPES, OPTIMIZERS  # noqa: F401 - named once there
+
 FRAMEWORKS = {"torch": "torch-eager", "jax": "jax-jit"}  # --compare name -> the rows' "backend"
 # what a backend's worker imports beyond numpy: one of these missing means "not installed", not "failed"
 PACKAGES = {"torch-eager": ("torch",), "torch-compile": ("torch",), "jax-jit": ("jax", "jaxlib"),
             "minigrad": ("numba", "scipy", "threadpoolctl")}
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")
-ACTIVATIONS = ("relu", "tanh", "gelu")
 
 
 def parse_compare(names):
@@ -189,7 +189,7 @@ def _batch_sizes(batch_sizes):
 
 def _dtype_name(dtype):
     name = getattr(dtype, "name", None) or getattr(dtype, "__name__", None) or str(dtype)
-    if name not in ("float32", "float64"):
+    if name not in DTYPES:
         raise ValueError(f"dtype must be float32 or float64, got {dtype!r}")
     return name
 

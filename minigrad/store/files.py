@@ -12,11 +12,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from minigrad.machine.settings import STATUSES  # noqa: F401 - named once there
 from minigrad.machine.text import json_default
 
 SCHEMA = "minigrad.study"
 SCHEMA_VERSION = 1
-STATUSES = ("COMPLETE", "INCOMPLETE", "DIVERGED")
 
 # v110 gives object headers and chunk indexes half the size of the 1.8 format (the study file is copied on every
 # commit, so size is time); any HDF5 >= 1.10 reads it.

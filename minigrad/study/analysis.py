@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from minigrad.machine.settings import STATUSES
 from minigrad.study import plan as S
 from minigrad.study import uncertainty as U
 
@@ -96,7 +97,7 @@ def analyse(study_file):
             examples=steps * B, time_s=steps * t, time_lo=t_int["lo"], time_hi=t_int["hi"], time_note=t_int["note"],
             seeds=len(cells.get((B, lr), ())), seed_steps=_finite_range(cells.get((B, lr), ())),
             status=_status_word([r["status"] for r in trials if r["lr"] == lr]),
-            counts={s: sum(r["status"] == s for r in trials) for s in ("COMPLETE", "INCOMPLETE", "DIVERGED")},
+            counts={s: sum(r["status"] == s for r in trials) for s in STATUSES},
             n_trials=len(trials), n_diverged=sum(r["status"] == "DIVERGED" for r in trials)))
 
     fit = fit_with_check(rows, draws)
@@ -250,7 +251,7 @@ def _span(tied, Bs):
 def _status_word(statuses):
     if not statuses:
         return "-"
-    counts = {s: statuses.count(s) for s in ("COMPLETE", "INCOMPLETE", "DIVERGED") if statuses.count(s)}
+    counts = {s: statuses.count(s) for s in STATUSES if statuses.count(s)}
     if len(counts) == 1:
         return next(iter(counts))
     return " ".join(f"{n} {s}" for s, n in counts.items())

@@ -18,10 +18,10 @@ import numpy as np
 from minigrad.engine.loop import BUDGET_DONE, NONFINITE, REACHED, Evaluator, SamplerState, Stepper
 from minigrad.engine.model import MLP
 from minigrad.engine.optim import make_optimizer
+from minigrad.machine.settings import COMPLETE, DIVERGED, INCOMPLETE  # noqa: F401 - the statuses, named once
 from minigrad.training.schedules import BatchSchedule, LRSchedule
 from minigrad.training.threads import CHUNK_SECONDS, FALLBACK, choose_threads, parse_threads, thread_count
 
-COMPLETE, INCOMPLETE, DIVERGED = "COMPLETE", "INCOMPLETE", "DIVERGED"
 TRACE_COLUMNS = ("step", "examples", "epoch", "train_loss", "val_loss", "val_error", "lr", "batch_size", "compute_s",
                  "eval_s", "grad_norm")
 
@@ -40,13 +40,6 @@ class Budget:
             raise ValueError("give exactly one budget: steps, examples or epochs")
         if not given[0] > 0:
             raise ValueError(f"the budget must be > 0, got {given[0]}")
-
-    def done(self, step, examples, epoch):
-        if self.steps is not None:
-            return step >= self.steps
-        if self.examples is not None:
-            return examples >= self.examples
-        return epoch >= self.epochs - 1e-12
 
     def total_epochs(self, batch_size, n_train):
         if self.epochs is not None:

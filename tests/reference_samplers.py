@@ -1,5 +1,5 @@
-"""Batch samplers: one batch of row indices per step for the training loop (minigrad.engine.loop runs the same
-draws compiled)."""
+"""The batch samplers in plain Python: one batch of row indices per step. The specification that the training loop's
+compiled samplers (minigrad.engine.loop) are tested against, and tested themselves in tests/test_data.py."""
 from __future__ import annotations
 
 
@@ -7,7 +7,7 @@ import numpy as np
 
 from minigrad.data.dataset import DataError, _int_in
 
-SAMPLERS = ("shuffle", "replacement", "stratified")
+from minigrad.machine.settings import SAMPLERS
 
 
 # ----------------------------------------------------------------------------------------------------------------
