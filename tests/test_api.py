@@ -45,7 +45,7 @@ def test_summary_and_traces_as_columns(study):
 def test_figures_are_figure_objects_and_the_backend_is_untouched(study):
     before = matplotlib.get_backend()
     figures = study.figures()
-    assert set(figures) == {"steps", "throughput", "time", "lr", "curves", "heatmap"}
+    assert set(figures) == {"steps", "throughput", "time", "lr", "curves", "heatmap", "ladder"}
     assert all(isinstance(f, Figure) for f in figures.values())
     assert matplotlib.get_backend() == before
     buf = io.BytesIO()

@@ -35,6 +35,7 @@ class Analysis:
     gns: dict = field(default_factory=dict)  # B_simple near the target (minigrad.instruments.noise.b_simple_near_target)
     adaptive: dict = field(default_factory=dict)  # trials, rounds, state
     busy: str = None        # one line when the step times came from a busy machine
+    ladder: list = field(default_factory=list)  # the answer at easier error levels (minigrad.study.ladder)
 
 
 def step_times(table):
@@ -119,6 +120,9 @@ def analyse(study_file):
     analysis.gns = b_simple_near_target([run.trace for run in study_file.runs.values()
                                          if run.attrs.get("phase") == "tune" and best.get(int(run.attrs["batch_size"]),
                                          (None, None))[1] == float(run.attrs["lr"])], target)
+    from minigrad.study.ladder import along_training
+
+    analysis.ladder = along_training(study_file, results, times if have_times else {}, target, best)
     return analysis
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from minigrad.study.analysis import Analysis, time_gaps
+from minigrad.study.ladder import trend_sentence
 from minigrad.study.uncertainty import INTERVAL
 
 
@@ -133,6 +134,21 @@ def adaptive_sentence(a: Analysis):
     return f"{ad['trials']} adaptive trials in {rounds} round{'s' if rounds != 1 else ''}."
 
 
+def ladder_cells(r):
+    """One level of the ladder as table cells: level, S_min, E_min, B_crit and interval, CBS-20% and interval,
+    B_simple, whether the fit describes the data."""
+    crit = fmt_count(r["B_crit"]) if r["determined"] else "-"
+    span = fmt_interval(r["B_crit_lo"], r["B_crit_hi"], fmt_count) if r["determined"] else "not determined"
+    cbs = fmt_interval(r["cbs_lo"], r["cbs_hi"], fmt_count) if r["determined"] else "-"
+    return [f"{r['level']:g}" + (" (target)" if r["is_target"] else ""), f"{r['S_min']:,.0f}"
+            if math.isfinite(r["S_min"]) else "-", fmt_count(r["E_min"]), crit, span,
+            fmt_count(r["cbs"]) if r["determined"] else "-", cbs, fmt_count(r["b_simple"]),
+            "yes" if r["ok"] else "no"]
+
+
+LADDER_HEADINGS = ["val error", "S_min", "E_min", "B_crit", "interval", "CBS-20%", "interval ", "B_simple", "fit ok"]
+
+
 # ------------------------------------------------------------------------------------------------------ the object
 @dataclass(frozen=True)
 class Answer:
@@ -160,6 +176,8 @@ class Answer:
     busy: str
     config: dict
     machine: dict = field(default_factory=dict)
+    ladder: list = field(default_factory=list)   # per error level: S_min, E_min, B_crit, CBS-20%, B_simple, rows
+    ladder_sentence: str = ""
 
     @property
     def pick(self):
@@ -201,7 +219,15 @@ class Answer:
             sentence=self.sentence, notes=self.notes, gradient_noise_scale=self.gns or None,
             equal_budget=dict(epochs=self.equal_epochs, rows=self.equal) if self.equal else None,
             adaptive=dict(self.adaptive, sentence=self.adaptive_sentence), busy=self.busy, config=self.config,
-            machine=self.machine)
+            machine=self.machine,
+            ladder=dict(sentence=self.ladder_sentence, levels=[dict(
+                level=r["level"], is_target=r["is_target"], s_min=r["S_min"], e_min=r["E_min"], fit_ok=r["ok"],
+                fit_reason=r["reason"], b_crit=dict(estimate=r["B_crit"], interval=[r["B_crit_lo"], r["B_crit_hi"]],
+                                                    determined=r["determined"], note=r["note"]),
+                cbs_20=dict(estimate=r["cbs"], interval=[r["cbs_lo"], r["cbs_hi"]]), b_simple=r["b_simple"],
+                b_simple_trials=r["gns_trials"], unresolved_fraction=r["unresolved"],
+                rows=[dict(batch_size=x["batch_size"], steps=x["steps"], steps_interval=[x["steps_lo"], x["steps_hi"]],
+                           lr=x["lr"], misfit=x["misfit"]) for x in r["rows"]]) for r in self.ladder]))
         return _plain(out)
 
 
@@ -216,7 +242,7 @@ def of(analysis: Analysis, attrs=None):
         fit_line=fit_line(a), fit_sentence=fit_sentence(a), notes=notes, gns_line=gns_line(a), equal=a.equal,
         equal_epochs=a.config.get("equal_epochs", math.nan), adaptive=a.adaptive,
         adaptive_sentence=adaptive_sentence(a), gns=a.gns, busy=a.busy or "", config=a.config,
-        machine=machine(attrs or {}))
+        machine=machine(attrs or {}), ladder=a.ladder, ladder_sentence=trend_sentence(a.ladder))
 
 
 def machine(attrs):

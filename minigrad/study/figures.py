@@ -17,14 +17,15 @@ def _bars(rows, key, lo, hi):
 
 
 def study_figures(analysis, study_file, out_dir, stem="study"):
-    """Write the six figures of a study as <stem>_<name>.png in out_dir; returns their paths."""
+    """Write the study's figures as <stem>_<name>.png in out_dir; returns their paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     return [plt.save(fig, out_dir / f"{stem}_{name}.png") for name, fig in make_figures(analysis, study_file).items()]
 
 
 def make_figures(analysis, study_file):
-    """The six figures of a study, {name: matplotlib Figure}: steps, throughput, time, lr, curves, heatmap."""
+    """The figures of a study, {name: matplotlib Figure}: steps, throughput, time, lr, curves, heatmap, and ladder
+    (B_crit along training) where the ladder has more than one level."""
     a = analysis
     rows = [r for r in a.rows if math.isfinite(r["steps"])]
     figures = {}
@@ -138,7 +139,38 @@ def make_figures(analysis, study_file):
     # scaling rule), so cells are drawn at their real rates on a log axis: a band that climbs with B, not rows of a
     # shared grid, which would read as a checkerboard. Blank: not tried; grey hatched: missed; red x: diverged.
     figures["heatmap"] = _heatmap(a)
+    if len(a.ladder) > 1:
+        figures["ladder"] = _ladder(a.ladder)
     return figures
+
+
+def _ladder(ladder):
+    """7. B_crit (and CBS-20%) against the validation-error level, with intervals, and B_simple on the same axes;
+    the error axis runs from early training (left) to the target (right)."""
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    known = [r for r in ladder if r["determined"]]
+    if known:
+        x = np.array([r["level"] for r in known])
+        ax.errorbar(x, [r["B_crit"] for r in known], yerr=_bars(known, "B_crit", "B_crit_lo", "B_crit_hi"), fmt="o-",
+                    capsize=3, color="C3", label="B_crit = E_min/S_min (90% bootstrap interval)")
+        ax.errorbar(x, [r["cbs"] for r in known], yerr=_bars(known, "cbs", "cbs_lo", "cbs_hi"), fmt="s--",
+                    capsize=3, color="C1", alpha=0.8, label="CBS-20% = 0.2 B_crit (examples 1.2x the fewest)")
+    gns = [r for r in ladder if math.isfinite(r["b_simple"])]
+    if gns:
+        ax.plot([r["level"] for r in gns], [r["b_simple"] for r in gns], "^:", color="C0",
+                label="B_simple, the gradient noise scale of the same trials")
+    undetermined = [r["level"] for r in ladder if not r["determined"]]
+    for level in undetermined:
+        ax.axvline(level, color="gray", ls=":", lw=0.8)
+    ax.set_yscale("log")
+    levels = [r["level"] for r in ladder]
+    ax.set_xticks(levels, [f"{v:.3g}" for v in levels], fontsize=8, rotation=30)
+    ax.invert_xaxis()  # training moves right: to lower error
+    ax.set(xlabel="validation error level (training moves right)", ylabel="batch size",
+           title="The critical batch size along training"
+           + (" (grey: fit does not describe the data)" if undetermined else ""))
+    ax.legend(fontsize=7)
+    return fig
 
 
 def _heatmap(a):

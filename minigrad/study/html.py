@@ -9,7 +9,8 @@ import html
 import math
 from pathlib import Path
 
-from minigrad.study.answer import INTERVAL_NAME, Answer, fmt_count, fmt_interval, fmt_time, fmt_time_range
+from minigrad.study.answer import (INTERVAL_NAME, LADDER_HEADINGS, Answer, fmt_count, fmt_interval, fmt_time,
+                                   fmt_time_range, ladder_cells)
 
 _CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 0; color: #1d2327;
@@ -147,6 +148,20 @@ def _fit_section(ans):
     return "<section><h2>Fit S(B) = S_min + E_min / B</h2>" + text + _pairs(pairs) + "</section>"
 
 
+def _ladder_section(ans):
+    if not ans.ladder:
+        return ""
+    rows = [ladder_cells(r) for r in ans.ladder]
+    return ("<section><h2>The critical batch size along training</h2>"
+            "<p>The same trials read at easier validation-error levels on their way to the target: at each level the "
+            "best rate per batch size, S(B), the fit and its check. B_crit = E_min / S_min (McCandlish et al.: twice "
+            "the fewest steps and examples); CBS-20% = 0.2 B_crit, where a run needs 20% more examples than the fewest "
+            "(Zhang et al.'s critical batch size, under the fit); B_simple: the gradient noise scale the same trials "
+            "measured at that level.</p>"
+            + (f"<p>{_e(ans.ladder_sentence)}</p>" if ans.ladder_sentence else "")
+            + _table(LADDER_HEADINGS, rows, ["pick" if r["is_target"] else None for r in ans.ladder]) + "</section>")
+
+
 def _equal_section(ans):
     if not ans.equal:
         return ""
@@ -171,7 +186,7 @@ def render(ans: Answer, study_file, figures):
     """The page as a string. ans: minigrad.study.answer.Answer; figures: PNG paths to embed."""
     attrs = study_file.attrs
     name = Path(study_file.path).name
-    sections = [answer_card(ans), _rows_section(ans), _fit_section(ans), _equal_section(ans)]
+    sections = [answer_card(ans), _rows_section(ans), _fit_section(ans), _ladder_section(ans), _equal_section(ans)]
     if ans.adaptive_sentence:
         sections.append(f"<section><h2>Adaptive phase</h2><p>{_e(ans.adaptive_sentence)}</p></section>")
     if figures:

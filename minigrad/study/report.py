@@ -6,8 +6,8 @@ import os
 import sys
 
 from minigrad.study.analysis import Analysis, analyse, time_gaps  # noqa: F401 - the report's public names
-from minigrad.study.answer import (INTERVAL_NAME, Answer, fmt_count, fmt_interval, fmt_time, fmt_time_range,  # noqa: F401
-                                   of)
+from minigrad.study.answer import (INTERVAL_NAME, LADDER_HEADINGS, Answer, fmt_count, fmt_interval,  # noqa: F401
+                                   fmt_time, fmt_time_range, ladder_cells, of)
 from minigrad.study.uncertainty import INTERVAL, fit_steps  # noqa: F401
 
 
@@ -81,6 +81,7 @@ def rows_table(ans: Answer, console, wide=False):
 
 def print_report(a, console=None, wide=False):
     """Print the answer (an Answer, or an Analysis made into one) as `minigrad report` does."""
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
@@ -103,6 +104,17 @@ def print_report(a, console=None, wide=False):
     for line in (*ans.notes, ans.fit_line, ans.gns_line):
         if line:
             console.print(line, soft_wrap=True)
+    if ans.ladder:
+        lad = Table(title="the critical batch size along training: the same trials at easier error levels (B_crit = "
+                          "E_min/S_min; CBS-20% = 0.2 B_crit, where examples are 20% above the fewest)",
+                    box=box.SIMPLE_HEAD, padding=(0, 1), title_justify="left")
+        for name in LADDER_HEADINGS:
+            lad.add_column(name, justify="right", no_wrap=True)
+        for r in ans.ladder:
+            lad.add_row(*ladder_cells(r), style="bold" if r["is_target"] else None)
+        console.print(lad)
+        if ans.ladder_sentence:
+            console.print(ans.ladder_sentence, soft_wrap=True)
     if ans.equal:
         eq = Table(title=f"equal budget: {ans.equal_epochs:g} epochs at every B (median over seeds)")
         for name in ("B", "tuned lr", "val error", "test error", "fixed lr", "val error ", "test error "):

@@ -25,7 +25,7 @@ def fit_steps(batch_sizes, steps):
     """Least squares of S = S_min + E_min / B in relative error (each point weighted by 1/S, so small and large
     counts matter alike). Returns (S_min, E_min) or None with fewer than two finite points."""
     B, s = np.asarray(batch_sizes, float), np.asarray(steps, float)
-    ok = np.isfinite(s)
+    ok = np.isfinite(s) & (s > 0)  # zero steps (a level met before training) has no relative error
     if ok.sum() < 2:
         return None
     B, s = B[ok], s[ok]
@@ -134,7 +134,7 @@ def fit_resamples(Bs, S):
     """(S_min, E_min) per resample, (reps,) each: fit_steps vectorised by the 2x2 normal equations of the weighted
     least squares (points that missed left out; nan with fewer than two)."""
     x = 1.0 / np.asarray(Bs, float)
-    ok = np.isfinite(S)
+    ok = np.isfinite(S) & (S > 0)
     u = np.where(ok, 1.0 / np.where(ok, S, 1.0), 0.0)  # 1/S: row weights
     v = u * x
     suu, suv, svv = (u * u).sum(1), (u * v).sum(1), (v * v).sum(1)
