@@ -88,7 +88,8 @@ def print_report(a, console=None, wide=False):
     ans = a if isinstance(a, Answer) else of(a)
     # a pipe or a log file gets the full-width table rather than rich's 80-column default, unless COLUMNS says
     console = console or Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 200)
-    console.print(f"target: validation error <= {ans.target:g} ({ans.target_reason})", soft_wrap=True)
+    soft = not console.is_terminal  # a pipe or a file: one line per message; a terminal: wrapped between words
+    console.print(f"target: validation error <= {ans.target:g} ({ans.target_reason})", soft_wrap=soft)
     table, left_out, natural = rows_table(ans, console, wide)
     if natural > console.width:  # --wide: whole lines, however long
         Console(file=console.file, width=natural, force_terminal=console.is_terminal,
@@ -97,13 +98,13 @@ def print_report(a, console=None, wide=False):
         console.print(table)
     if left_out:
         console.print(f"({len(left_out)} columns left out to fit {console.width} columns: {', '.join(left_out)}; "
-                      "--wide shows them, as do --html and --json)", soft_wrap=True)
+                      "--wide shows them, as do --html and --json)", soft_wrap=soft)
     console.print("step time: t(B) measured alone, steps in the compiled loop (throughput phase); trial step: the "
                   "compute time per step the tuning trials took (trials side by side, their own thread count), "
-                  "+ eval: their evaluation time per step", soft_wrap=True)
+                  "+ eval: their evaluation time per step", soft_wrap=soft)
     for line in (*ans.notes, ans.fit_line, ans.gns_line):
         if line:
-            console.print(line, soft_wrap=True)
+            console.print(line, soft_wrap=soft)
     if ans.ladder:
         lad = Table(title="the critical batch size along training: the same trials at easier error levels (B_crit = "
                           "E_min/S_min; CBS-20% = 0.2 B_crit, where examples are 20% above the fewest)",
@@ -114,7 +115,7 @@ def print_report(a, console=None, wide=False):
             lad.add_row(*ladder_cells(r), style="bold" if r["is_target"] else None)
         console.print(lad)
         if ans.ladder_sentence:
-            console.print(ans.ladder_sentence, soft_wrap=True)
+            console.print(ans.ladder_sentence, soft_wrap=soft)
     if ans.equal:
         eq = Table(title=f"equal budget: {ans.equal_epochs:g} epochs at every B (median over seeds)")
         for name in ("B", "tuned lr", "val error", "test error", "fixed lr", "val error ", "test error "):
@@ -124,4 +125,4 @@ def print_report(a, console=None, wide=False):
                        _g(r.get("fixed_lr")), _e(r.get("fixed_val"), r.get("fixed_diverged")),
                        _e(r.get("fixed_test"), r.get("fixed_diverged")))
         console.print(eq)
-    console.print(ans.text(), soft_wrap=True)
+    console.print(ans.text(), soft_wrap=soft)
