@@ -21,6 +21,13 @@ STUDY_OPTIONS = [
     click.option("--activation", type=click.Choice(["relu", "tanh", "gelu"]), default=None),
     click.option("--optimizer", type=click.Choice(["sgd", "momentum", "nesterov", "adam"]), default=None),
     click.option("--momentum", type=float, default=None, help="Momentum (Adam: beta1) [0.9]."),
+    click.option("--beta2", type=float, default=None,
+                 help="Adam's beta2 [0.999]; with --beta2-rule halflife, its value at the reference batch size."),
+    click.option("--beta2-rule", type=click.Choice(["fixed", "halflife"]), default=None,
+                 help="Adam's beta2 per B: the same at every B [fixed], or the same half-life in samples, "
+                      "beta2(B) = 0.5^(B / t_half)."),
+    click.option("--beta2-halflife", type=float, default=None,
+                 help="t_half in samples for --beta2-rule halflife [the half-life --beta2 has at the reference B]."),
     click.option("--batch-sizes", default=None, callback=int_list, help="Batch sizes [1,2,4,...,1024]."),
     click.option("--lrs", "reference_lrs", default=None, callback=float_list,
                  help="Learning rates of the reference run; they centre the per-B grids."),

@@ -22,6 +22,9 @@ def check_train_settings(c):
     C.number("--batch-size", c["batch_size"], 1, None, integer=True)
     C.number("--lr (learning rate)", c["lr"], 0, 1e6, lo_open=True)
     C.number("--momentum", c["momentum"], 0, 1, hi_open=True)
+    C.number("--beta2", c["beta2"], 0, 1, lo_open=True, hi_open=True)
+    if c["beta2_halflife"] is not None:
+        C.number("--beta2-halflife (samples)", c["beta2_halflife"], 0, 1e15, lo_open=True)
     C.number("--weight-decay", c["weight_decay"], 0, 1e3)
     C.number("--gamma", c["gamma"], 0, 1e3, lo_open=True)
     C.number("--warmup-epochs", c["warmup_epochs"], 0, 1e5)
@@ -69,6 +72,12 @@ def make_budget(steps, examples, epochs, default_epochs=20.0):
 @click.option("--optimizer", type=click.Choice(["sgd", "momentum", "nesterov", "adam"]), default="sgd",
               show_default=True)
 @click.option("--momentum", type=float, default=0.9, show_default=True, help="Momentum (or Adam's beta1).")
+@click.option("--beta2", type=float, default=0.999, show_default=True,
+              help="Adam's beta2; with --beta2-rule halflife, its value at --reference-batch-size.")
+@click.option("--beta2-rule", type=click.Choice(["fixed", "halflife"]), default="fixed", show_default=True,
+              help="fixed: --beta2 at any batch size; halflife: beta2 = 0.5^(B / t_half), the same half-life in "
+                   "samples at every B (t_half from --beta2-halflife, else that of --beta2 at --reference-batch-size).")
+@click.option("--beta2-halflife", type=float, default=None, help="t_half in samples for --beta2-rule halflife.")
 @click.option("--weight-decay", type=float, default=0.0, show_default=True)
 @click.option("--lr-schedule", type=click.Choice(["constant", "step", "cosine"]), default="constant",
               show_default=True)
@@ -104,8 +113,8 @@ def make_budget(steps, examples, epochs, default_epochs=20.0):
               help="HDF5 file for the trace.")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
 @user_errors
-def train(data_name, data_dir, n_val, hidden, activation, loss, batch_size, lr, optimizer, momentum, weight_decay,
-          lr_schedule, milestones, gamma, warmup_epochs, batch_growth, scale_lr, reference_batch_size, steps, examples,
+def train(data_name, data_dir, n_val, hidden, activation, loss, batch_size, lr, optimizer, momentum, beta2, beta2_rule,
+          beta2_halflife, weight_decay, lr_schedule, milestones, gamma, warmup_epochs, batch_growth, scale_lr, reference_batch_size, steps, examples,
           epochs, target, keep_going, patience, sampler, keep_last, dtype, backend, threads, seed, data_seed, out,
           overwrite):
     """Train one run and store its trace; prints a one-line summary."""
@@ -128,7 +137,8 @@ def train(data_name, data_dir, n_val, hidden, activation, loss, batch_size, lr, 
                **({"n_val": n_val} if n_val is not None else {})}
     model_config = dict(data=data_name, data_options=options, data_seed=data_seed, hidden=hidden,
                         activation=activation, loss=loss, dtype=dtype, backend=backend, optimizer=optimizer,
-                        momentum=momentum, weight_decay=weight_decay)
+                        momentum=momentum, weight_decay=weight_decay, beta2=beta2, beta2_rule=beta2_rule,
+                        beta2_halflife=beta2_halflife, reference_batch_size=reference_batch_size)
     spec = dict(run_id="run", batch_size=batch_size, lr=scaled_lr(lr, batch_size, reference_batch_size, scale_lr),
                 seed=seed, steps=budget.steps, examples=budget.examples, epochs=budget.epochs, target=target,
                 stop_at_target=not keep_going, sampler=sampler, drop_last=not keep_last, patience=patience,

@@ -14,6 +14,9 @@ DEFAULT_CONFIG = {
     "dtype": "float32",
     "optimizer": "sgd",
     "momentum": 0.9,
+    "beta2": 0.999,           # Adam's, at the reference batch size under the halflife rule
+    "beta2_rule": "fixed",    # Adam's beta2 per B: fixed, or halflife (the same half-life in samples at every B)
+    "beta2_halflife": None,   # samples; None: the half-life beta2 has at reference_batch_size
     "sampler": "shuffle",
     "batch_sizes": [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024],
     "seeds": 5,               # per (B, lr) cell: the compiled loop made trials 2.5x cheaper; the time went to seeds
@@ -72,6 +75,10 @@ def validate(config):
     C.choice("optimizer", config["optimizer"], ("sgd", "momentum", "nesterov", "adam"))
     C.choice("sampler", config["sampler"], ("shuffle", "replacement", "stratified"))
     C.number("momentum", config["momentum"], 0, 1, hi_open=True)
+    C.number("beta2", config["beta2"], 0, 1, lo_open=True, hi_open=True)
+    C.choice("beta2_rule", config["beta2_rule"], ("fixed", "halflife"))
+    if config["beta2_halflife"] is not None:
+        C.number("beta2_halflife (samples)", config["beta2_halflife"], 0, 1e15, lo_open=True)
     C.numbers("batch sizes", config["batch_sizes"], 1, None, integer=True, unique=True)
     C.number("seeds", config["seeds"], 1, 1000, integer=True)
     C.number("reference_batch_size", config["reference_batch_size"], 1, None, integer=True)
