@@ -127,3 +127,15 @@ def experiment_momentum(quick, out, overwrite, workers, threads, data_name, batc
     """Heavy-ball momentum against SGD: steps-to-target per B, lr (and momentum) tuned per B (expectation 8)."""
     run_experiment("momentum", quick, out, overwrite, workers, threads, data_name, batch_sizes=batch_sizes,
                    seeds=seeds)
+
+
+@experiment.command("adam-batch")
+@experiment_options("adam-batch")
+@click.option("--batch-sizes", default=None, callback=int_list, help="Batch sizes [1,16,128,1024].")
+@click.option("--seeds", type=int, default=None, help="Seeds per rate, arm and batch size [3].")
+@click.option("--adam-lr", type=float, default=None, help="Adam's grid centre at B=32, scaled by sqrt(B/32) [2e-3].")
+def experiment_adam_batch(quick, out, overwrite, workers, threads, data_name, batch_sizes, seeds, adam_lr):
+    """Adam with beta2 fixed against beta2 by its half-life in samples, and SGD without momentum, rates tuned per B:
+    steps and examples to target, divergences, the width of the learning-rate basin."""
+    run_experiment("adam-batch", quick, out, overwrite, workers, threads, data_name, batch_sizes=batch_sizes,
+                   seeds=seeds, adam_lr=adam_lr)

@@ -16,7 +16,7 @@ import numpy as np
 
 from minigrad.machine import checks
 
-EXPERIMENTS = ("noise", "keskar", "smith", "gns", "stratified", "momentum")
+EXPERIMENTS = ("noise", "keskar", "smith", "gns", "stratified", "momentum", "adam-batch", "lr-surge", "data-vs-width")
 
 _BASE = {"data": "teacher", "data_options": {}, "hidden": [64, 64], "activation": "relu", "loss": "cross_entropy",
          "dtype": "float32", "optimizer": "sgd", "momentum": 0.9, "eval_growth": 1.04}
@@ -41,6 +41,12 @@ DEFAULTS = {
     "momentum": dict(_BASE, batch_sizes=[8, 64, 512], momenta=[0.5, 0.9], lr_grid=[-1, 0, 1], seeds=3,
                      reference_batch=32, reference_lrs=[0.1, 0.3], reference_epochs=6.0, target_margin=0.02,
                      budget_factor=3.0, same_margin=1.25, resamples=1000, max_widen=2),
+    # Adam's beta2 fixed or by its half-life, and plain SGD, tuned per B (adam_batch.py); adam_lr is the centre at
+    # reference_batch, scaled by sqrt(B / reference_batch)
+    "adam-batch": dict(_BASE, batch_sizes=[1, 16, 128, 1024], lr_grid=[-1, 0, 1], lr_step=2.0, seeds=3, adam_lr=2e-3,
+                       beta2=0.999, halflife_batch=128, reference_batch=32, reference_lrs=[0.1, 0.3],
+                       reference_epochs=6.0, target_margin=0.02, budget_factor=3.0, basin_tolerance=0.1,
+                       same_margin=1.25, resamples=500, max_widen=1),
 }
 
 QUICK = {
@@ -51,6 +57,8 @@ QUICK = {
     "gns": dict(gns_batches=2, checkpoints=8, study_quick=True),
     "stratified": dict(epochs=3.0, seeds=16, batch_sizes=[8]),
     "momentum": dict(batch_sizes=[8, 512], momenta=[0.9], seeds=2, reference_epochs=3.0, resamples=500),
+    # Adam's step at B <= 4 costs ~150 us here (SGD's fused one ~12 us): B = 1 alone would take the minute
+    "adam-batch": dict(batch_sizes=[4, 64, 1024], seeds=2, reference_epochs=3.0, resamples=300),
 }
 
 # The small study the gns experiment runs when it is given none: `minigrad bench --quick` (default), or smaller
@@ -84,7 +92,9 @@ CHECKS = {  # setting -> (lo, hi, lo_open, integer)
     "epochs": (0, 1e5, True, False), "lr": (0, 1e6, True, False), "seeds": (1, 1000, False, True),
     "factor": (2, 1e3, False, True), "checkpoints": (1, 1e4, False, True), "hidden": (1, 1e6, False, True),
     "momentum": (0, 1, False, False), "momenta": (0, 1, False, False), "margin": (1, 100, True, False),
-    "resamples": (100, 1e6, False, True),
+    "resamples": (100, 1e6, False, True), "beta2": (0, 1, True, False), "adam_lr": (0, 1e6, True, False),
+    "lr_step": (1, 1e3, True, False), "basin_tolerance": (0, 10, True, False),
+    "same_margin": (1, 100, True, False), "max_widen": (0, 100, False, True),
 }
 
 
