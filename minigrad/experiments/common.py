@@ -47,6 +47,17 @@ DEFAULTS = {
                        beta2=0.999, halflife_batch=128, reference_batch=32, reference_lrs=[0.1, 0.3],
                        reference_epochs=6.0, target_margin=0.02, budget_factor=3.0, basin_tolerance=0.1,
                        same_margin=1.25, resamples=500, max_widen=1),
+    # the tuned rate against B for SGD and Adam at two targets, next to B_simple (lr_surge.py)
+    "lr-surge": dict(_BASE, batch_sizes=[4, 16, 64, 256, 1024, 4096], lr_grid=[-1, 0, 1], lr_step=2.0, seeds=3,
+                     adam_lr=2e-3, reference_batch=32, reference_lrs=[0.1, 0.3], reference_epochs=6.0,
+                     target_margin=0.02, loose_margin=0.06, budget_factor=3.0, fall_margin=1.25, peak_range=3.0,
+                     saturated_slope=0.5,
+                     resamples=300, max_widen=2),
+    # B_crit across widths at the whole training split and across subsets of it at one width (data_vs_width.py)
+    "data-vs-width": dict(_BASE, widths=[16, 64, 256], width=64, data_fractions=[0.125, 0.25, 0.5, 1.0],
+                          batch_sizes=[4, 16, 64, 256, 1024], lr_grid=[-1, 0, 1], lr_step=2.0, seeds=2,
+                          reference_batch=32, reference_lrs=[0.1, 0.3], reference_epochs=6.0, target_margin=0.02,
+                          budget_factor=3.0, move_margin=1.5, resamples=400, max_widen=1),
 }
 
 QUICK = {
@@ -59,6 +70,9 @@ QUICK = {
     "momentum": dict(batch_sizes=[8, 512], momenta=[0.9], seeds=2, reference_epochs=3.0, resamples=500),
     # Adam's step at B <= 4 costs ~150 us here (SGD's fused one ~12 us): B = 1 alone would take the minute
     "adam-batch": dict(batch_sizes=[4, 64, 1024], seeds=2, reference_epochs=3.0, resamples=300),
+    "lr-surge": dict(batch_sizes=[8, 64, 512, 2048], seeds=2, reference_epochs=3.0, max_widen=1, resamples=200),
+    "data-vs-width": dict(widths=[16, 256], data_fractions=[0.25, 1.0], batch_sizes=[4, 32, 256, 1024],
+                          reference_epochs=3.0, resamples=200),
 }
 
 # The small study the gns experiment runs when it is given none: `minigrad bench --quick` (default), or smaller
@@ -95,6 +109,9 @@ CHECKS = {  # setting -> (lo, hi, lo_open, integer)
     "resamples": (100, 1e6, False, True), "beta2": (0, 1, True, False), "adam_lr": (0, 1e6, True, False),
     "lr_step": (1, 1e3, True, False), "basin_tolerance": (0, 10, True, False),
     "same_margin": (1, 100, True, False), "max_widen": (0, 100, False, True),
+    "target_margin": (0, 1, False, False), "loose_margin": (0, 1, True, False), "fall_margin": (1, 100, True, False),
+    "peak_range": (1, 1e3, True, False), "widths": (1, 1e6, False, True), "width": (1, 1e6, False, True),
+    "data_fractions": (0, 1, True, False), "move_margin": (1, 100, True, False),
 }
 
 

@@ -220,7 +220,8 @@ def momentum_figure(summary, config, out_dir, stem):
 
 def panels_figure(panels, out_dir, stem, suffix):
     """Side-by-side panels of series against B with their intervals (the newer experiments' figures).
-    panels: [dict(title, xlabel, ylabel, series=[(label, x, y, lo, hi)], logy=True, hlines=[(y, label)])]."""
+    panels: [dict(title, xlabel, ylabel, series=[(label, x, y, lo, hi)], logy=True, hlines=[(y, label)],
+    vlines=[(x, label)])]."""
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2))
     for ax, panel in zip(np.atleast_1d(axes), panels):
         for i, (label, x, y, lo, hi) in enumerate(panel["series"]):
@@ -230,6 +231,9 @@ def panels_figure(panels, out_dir, stem, suffix):
             ax.errorbar(x[ok], y[ok], yerr=err[:, ok], fmt="o-", color=f"C{i}", capsize=3, label=label)
         for y, label in panel.get("hlines", []):
             ax.axhline(y, color="gray", lw=0.8, ls="--", label=label)
+        for x, label in panel.get("vlines", []):
+            if math.isfinite(x):
+                ax.axvline(x, color="gray", lw=0.8, ls=":", label=label)
         ax.set_xscale("log")
         if panel.get("logy", True):
             ax.set_yscale("log")

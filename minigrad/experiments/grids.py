@@ -62,8 +62,9 @@ def tune(config, arms, batch_sizes, target, budget, writer, executor, out, job_c
     saved = None
     for round_ in range(config["max_widen"] + 1):
         specs = plan(config, arms, batch_sizes, saved, target, budget, prefix)
+        where = f"{prefix.rstrip('-')}: " if prefix else ""
         run_jobs(job_config or config, specs, writer, executor,
-                 label=f"{prefix}{len(specs)} tuning runs" if round_ == 0 else f"{prefix}widening the grids")
+                 label=f"{where}{len(specs)} tuning runs" if round_ == 0 else f"{where}widening the grids")
         saved = store.open(out)
     return saved
 

@@ -2,7 +2,7 @@
 
 Used by the study (minigrad.study), every experiment (minigrad.experiments) and `minigrad train`:
 
-  config   the model and data: data, data_options, data_seed, hidden, activation, loss, dtype, backend, optimizer,
+  config   the model and data: data, data_options, data_seed, train_subset, hidden, activation, loss, dtype, backend, optimizer,
            momentum, weight_decay, eval_growth, sampler, and for Adam beta2, beta2_rule, beta2_halflife with
            reference_batch_size (beta2 at each B: minigrad.training.schedules.scaled_beta2) (missing keys take the
            defaults below)
@@ -26,14 +26,16 @@ _DATA = {}
 
 
 def load_data(config):
-    """The config's dataset, loaded once per process."""
+    """The config's dataset, loaded once per process; with train_subset = n, the first n training examples (the
+    split is already random; validation and test unchanged)."""
     from minigrad import data
 
     options = config.get("data_options") or {}
-    seed = config.get("data_seed", 0)
-    key = (config["data"], seed, repr(sorted(options.items())))
+    seed, subset = config.get("data_seed", 0), config.get("train_subset")
+    key = (config["data"], seed, repr(sorted(options.items())), subset)
     if _DATA.get("key") != key:
-        _DATA["data"], _DATA["key"] = data.load(config["data"], seed=seed, **options), key
+        dataset = data.load(config["data"], seed=seed, **options)
+        _DATA["data"], _DATA["key"] = dataset.subset(subset) if subset else dataset, key
     return _DATA["data"]
 
 
