@@ -148,14 +148,15 @@ def test_grid_widens_towards_the_side_of_the_best_rate():
 
 
 # --------------------------------------------------------------------------------------------- end to end
+@pytest.mark.slow
 def test_adam_batch_end_to_end_and_resume(tmp_path):
     out = tmp_path / "adam.h5"
-    config = tiny("adam-batch", batch_sizes=[8, 64, 512], max_widen=0)
+    config = tiny("adam-batch", batch_sizes=[16, 128, 1024], max_widen=0)
     outcome = E.run("adam-batch", config, out, workers=1, echo=quiet)
     saved = check_file(out, "adam-batch", outcome)
-    a = saved.runs["adam-halflife-B00008-k+0-s0"].attrs
-    assert a["beta2"] == pytest.approx(0.5 ** (8 / outcome.summary["t_half"])) and a["beta2_rule"] == "halflife"
-    assert saved.runs["adam-fixed-B00008-k+0-s0"].attrs["beta2"] == 0.999
+    a = saved.runs["adam-halflife-B00016-k+0-s0"].attrs
+    assert a["beta2"] == pytest.approx(0.5 ** (16 / outcome.summary["t_half"])) and a["beta2_rule"] == "halflife"
+    assert saved.runs["adam-fixed-B00016-k+0-s0"].attrs["beta2"] == 0.999
     assert set(outcome.summary["outcome"]) == {"stable", "efficient", "basin", "gap", "small_b"}
     assert len(outcome.figures) == 1
     n = len(saved.runs)

@@ -139,7 +139,7 @@ def run(config, out, writer, executor, echo):
         verdict.append(f"B={B}: " + "; ".join(
             f"{arm} S {r['S']:,.0f} [{r['S_lo']:,.0f}, {r['S_hi']:,.0f}] (E {r['E']:,.0f}), lr {r['lr']:.3g}"
             + (f", beta2 {r['beta2']:.6g}" if r["beta2"] is not None else "")
-            + f", basin {r['basin']:.2f}x [{r['basin_lo']:.2f}, {r['basin_hi']:.2f}], "
+            + f", basin {_x(r['basin'])} [{_x(r['basin_lo'])}, {_x(r['basin_hi'])}], "
               f"{r['diverged']}/{r['trials']} diverged" + (" (best rate on the grid's edge)" if r["on_edge"] else "")
             for arm, r in row.items()) + ".")
     tests = judge(config, cells, diverged, Bs)
@@ -165,3 +165,7 @@ def run(config, out, writer, executor, echo):
              xlabel="batch size B", ylabel="largest / smallest rate in the basin", series=series("basin"))],
         *stem(out), "adam_batch")]
     return finish("adam-batch", out, summary, verdict, figures, writer)
+
+
+def _x(ratio):
+    return f"{ratio:.2f}x" if math.isfinite(ratio) else "n/a"
