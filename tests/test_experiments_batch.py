@@ -122,11 +122,11 @@ def test_data_vs_width_recovers_a_planted_b_crit_and_judges_ratios():
     config = dict(seeds=3, move_margin=1.5)
     crit = {name: data_vs_width.critical(steps_cells(b, seed=i), 400, seed=i)[:2]
             for i, (name, b) in enumerate({"w16": 50.0, "w256": 52.0, "n1": 20.0, "n8": 80.0}.items())}
-    t = data_vs_width.judge(config, crit, ["w16", "w256"], ["n1", "n8"])
+    t = data_vs_width.judge(config, crit, crit, ["w16", "w256"], ["n1", "n8"])
     assert t["width"].outcome == V.REPRODUCED and t["data"].outcome == V.REPRODUCED
     # negative controls: B_crit 4x wider with width, and falling with data
     crit = {"w16": crit["n1"], "w256": crit["n8"], "n1": crit["n8"], "n8": crit["n1"]}
-    t = data_vs_width.judge(config, crit, ["w16", "w256"], ["n1", "n8"])
+    t = data_vs_width.judge(config, crit, crit, ["w16", "w256"], ["n1", "n8"])
     assert t["width"].outcome == V.NOT_REPRODUCED and t["data"].outcome == V.NOT_REPRODUCED
 
 
@@ -179,7 +179,9 @@ def test_lr_surge_and_data_vs_width_end_to_end(tmp_path):
     outcome = E.run("data-vs-width", config, out, workers=1, echo=quiet)
     saved = check_file(out, "data-vs-width", outcome)
     v = outcome.summary["variants"]
-    assert set(v) == {"w8-n1200", "w32-n1200", "w8-n600"}
+    assert set(v) == {"w8-n1200", "w32-n1200", "w8-n600"} and set(v["w8-n1200"]) >= {"width_sweep", "data_sweep"}
+    sweep = outcome.summary["sweeps"]["width"]  # one target for the sweep: the loosest of its variants' own
+    assert sweep["target"] == max(v[k]["width_sweep"]["own"]["target"] for k in sweep["variants"])
     t = saved.runs["w8-n600-sgd-B00004-k+0-s0"].trace  # trained on the first 600 examples: epoch = examples / 600
     assert t["epoch"][-1] * 600 == pytest.approx(t["examples"][-1])
     assert set(outcome.summary["outcome"]) == {"width", "data"}

@@ -5,9 +5,11 @@ training set.
 Variants, each a small batch-size study of its own: hidden = [w, w] for every width in `widths` on the whole
 training split, and the first n x fraction training examples (data_fractions) at `width`. In each, a reference
 (SGD at B_ref, as the momentum experiment) sets the variant's own target (its best validation error + margin) and
-step budgets; plain SGD is tuned per B on a factor-`lr_step` grid with widening (grids.py); S(B) is the fewest median
-steps over the rates; B_crit = E_min / S_min from the fit S = S_min + E_min / B (minigrad.study.uncertainty), with
-the study's bootstrap over the seeds of every cell (the best rate re-chosen per resample).
+step budgets; plain SGD is tuned per B on a factor-`lr_step` grid with widening (grids.py), stopping at that
+target. S(B) is the fewest median steps over the rates; B_crit = E_min / S_min from the fit S = S_min + E_min / B
+(minigrad.study.uncertainty), with the study's bootstrap over the seeds of every cell (the best rate re-chosen per
+resample). The verdicts compare B_crit at one target per sweep, the loosest of its variants' own (so only the width,
+or only the data, differs; every variant's runs reach it); B_crit at each variant's own target is printed beside.
 
 Verdicts (verdict.py), on ratios whose 90% intervals come from independent bootstraps of the two variants:
     width   B_crit(widest) / B_crit(narrowest): reproduced if the interval lies within [1/move_margin, move_margin]
@@ -59,13 +61,14 @@ def ratio(a, b, draws_a, draws_b):
     return a / b, float(lo), float(hi)
 
 
-def judge(config, crit, widths, sizes):
-    """crit {name: (B_crit, draws)}; widths and sizes: the variant names of each sweep, in increasing order."""
+def judge(config, by_width, by_data, widths, sizes):
+    """by_width, by_data: {name: (B_crit, draws)} at each sweep's target; widths and sizes: the variant names of
+    each sweep, in increasing order."""
     noise, n, m = "90% bootstrap over seeds of both variants", config["seeds"], config["move_margin"]
-    (wa, da), (wb, db) = crit[widths[-1]], crit[widths[0]]
+    (wa, da), (wb, db) = by_width[widths[-1]], by_width[widths[0]]
     width = V.within(f"B_crit moves less than {m:g}x with width ({widths[0]} to {widths[-1]})",
                      "B_crit(widest) / B_crit(narrowest)", *ratio(wa, wb, da, db), 1 / m, m, noise, n)
-    (na, ndraws), (nb, nbdraws) = crit[sizes[-1]], crit[sizes[0]]
+    (na, ndraws), (nb, nbdraws) = by_data[sizes[-1]], by_data[sizes[0]]
     data = V.above(f"B_crit grows with the training set ({sizes[0]} to {sizes[-1]})",
                    "B_crit(most data) / B_crit(least data)", *ratio(na, nb, ndraws, nbdraws), 1.0, noise, n)
     return dict(width=width, data=data)
@@ -76,8 +79,8 @@ def run(config, out, writer, executor, echo):
 
     n_train = len(load_data(config).y_train)
     named = variants(config, n_train)
-    crit, summary, verdict = {}, dict(variants={}), []
-    for i, (name, (w, n)) in enumerate(named.items()):
+    own, summary, verdict = {}, dict(variants={}, sweeps={}), []
+    for name, (w, n) in named.items():  # each variant tuned at its own target (its best error + margin)
         job = dict(config, hidden=[w, w], train_subset=None if n == n_train else n)
         Bs = sorted(B for B in config["batch_sizes"] if B <= n)
         if len(Bs) < 3:
@@ -88,23 +91,40 @@ def run(config, out, writer, executor, echo):
         target, lr_ref, S_ref, E_ref = reference(config, store.open(out), tag=f"{name}-reference")
         arms = {"sgd": dict(optimizer="sgd", centre=lambda B, lr_ref=lr_ref: centre_lr(lr_ref, B,
                                                                                        config["reference_batch"]))}
-        saved = G.tune(config, arms, Bs, target, lambda B: math.ceil(config["budget_factor"] * max(S_ref, E_ref / B)),
-                       writer, executor, out, job_config=job, prefix=f"{name}-")
-        cells = {B: c for (_, B), c in G.cells(saved, target, arms, prefix=f"{name}-").items()}
-        value, draws, fit = critical(cells, config["resamples"], seed=i)
-        iv = U.interval(draws, value)
-        crit[name] = (value, draws)
-        S = {B: G.best(c)[0] for B, c in cells.items()}
-        summary["variants"][name] = dict(width=w, n_train=n, target=target, reference_lr=lr_ref, B_crit=value,
-                                         B_crit_lo=iv["lo"], B_crit_hi=iv["hi"], S_min=fit[0] if fit else None,
-                                         E_min=fit[1] if fit else None, steps={str(B): s for B, s in S.items()},
-                                         edge=[B for B, c in cells.items() if G.on_edge(c)])
-        verdict.append(f"{name} (hidden [{w}, {w}], {n} training examples, val error <= {target:g}): B_crit = "
-                       f"{value:.0f} [{iv['lo']:.0f}, {iv['hi']:.0f}]; S(B) "
-                       + ", ".join(f"{B}: {s:,.0f}" for B, s in sorted(S.items())) + ".")
+        G.tune(config, arms, Bs, target, lambda B: math.ceil(config["budget_factor"] * max(S_ref, E_ref / B)),
+               writer, executor, out, job_config=job, prefix=f"{name}-")
+        own[name] = (target, lr_ref, arms)
+    saved = store.open(out)
     widths = [f"w{w}-n{n_train}" for w in sorted(config["widths"])]
     sizes = sorted({name for name, (w, n) in named.items() if w == config["width"]}, key=lambda k: named[k][1])
-    tests = judge(config, crit, widths, sizes)
+    crit = {}
+    for sweep, names in (("width", widths), ("data", sizes)):
+        # one target for the whole sweep, the loosest of its variants' own, so that only the width (or the data)
+        # differs; every variant's trials ran to its own target, so they all reach it and are read off their traces
+        common = max(own[k][0] for k in names)
+        summary["sweeps"][sweep] = dict(target=common, variants=names)
+        for i, name in enumerate(names):
+            w, n = named[name]
+            row = {}
+            for which, target in (("own", own[name][0]), ("common", common)):
+                cells = {B: c for (_, B), c in G.cells(saved, target, own[name][2], prefix=f"{name}-").items()}
+                value, draws, fit = critical(cells, config["resamples"], seed=i)
+                iv = U.interval(draws, value)
+                row[which] = dict(target=target, B_crit=value, B_crit_lo=iv["lo"], B_crit_hi=iv["hi"],
+                                  S_min=fit[0] if fit else None, E_min=fit[1] if fit else None,
+                                  steps={str(B): G.best(c)[0] for B, c in cells.items()},
+                                  edge=[B for B, c in cells.items() if G.on_edge(c)])
+                if which == "common":
+                    crit[sweep, name] = (value, draws)
+            summary["variants"].setdefault(name, dict(width=w, n_train=n, reference_lr=own[name][1]))[f"{sweep}_sweep"] = row
+            c, o = row["common"], row["own"]
+            verdict.append(f"{sweep} sweep, {name} (hidden [{w}, {w}], {n} training examples): at val error <= "
+                           f"{common:g} B_crit = {c['B_crit']:.0f} [{c['B_crit_lo']:.0f}, {c['B_crit_hi']:.0f}], "
+                           "S(B) " + ", ".join(f"{B}: {v:,.0f}" for B, v in c["steps"].items())
+                           + f"; at its own target {o['target']:g}: B_crit = {o['B_crit']:.0f} "
+                             f"[{o['B_crit_lo']:.0f}, {o['B_crit_hi']:.0f}].")
+    tests = judge(config, {k[1]: v for k, v in crit.items() if k[0] == "width"},
+                  {k[1]: v for k, v in crit.items() if k[0] == "data"}, widths, sizes)
     verdict += [v.line() for v in tests.values()]
     summary.update(tests=[v.as_dict() for v in tests.values()], outcome={k: v.outcome for k, v in tests.items()})
     verdict.append(f"B_crit moves less than {config['move_margin']:g}x with width: {tests['width'].outcome}; "
@@ -113,13 +133,15 @@ def run(config, out, writer, executor, echo):
 
     v = summary["variants"]
 
-    def series(names, key):
-        return [("B_crit (90% bootstrap)", [v[k][key] for k in names], [v[k]["B_crit"] for k in names],
-                 [v[k]["B_crit_lo"] for k in names], [v[k]["B_crit_hi"] for k in names])]
+    def series(names, sweep, key):
+        return [(f"B_crit at {'the sweep' if which == 'common' else 'each'}'s target (90% bootstrap)",
+                 [v[k][key] for k in names], *([v[k][f"{sweep}_sweep"][which][f] for k in names]
+                                               for f in ("B_crit", "B_crit_lo", "B_crit_hi")))
+                for which in ("common", "own")]
 
     figures = [panels_figure([
         dict(title=f"B_crit against width ({n_train} examples)", xlabel="hidden width", ylabel="B_crit",
-             series=series(widths, "width")),
+             series=series(widths, "width", "width")),
         dict(title=f"B_crit against training examples (width {config['width']})", xlabel="training examples",
-             ylabel="B_crit", series=series(sizes, "n_train"))], *stem(out), "data_vs_width")]
+             ylabel="B_crit", series=series(sizes, "data", "n_train"))], *stem(out), "data_vs_width")]
     return finish("data-vs-width", out, summary, verdict, figures, writer)

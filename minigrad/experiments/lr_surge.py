@@ -80,7 +80,8 @@ def judge(config, Bs, stats, b_simple):
     ratio = (pv / bv, plo / bhi, phi / blo) if resolved else (pv / bv if bv > 0 else math.nan, math.nan, math.nan)
     r = config["peak_range"]
     near = V.within(f"Adam's peak lies within {r:g}x of B_simple", "B_peak / B_simple (interval from both "
-                    "intervals)", *ratio, 1 / r, r, noise, n)
+                    "intervals" + ("" if resolved else "; no interval: the peak lies on the largest B, unresolved")
+                    + ")", *ratio, 1 / r, r, noise, n)
     moves = V.above("a stricter target moves Adam's peak right", f"B_peak(strict) / B_peak(loose) (loose: "
                     f"{loose['peak'][0]:.0f})", *stats["adam", "peak_ratio"], 1.0, noise, n)
     return dict(sgd_rises=rises, sgd_holds=holds, sgd_saturates=saturates, adam_falls=falls, peak_near_b_simple=near,
