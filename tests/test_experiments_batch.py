@@ -109,6 +109,11 @@ def test_lr_surge_verdicts_follow_planted_shapes():
     assert t["stricter_moves_right"].outcome == V.NOT_REPRODUCED
     far = lr_surge.judge(config, Bs, surge, (20.0, 15.0, 30.0))  # the peak 25x past B_simple
     assert far["peak_near_b_simple"].outcome == V.NOT_REPRODUCED
+    # a tuned rate still on its grid's edge is a bound, not a measurement: every test on that arm is inconclusive
+    surge["adam", "strict"]["grid_edge"] = [False, False, True, False]
+    t = lr_surge.judge(config, Bs, surge, (512.0, 400.0, 600.0))
+    assert all(t[k].outcome == V.INCONCLUSIVE for k in ("adam_falls", "peak_near_b_simple", "stricter_moves_right"))
+    assert t["sgd_rises"].outcome == V.REPRODUCED and "grid's edge" in t["adam_falls"].line()
 
 
 def steps_cells(b_crit, s_min=100.0, Bs=(4, 16, 64, 256, 1024), seeds=3, noise=0.03, seed=0):

@@ -19,6 +19,8 @@ Verdicts (verdict.py):
     adam falls      lr*_adam(B_max) / max_B lr*_adam below 1/fall_margin (strict target)
     peak ~ B_simple B_peak(adam, strict) / B_simple within [1/peak_range, peak_range]; inconclusive when the peak
                     lies on the largest B (no fall seen: where the peak lies is not resolved)
+A test whose tuned rates include one still on the edge of its grid after widening is inconclusive (no interval):
+the rate is then a bound, not a measurement.
     stricter right  B_peak(adam, strict) / B_peak(adam, loose) above 1
 """
 import math
@@ -66,24 +68,38 @@ def judge(config, Bs, stats, b_simple):
     noise, n, m = "90% bootstrap over seeds, rates re-tuned per resample", config["seeds"], config["fall_margin"]
     sgd, adam, loose = stats["sgd", "strict"], stats["adam", "strict"], stats["adam", "loose"]
     mid = Bs[len(Bs) // 2]
-    rises = V.above("SGD's tuned rate rises with B", f"lr*(B={mid}) / lr*(B={Bs[0]})", *sgd["rise"], 1.0, noise, n)
-    holds = V.above("SGD's tuned rate does not fall", f"lr*(B={Bs[-1]}) / the largest lr*", *sgd["fall"], 1 / m,
-                    noise, n)
-    saturates = V.below("SGD's tuned rate saturates", f"d log lr* / d log B from B={mid} to {Bs[-1]}",
-                        *sgd["upper_slope"], config["saturated_slope"], noise, n)
-    falls = V.below("Adam's tuned rate falls past a peak", f"lr*(B={Bs[-1]}) / the largest lr*", *adam["fall"],
-                    1 / m, noise, n)
-    pv, plo, phi = adam["peak"]
+
+    def resolved(stat, *arms):
+        """The interval, or none where a tuned rate of the arms still lies on its grid's edge (unresolved)."""
+        if any(any(a.get("grid_edge", ())) for a in arms):
+            return stat[0], math.nan, math.nan
+        return stat
+
+    edge = " (no interval: a tuned rate lies on its grid's edge)"
+
+    def note(*arms):
+        return edge if any(any(a.get("grid_edge", ())) for a in arms) else ""
+
+    rises = V.above("SGD's tuned rate rises with B", f"lr*(B={mid}) / lr*(B={Bs[0]})" + note(sgd),
+                    *resolved(sgd["rise"], sgd), 1.0, noise, n)
+    holds = V.above("SGD's tuned rate does not fall", f"lr*(B={Bs[-1]}) / the largest lr*" + note(sgd),
+                    *resolved(sgd["fall"], sgd), 1 / m, noise, n)
+    saturates = V.below("SGD's tuned rate saturates", f"d log lr* / d log B from B={mid} to {Bs[-1]}" + note(sgd),
+                        *resolved(sgd["upper_slope"], sgd), config["saturated_slope"], noise, n)
+    falls = V.below("Adam's tuned rate falls past a peak", f"lr*(B={Bs[-1]}) / the largest lr*" + note(adam),
+                    *resolved(adam["fall"], adam), 1 / m, noise, n)
+    pv, plo, phi = resolved(adam["peak"], adam)
     bv, blo, bhi = b_simple
     # a peak on the largest B is no peak: where it lies is not resolved
-    resolved = bv > 0 and blo > 0 and not adam["on_edge"]
-    ratio = (pv / bv, plo / bhi, phi / blo) if resolved else (pv / bv if bv > 0 else math.nan, math.nan, math.nan)
+    ok = bv > 0 and blo > 0 and not adam["on_edge"] and math.isfinite(plo)
+    ratio = (pv / bv, plo / bhi, phi / blo) if ok else (pv / bv if bv > 0 else math.nan, math.nan, math.nan)
     r = config["peak_range"]
     near = V.within(f"Adam's peak lies within {r:g}x of B_simple", "B_peak / B_simple (interval from both "
-                    "intervals" + ("" if resolved else "; no interval: the peak lies on the largest B, unresolved")
-                    + ")", *ratio, 1 / r, r, noise, n)
+                    "intervals" + ("" if ok else "; no interval: the peak lies on the largest B, or a tuned rate on "
+                                   "its grid's edge") + ")", *ratio, 1 / r, r, noise, n)
     moves = V.above("a stricter target moves Adam's peak right", f"B_peak(strict) / B_peak(loose) (loose: "
-                    f"{loose['peak'][0]:.0f})", *stats["adam", "peak_ratio"], 1.0, noise, n)
+                    f"{loose['peak'][0]:.0f})" + note(adam, loose), *resolved(stats["adam", "peak_ratio"], adam, loose),
+                    1.0, noise, n)
     return dict(sgd_rises=rises, sgd_holds=holds, sgd_saturates=saturates, adam_falls=falls, peak_near_b_simple=near,
                 stricter_moves_right=moves)
 
