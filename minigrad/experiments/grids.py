@@ -7,6 +7,7 @@ stopped at a target, and up to `max_widen` rounds that add one rate beyond an ed
     cells    {(arm, B): {lr: [steps-to-target per seed, inf = missed or diverged]}}
 """
 import math
+import statistics
 
 import numpy as np
 
@@ -86,7 +87,7 @@ def cells(saved, target, arms, prefix=""):
 
 def best(cell):
     """(fewest median steps over the rates, its rate); (inf, None) if every rate missed."""
-    medians = {lr: float(np.median(v)) for lr, v in cell.items()}
+    medians = {lr: float(statistics.median(v)) for lr, v in cell.items()}  # np.median: 10x slower on a few seeds
     lr = min(medians, key=lambda k: (medians[k], k))
     return (medians[lr], lr) if math.isfinite(medians[lr]) else (math.inf, None)
 
