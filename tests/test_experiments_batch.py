@@ -99,7 +99,7 @@ def test_lr_surge_verdicts_follow_planted_shapes():
     Bs = [8, 64, 512, 4096]
     surge = surge_stats([1, 4, 8, 2], [1, 8, 12, 13], Bs, peak_ratio=(2.0, 1.5, 3.0))
     t = lr_surge.judge(config, Bs, surge, (512.0, 400.0, 600.0))
-    assert all(v.outcome == V.REPRODUCED for v in t.values()), [v.line() for v in t.values() if v.outcome != V.REPRODUCED]
+    assert all(v.outcome == V.REPRODUCED for v in t.values()), [v.line() for v in t.values()]
     # negative controls: Adam's rate rising to the last B (no peak: where it lies is unresolved), SGD's still
     # rising linearly, a loose target's peak to the right of the strict one's
     flat = surge_stats([1, 8, 64, 512], [1, 8, 64, 512], Bs, adam_on_edge=True, peak_ratio=(0.5, 0.3, 0.8))

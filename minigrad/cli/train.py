@@ -114,9 +114,9 @@ def make_budget(steps, examples, epochs, default_epochs=20.0):
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
 @user_errors
 def train(data_name, data_dir, n_val, hidden, activation, loss, batch_size, lr, optimizer, momentum, beta2, beta2_rule,
-          beta2_halflife, weight_decay, lr_schedule, milestones, gamma, warmup_epochs, batch_growth, scale_lr, reference_batch_size, steps, examples,
-          epochs, target, keep_going, patience, sampler, keep_last, dtype, backend, threads, seed, data_seed, out,
-          overwrite):
+          beta2_halflife, weight_decay, lr_schedule, milestones, gamma, warmup_epochs, batch_growth, scale_lr,
+          reference_batch_size, steps, examples, epochs, target, keep_going, patience, sampler, keep_last, dtype,
+          backend, threads, seed, data_seed, out, overwrite):
     """Train one run and store its trace; prints a one-line summary."""
     config = {key: value for key, value in locals().items() if key not in ("out", "overwrite")}
     check_train_settings(config)

@@ -116,7 +116,8 @@ def run(config, out, writer, executor, echo):
                                   edge=[B for B, c in cells.items() if G.on_edge(c)])
                 if which == "common":
                     crit[sweep, name] = (value, draws)
-            summary["variants"].setdefault(name, dict(width=w, n_train=n, reference_lr=own[name][1]))[f"{sweep}_sweep"] = row
+            variant = summary["variants"].setdefault(name, dict(width=w, n_train=n, reference_lr=own[name][1]))
+            variant[f"{sweep}_sweep"] = row
             c, o = row["common"], row["own"]
             verdict.append(f"{sweep} sweep, {name} (hidden [{w}, {w}], {n} training examples): at val error <= "
                            f"{common:g} B_crit = {c['B_crit']:.0f} [{c['B_crit_lo']:.0f}, {c['B_crit_hi']:.0f}], "

@@ -2,15 +2,15 @@
 
 Used by the study (minigrad.study), every experiment (minigrad.experiments) and `minigrad train`:
 
-  config   the model and data: data, data_options, data_seed, train_subset, hidden, activation, loss, dtype, backend, optimizer,
-           momentum, weight_decay, eval_growth, sampler, and for Adam beta2, beta2_rule, beta2_halflife with
-           reference_batch_size (beta2 at each B: minigrad.training.schedules.scaled_beta2) (missing keys take the
-           defaults below)
+  config   the model and data: data, data_options, data_seed, train_subset, hidden, activation, loss, dtype,
+           backend, optimizer, momentum, weight_decay, eval_growth, sampler, and for Adam beta2, beta2_rule,
+           beta2_halflife with reference_batch_size (beta2 at each B: minigrad.training.schedules.scaled_beta2)
+           (missing keys take the defaults below)
   spec     one trial: run_id, batch_size, lr, seed, a budget (epochs, steps or examples), and optionally target,
            stop_at_target, lr_schedule / batch_schedule (keyword dicts for LRSchedule / BatchSchedule), sampler,
-           drop_last, patience, optimizer, momentum, beta2 (Adam's, overriding the config's rule), eval_growth, gns (GNSHook settings), two_batch_gns
-           (TwoBatchHook settings), full_gns (checkpoints, with total_steps), evaluate_train, curvature (Keskar's
-           measurements at the end), keep_params, threads (None: the process's settings; a count or "auto": see
+           drop_last, patience, optimizer, momentum, beta2 and beta2_rule (Adam's, overriding the config's rule),
+           eval_growth, gns (GNSHook settings), two_batch_gns (TwoBatchHook settings), full_gns (checkpoints,
+           with total_steps), evaluate_train, curvature (Keskar's measurements at the end), keep_params, threads (None: the process's settings; a count or "auto": see
            minigrad.training.threads)
 
 The result is a dict run_id, attrs (the trace's, plus the spec's bookkeeping keys), columns and arrays, which
