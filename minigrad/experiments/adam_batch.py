@@ -30,8 +30,8 @@ import numpy as np
 
 from minigrad.experiments import grids as G
 from minigrad.experiments import verdict as V
-from minigrad.experiments.common import finish, run_jobs, stem
-from minigrad.experiments.momentum import centre_lr, reference, reference_specs
+from minigrad.experiments.common import finish, stem
+from minigrad.experiments.momentum import centre_lr
 from minigrad.training.schedules import beta2_halflife, scaled_beta2
 from minigrad.training.trial import load_data
 
@@ -101,24 +101,17 @@ def judge(config, cells, diverged, Bs):
 
 
 def run(config, out, writer, executor, echo):
-    from minigrad import store
-
-    n_train = len(load_data(config).y_train)
-    Bs = sorted(B for B in config["batch_sizes"] if B <= n_train)
-    if len(Bs) < 2:
-        raise ValueError(f"adam-batch needs two batch sizes up to the training split's {n_train} examples")
-    run_jobs(config, reference_specs(config), writer, executor, label="reference runs")
-    target, lr_ref, S_ref, E_ref = reference(config, store.open(out))
+    Bs = G.batch_sizes(config, len(load_data(config).y_train), 2, "adam-batch")
+    target, lr_ref, budget = G.reference_phase(config, writer, executor, out)
     the_arms = arms(config, lr_ref)
-    saved = G.tune(config, the_arms, Bs, target,
-                   lambda B: math.ceil(config["budget_factor"] * max(S_ref, E_ref / B)), writer, executor, out)
+    saved = G.tune(config, the_arms, Bs, target, budget, writer, executor, out)
     cells = G.cells(saved, target, the_arms)
     diverged = {}
     for r in sorted(saved.runs.values(), key=lambda r: r.run_id):
         if r.attrs.get("tag") in the_arms:
             diverged.setdefault((r.attrs["tag"], r.attrs["batch_size"]), {}).setdefault(r.attrs["lr"], []).append(
                 r.attrs["status"] == "DIVERGED")
-    summary = dict(target=target, reference_lr=lr_ref, S_ref=S_ref,
+    summary = dict(target=target, reference_lr=lr_ref,
                    t_half=beta2_halflife(config["beta2"], config["halflife_batch"]), per_batch={})
     verdict = [f"target: validation error <= {target:g} (best SGD reference error at B={config['reference_batch']}, "
                f"lr={lr_ref:g}, + {config['target_margin']:g}); rates on a factor-{config['lr_step']:g} grid, "

@@ -22,8 +22,8 @@ import numpy as np
 
 from minigrad.experiments import grids as G
 from minigrad.experiments import verdict as V
-from minigrad.experiments.common import finish, run_jobs, stem
-from minigrad.experiments.momentum import centre_lr, reference, reference_specs
+from minigrad.experiments.common import finish, stem
+from minigrad.experiments.momentum import centre_lr
 from minigrad.study import uncertainty as U
 from minigrad.training.trial import load_data
 
@@ -82,17 +82,11 @@ def run(config, out, writer, executor, echo):
     own, summary, verdict = {}, dict(variants={}, sweeps={}), []
     for name, (w, n) in named.items():  # each variant tuned at its own target (its best error + margin)
         job = dict(config, hidden=[w, w], train_subset=None if n == n_train else n)
-        Bs = sorted(B for B in config["batch_sizes"] if B <= n)
-        if len(Bs) < 3:
-            raise ValueError(f"{name}: fewer than three batch sizes fit its {n} training examples; lower the "
-                             "batch sizes or raise the smallest data fraction")
-        run_jobs(job, reference_specs(config, tag=f"{name}-reference"), writer, executor,
-                 label=f"{name}: reference runs")
-        target, lr_ref, S_ref, E_ref = reference(config, store.open(out), tag=f"{name}-reference")
+        Bs = G.batch_sizes(config, n, 3, name)
+        target, lr_ref, budget = G.reference_phase(config, writer, executor, out, job, tag=f"{name}-reference")
         arms = {"sgd": dict(optimizer="sgd", centre=lambda B, lr_ref=lr_ref: centre_lr(lr_ref, B,
                                                                                        config["reference_batch"]))}
-        G.tune(config, arms, Bs, target, lambda B: math.ceil(config["budget_factor"] * max(S_ref, E_ref / B)),
-               writer, executor, out, job_config=job, prefix=f"{name}-")
+        G.tune(config, arms, Bs, target, budget, writer, executor, out, job_config=job, prefix=f"{name}-")
         own[name] = (target, lr_ref, arms)
     saved = store.open(out)
     widths = [f"w{w}-n{n_train}" for w in sorted(config["widths"])]

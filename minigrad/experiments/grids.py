@@ -16,6 +16,28 @@ from minigrad.experiments.common import run_jobs
 from minigrad.experiments.stratified import steps_to
 
 
+def batch_sizes(config, n_train, least, name):
+    """The configured batch sizes that fit the training split, at least `least` of them."""
+    Bs = sorted(B for B in config["batch_sizes"] if B <= n_train)
+    if len(Bs) < least:
+        raise ValueError(f"{name} needs {least} batch sizes up to its {n_train} training examples; lower the batch "
+                         "sizes")
+    return Bs
+
+
+def reference_phase(config, writer, executor, out, job_config=None, tag="reference"):
+    """(target, reference lr, budget(B) in steps) from SGD at the reference batch size, as the momentum experiment
+    sets them: the target is its best validation error + target_margin, a trial's budget budget_factor x the steps
+    (or examples / B) the reference took to reach it."""
+    from minigrad import store
+    from minigrad.experiments.momentum import reference, reference_specs
+
+    run_jobs(job_config or config, reference_specs(config, tag), writer, executor,
+             label=f"{tag.replace('-', ' ')} runs")
+    target, lr_ref, S_ref, E_ref = reference(config, store.open(out), tag)
+    return target, lr_ref, lambda B: math.ceil(config["budget_factor"] * max(S_ref, E_ref / B))
+
+
 def run_id(arm, B, k, seed, prefix=""):
     return f"{prefix}{arm}-B{B:05d}-k{k:+d}-s{seed}"
 

@@ -29,8 +29,8 @@ import numpy as np
 
 from minigrad.experiments import grids as G
 from minigrad.experiments import verdict as V
-from minigrad.experiments.common import finish, run_jobs, stem
-from minigrad.experiments.momentum import centre_lr, reference, reference_specs
+from minigrad.experiments.common import finish, stem
+from minigrad.experiments.momentum import centre_lr
 from minigrad.study.uncertainty import interpolated_lr
 from minigrad.training.trial import load_data
 
@@ -105,19 +105,13 @@ def judge(config, Bs, stats, b_simple):
 
 
 def run(config, out, writer, executor, echo):
-    from minigrad import store
     from minigrad.instruments.noise import b_simple_near_target
 
-    n_train = len(load_data(config).y_train)
-    Bs = sorted(B for B in config["batch_sizes"] if B <= n_train)
-    if len(Bs) < 3:
-        raise ValueError(f"lr-surge needs three batch sizes up to the training split's {n_train} examples")
-    run_jobs(config, reference_specs(config), writer, executor, label="reference runs")
-    strict, lr_ref, S_ref, E_ref = reference(config, store.open(out))
+    Bs = G.batch_sizes(config, len(load_data(config).y_train), 3, "lr-surge")
+    strict, lr_ref, budget = G.reference_phase(config, writer, executor, out)
     loose = round(strict - config["target_margin"] + config["loose_margin"], 4)
     the_arms = arms(config, lr_ref)
-    saved = G.tune(config, the_arms, Bs, strict,
-                   lambda B: math.ceil(config["budget_factor"] * max(S_ref, E_ref / B)), writer, executor, out)
+    saved = G.tune(config, the_arms, Bs, strict, budget, writer, executor, out)
     targets = {"strict": strict, "loose": loose}
     cells = {name: G.cells(saved, t, the_arms) for name, t in targets.items()}
     stats, summary = {}, dict(targets=targets, reference_lr=lr_ref, batch_sizes=Bs, per_arm={})
