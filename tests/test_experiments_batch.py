@@ -190,3 +190,20 @@ def test_lr_surge_and_data_vs_width_end_to_end(tmp_path):
     t = saved.runs["w8-n600-sgd-B00004-k+0-s0"].trace  # trained on the first 600 examples: epoch = examples / 600
     assert t["epoch"][-1] * 600 == pytest.approx(t["examples"][-1])
     assert set(outcome.summary["outcome"]) == {"width", "data"}
+
+
+def test_cli_refuses_bad_settings_before_any_file(tmp_path):
+    from click.testing import CliRunner
+
+    from minigrad.cli import main
+
+    for args, needle in ((["lr-surge", "--seeds", "0"], "seeds"),
+                         (["lr-surge", "--batch-sizes", "8,64"], "needs 3 batch sizes"),
+                         (["data-vs-width", "--data-fractions", "0.001", "--data", "digits"], "needs 3 batch sizes"),
+                         (["adam-batch", "--adam-lr", "-1"], "adam lr")):
+        out = tmp_path / "x.h5"
+        result = CliRunner().invoke(main, ["experiment", *args, "--out", str(out)])
+        assert result.exit_code == 2 and needle in result.output, result.output
+        assert not out.exists()
+    result = CliRunner().invoke(main, ["experiment", "adam-batch", "--help"])
+    assert result.exit_code == 0 and "half-life" in result.output  # control: the command itself is there

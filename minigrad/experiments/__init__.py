@@ -33,7 +33,10 @@ def run(name, config, out, *, overwrite=False, executor=None, workers=None, thre
     inline = executor is None and workers == 1
     if executor is None:
         executor = InlineExecutor() if inline else LocalExecutor(workers or 2, threads=threads)
-    runner = import_module(f"minigrad.experiments.{name.replace('-', '_')}").run
+    module = import_module(f"minigrad.experiments.{name.replace('-', '_')}")
+    if hasattr(module, "check"):  # settings that need the data, refused before the file is created
+        module.check(config)
+    runner = module.run
     with store.Store.create(out, config, kind=f"experiment/{name}", overwrite=overwrite) as writer, executor, \
             use_threads(threads if inline else None):
         if writer.resumed:

@@ -100,8 +100,12 @@ def judge(config, cells, diverged, Bs):
     return dict(stable=stable, efficient=efficient, basin=wider, gap=gap)
 
 
+def check(config):
+    return G.batch_sizes(config, len(load_data(config).y_train), 2, "adam-batch")
+
+
 def run(config, out, writer, executor, echo):
-    Bs = G.batch_sizes(config, len(load_data(config).y_train), 2, "adam-batch")
+    Bs = check(config)
     target, lr_ref, budget = G.reference_phase(config, writer, executor, out)
     the_arms = arms(config, lr_ref)
     saved = G.tune(config, the_arms, Bs, target, budget, writer, executor, out)

@@ -74,6 +74,13 @@ def judge(config, by_width, by_data, widths, sizes):
     return dict(width=width, data=data)
 
 
+def check(config):
+    """Every variant has three batch sizes that fit its training examples."""
+    n_train = len(load_data(config).y_train)
+    for name, (_, n) in variants(config, n_train).items():
+        G.batch_sizes(config, n, 3, name)
+
+
 def run(config, out, writer, executor, echo):
     from minigrad import store
 

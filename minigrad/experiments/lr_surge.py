@@ -104,10 +104,14 @@ def judge(config, Bs, stats, b_simple):
                 stricter_moves_right=moves)
 
 
+def check(config):
+    return G.batch_sizes(config, len(load_data(config).y_train), 3, "lr-surge")
+
+
 def run(config, out, writer, executor, echo):
     from minigrad.instruments.noise import b_simple_near_target
 
-    Bs = G.batch_sizes(config, len(load_data(config).y_train), 3, "lr-surge")
+    Bs = check(config)
     strict, lr_ref, budget = G.reference_phase(config, writer, executor, out)
     loose = round(strict - config["target_margin"] + config["loose_margin"], 4)
     the_arms = arms(config, lr_ref)
