@@ -65,6 +65,12 @@ def test_adam_batch_verdicts_follow_planted_effects():
                    for lr, v in c.items()}
     t = adam_batch.judge(CONFIG, same, no_divergence(same), [4, 1024])
     assert t["basin"].outcome == V.INCONCLUSIVE and t["gap"].outcome == V.INCONCLUSIVE
+    # the planted effects again, but SGD's best rate at B=4 on its grid's edge: its S is a bound, so no verdict
+    edge = dict(good)
+    edge["sgd", 4] = {lr: list(np.asarray(v) * lr ** 2) for lr, v in good["sgd", 4].items()}  # fewest at the least
+    t = adam_batch.judge(CONFIG, edge, no_divergence(edge), [4, 1024])
+    assert t["gap"].outcome == V.INCONCLUSIVE and "grid's edge" in t["gap"].line()
+    assert t["efficient"].outcome == V.REPRODUCED  # control: the tests that do not rest on that cell still judge
 
 
 def test_basin_width_reads_the_parabola_and_refuses_an_edge():

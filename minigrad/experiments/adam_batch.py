@@ -23,6 +23,9 @@ Verdicts (verdict.py), at the smallest B against the others:
                 `same_margin` (at least as sample-efficient, up to the margin), not if above
     basin       basin width at B_min / at B_max (halflife rule): reproduced if above 1, not if below
     gap         (S_sgd / S_halflife at B_min) / (the same at B_max): reproduced if below 1, not if above
+
+efficient and gap are inconclusive (no interval) when a best rate they rest on still lies on its grid's edge after
+widening (its S(B) is a bound); the basin is undefined there.
 """
 import math
 
@@ -83,20 +86,21 @@ def judge(config, cells, diverged, Bs):
     def efficiency(c_small, *c_larger, Bl=Bs[1:]):
         return steps(c_small) * small / min(steps(c) * B for c, B in zip(c_larger, Bl))
 
-    e = G.bootstrap(efficiency, [cells[hl, small]] + [cells[hl, B] for B in Bs[1:]], config["resamples"], seed=1)
+    e, edge = G.tuned_bootstrap(efficiency, [cells[hl, small]] + [cells[hl, B] for B in Bs[1:]],
+                                config["resamples"], seed=1)
     efficient = V.below(f"half-life rule: at least as sample-efficient at B={small}", "examples to target at "
-                        f"B={small} / the fewest at a larger B", *e, config["same_margin"], noise, n_seeds)
+                        f"B={small} / the fewest at a larger B" + edge, *e, config["same_margin"], noise, n_seeds)
     tol = config["basin_tolerance"]
     w = G.bootstrap(lambda a, b: basin(a, tol) / basin(b, tol), [cells[hl, small], cells[hl, large]],
                     config["resamples"], seed=2)
     wider = V.above(f"half-life rule: the basin is wider at B={small} than at B={large}",
                     f"basin width (rates within {tol:.0%} of the best steps) at B={small} / at B={large}", *w, 1.0,
                     noise, n_seeds)
-    g = G.bootstrap(lambda s1, a1, s2, a2: (steps(s1) / steps(a1)) / (steps(s2) / steps(a2)),
-                    [cells["sgd", small], cells[hl, small], cells["sgd", large], cells[hl, large]],
-                    config["resamples"], seed=3)
+    g, edge = G.tuned_bootstrap(lambda s1, a1, s2, a2: (steps(s1) / steps(a1)) / (steps(s2) / steps(a2)),
+                                [cells["sgd", small], cells[hl, small], cells["sgd", large], cells[hl, large]],
+                                config["resamples"], seed=3)
     gap = V.below(f"the SGD-Adam gap shrinks as B falls (B={large} to {small})",
-                  f"(S_sgd / S_adam-halflife at B={small}) / (at B={large})", *g, 1.0, noise, n_seeds)
+                  f"(S_sgd / S_adam-halflife at B={small}) / (at B={large})" + edge, *g, 1.0, noise, n_seeds)
     return dict(stable=stable, efficient=efficient, basin=wider, gap=gap)
 
 

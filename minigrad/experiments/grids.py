@@ -119,6 +119,18 @@ def on_edge(cell):
     return lr is not None and len(cell) > 1 and lr in (min(cell), max(cell))
 
 
+EDGE = " (no interval: a best rate lies on its grid's edge)"
+
+
+def tuned_bootstrap(statistic, groups, resamples, seed=0):
+    """bootstrap() of a statistic of tuned cells, with no interval (NaN) if a cell's best rate still lies on its
+    grid's edge after widening: its S(B) is then a bound, not a measurement. Also returns EDGE or ""."""
+    value, lo, hi = bootstrap(statistic, groups, resamples, seed=seed)
+    if any(on_edge(g) for g in groups):
+        return (value, math.nan, math.nan), EDGE
+    return (value, lo, hi), ""
+
+
 def resampled(cell, rng):
     """The cell with every rate's seeds resampled with replacement."""
     return {lr: [v[i] for i in rng.integers(0, len(v), len(v))] for lr, v in cell.items()}
