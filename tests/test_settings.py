@@ -111,3 +111,21 @@ def test_the_vocabularies_are_spelled_once():
     bench = options_of(main.commands["bench"])
     assert tuple(bench["optimizer"].type.choices) == settings.OPTIMIZERS
     assert tuple(bench["sampler"].type.choices) == settings.SAMPLERS
+
+
+def test_a_file_written_before_a_setting_existed_still_resumes(tmp_path):
+    """beta2, beta2_rule and beta2_halflife joined the study's settings later: a file without them resumes while the
+    new configuration keeps their defaults, and is refused once one of them differs."""
+    from minigrad import store
+    from minigrad.store.files import StoreError
+
+    config = make_config(quick=True)
+    older = {k: v for k, v in config.items() if not k.startswith("beta2")}
+    with store.Store.create(tmp_path / "s.h5", older, kind="study") as w:
+        w.write_throughput([{"batch_size": 1, "step_time_s": 1e-4}])
+    with store.Store.create(tmp_path / "s.h5", config, kind="study", defaults=DEFAULT_CONFIG):
+        pass
+    with pytest.raises(StoreError, match="beta2"):
+        store.Store.create(tmp_path / "s.h5", {**config, "beta2": 0.99}, kind="study", defaults=DEFAULT_CONFIG)
+    with pytest.raises(StoreError, match="different configuration"):  # negative control: without the defaults
+        store.Store.create(tmp_path / "s.h5", config, kind="study")

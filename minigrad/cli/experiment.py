@@ -129,3 +129,40 @@ def experiment_momentum(quick, out, overwrite, workers, threads, data_name, batc
     """Heavy-ball momentum against SGD: steps-to-target per B, lr (and momentum) tuned per B (expectation 8)."""
     run_experiment("momentum", quick, out, overwrite, workers, threads, data_name, batch_sizes=batch_sizes,
                    seeds=seeds)
+
+
+@experiment.command("adam-batch")
+@experiment_options("adam-batch")
+@click.option("--batch-sizes", default=None, callback=int_list, help="Batch sizes [1,16,128,1024].")
+@click.option("--seeds", type=int, default=None, help="Seeds per rate, arm and batch size [3].")
+@click.option("--adam-lr", type=float, default=None, help="Adam's grid centre at B=32, scaled by sqrt(B/32) [2e-3].")
+def experiment_adam_batch(quick, out, overwrite, workers, threads, data_name, batch_sizes, seeds, adam_lr):
+    """Adam with beta2 fixed against beta2 by its half-life in samples, and SGD without momentum, rates tuned per B:
+    steps and examples to target, divergences, the width of the learning-rate basin."""
+    run_experiment("adam-batch", quick, out, overwrite, workers, threads, data_name, batch_sizes=batch_sizes,
+                   seeds=seeds, adam_lr=adam_lr)
+
+
+@experiment.command("lr-surge")
+@experiment_options("lr-surge")
+@click.option("--batch-sizes", default=None, callback=int_list, help="Batch sizes [4,16,64,256,1024,4096].")
+@click.option("--seeds", type=int, default=None, help="Seeds per rate, optimizer and batch size [3].")
+@click.option("--adam-lr", type=float, default=None, help="Adam's grid centre at B=32, scaled by sqrt(B/32) [2e-3].")
+def experiment_lr_surge(quick, out, overwrite, workers, threads, data_name, batch_sizes, seeds, adam_lr):
+    """The tuned learning rate against B for SGD and Adam at two targets, next to B_simple from the same trials:
+    SGD's rises then saturates, Adam's falls past a peak near B_simple that moves right at a stricter target."""
+    run_experiment("lr-surge", quick, out, overwrite, workers, threads, data_name, batch_sizes=batch_sizes,
+                   seeds=seeds, adam_lr=adam_lr)
+
+
+@experiment.command("data-vs-width")
+@experiment_options("data-vs-width")
+@click.option("--widths", default=None, callback=int_list, help="Hidden widths, two layers each [16,64,256].")
+@click.option("--data-fractions", default=None, callback=float_list,
+              help="Fractions of the training split, at width 64 [0.125,0.25,0.5,1].")
+@click.option("--seeds", type=int, default=None, help="Seeds per rate and batch size [2].")
+def experiment_data_vs_width(quick, out, overwrite, workers, threads, data_name, widths, data_fractions, seeds):
+    """B_crit across a 16x range of widths at a fixed training set, and across training-set sizes at a fixed
+    width: it moves little with width and grows with the data."""
+    run_experiment("data-vs-width", quick, out, overwrite, workers, threads, data_name, widths=widths,
+                   data_fractions=data_fractions, seeds=seeds)

@@ -20,7 +20,8 @@ STUDY_OPTIONS = [
     click.option("--n-val", type=int, default=None,
                  help="Validation examples carved from the training set (teacher, mnist, fashion-mnist)."),
     *(setting_option(name, "bench") for name in (
-        "hidden", "activation", "optimizer", "momentum", "batch_sizes", "reference_lrs", "lr_points", "seeds",
+        "hidden", "activation", "optimizer", "momentum", "beta2", "beta2_rule", "beta2_halflife", "batch_sizes",
+        "reference_lrs", "lr_points", "seeds",
         "target", "budget_factor", "equal_epochs", "sampler")),
     click.option("--workers", type=int, default=None, help="Worker processes [one per core]."),
     click.option("--executor", type=click.Choice(["local", "dask"]), default="local", show_default=True,

@@ -18,7 +18,8 @@ def check_train_settings(c):
     """The values of `minigrad train`, each once, before any data is loaded or file touched."""
     from minigrad.machine import settings
 
-    labels = {"lr": "--lr (learning rate)", "target": "--target (a validation error)"}
+    labels = {"lr": "--lr (learning rate)", "target": "--target (a validation error)",
+              "beta2_halflife": "--beta2-halflife (samples)"}
     for name, setting in settings.for_command("train").items():
         if name in c:
             setting.check(c[name], labels.get(name, setting.flag))
@@ -45,6 +46,9 @@ def make_budget(steps, examples, epochs, default_epochs=20.0):
 @setting_option("lr", "train")
 @setting_option("optimizer", "train")
 @setting_option("momentum", "train")
+@setting_option("beta2", "train")
+@setting_option("beta2_rule", "train")
+@setting_option("beta2_halflife", "train")
 @setting_option("weight_decay", "train")
 @click.option("--lr-schedule", type=click.Choice(["constant", "step", "cosine"]), default="constant",
               show_default=True)
@@ -76,10 +80,10 @@ def make_budget(steps, examples, epochs, default_epochs=20.0):
               help="HDF5 file for the trace.")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
 @user_errors
-def train(data_name, data_dir, n_val, hidden, activation, loss, batch_size, lr, optimizer, momentum, weight_decay,
-          lr_schedule, milestones, gamma, warmup_epochs, batch_growth, scale_lr, reference_batch_size, steps, examples,
-          epochs, target, keep_going, patience, sampler, keep_last, dtype, backend, threads, seed, data_seed, out,
-          overwrite):
+def train(data_name, data_dir, n_val, hidden, activation, loss, batch_size, lr, optimizer, momentum, beta2, beta2_rule,
+          beta2_halflife, weight_decay, lr_schedule, milestones, gamma, warmup_epochs, batch_growth, scale_lr,
+          reference_batch_size, steps, examples, epochs, target, keep_going, patience, sampler, keep_last, dtype,
+          backend, threads, seed, data_seed, out, overwrite):
     """Train one run and store its trace; prints a one-line summary."""
     config = {key: value for key, value in locals().items() if key not in ("out", "overwrite")}
     check_train_settings(config)
@@ -100,7 +104,8 @@ def train(data_name, data_dir, n_val, hidden, activation, loss, batch_size, lr, 
                **({"n_val": n_val} if n_val is not None else {})}
     model_config = dict(data=data_name, data_options=options, data_seed=data_seed, hidden=hidden,
                         activation=activation, loss=loss, dtype=dtype, backend=backend, optimizer=optimizer,
-                        momentum=momentum, weight_decay=weight_decay)
+                        momentum=momentum, weight_decay=weight_decay, beta2=beta2, beta2_rule=beta2_rule,
+                        beta2_halflife=beta2_halflife, reference_batch_size=reference_batch_size)
     spec = dict(run_id="run", batch_size=batch_size, lr=scaled_lr(lr, batch_size, reference_batch_size, scale_lr),
                 seed=seed, steps=budget.steps, examples=budget.examples, epochs=budget.epochs, target=target,
                 stop_at_target=not keep_going, sampler=sampler, drop_last=not keep_last, patience=patience,

@@ -6,6 +6,9 @@
     gns         the gradient noise scale B_simple over training next to B_crit from a `minigrad bench` study
     stratified  shuffled against class-stratified batches: steps-to-target and its spread over seeds
     momentum    heavy-ball momentum against SGD: steps-to-target per B with lr (and momentum) tuned per B
+    adam-batch  Adam with beta2 fixed or by its half-life in samples, and plain SGD, tuned per B from B = 1 up
+    lr-surge    the tuned rate against B for SGD and Adam at two targets, next to B_simple
+    data-vs-width  B_crit across model widths at a fixed training set, and across training-set sizes
 """
 from importlib import import_module
 from pathlib import Path
@@ -30,7 +33,10 @@ def run(name, config, out, *, overwrite=False, executor=None, workers=None, thre
     inline = executor is None and workers == 1
     if executor is None:
         executor = InlineExecutor() if inline else LocalExecutor(workers or 2, threads=threads)
-    runner = import_module(f"minigrad.experiments.{name}").run
+    module = import_module(f"minigrad.experiments.{name.replace('-', '_')}")
+    if hasattr(module, "check"):  # settings that need the data, refused before the file is created
+        module.check(config)
+    runner = module.run
     with store.Store.create(out, config, kind=f"experiment/{name}", overwrite=overwrite) as writer, executor, \
             use_threads(threads if inline else None):
         if writer.resumed:

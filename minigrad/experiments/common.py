@@ -16,7 +16,7 @@ import numpy as np
 
 from minigrad.machine import settings
 
-EXPERIMENTS = ("noise", "keskar", "smith", "gns", "stratified", "momentum")
+EXPERIMENTS = ("noise", "keskar", "smith", "gns", "stratified", "momentum", "adam-batch", "lr-surge", "data-vs-width")
 
 _BASE = {"data": "teacher", "data_options": {}, "hidden": [64, 64], "activation": "relu", "loss": "cross_entropy",
          "dtype": "float32", "optimizer": "sgd", "momentum": 0.9, "eval_growth": 1.04}
@@ -41,6 +41,23 @@ DEFAULTS = {
     "momentum": dict(_BASE, batch_sizes=[8, 64, 512], momenta=[0.5, 0.9], lr_grid=[-1, 0, 1], seeds=3,
                      reference_batch=32, reference_lrs=[0.1, 0.3], reference_epochs=6.0, target_margin=0.02,
                      budget_factor=3.0, same_margin=1.25, resamples=1000, max_widen=2),
+    # Adam's beta2 fixed or by its half-life, and plain SGD, tuned per B (adam_batch.py); adam_lr is the centre at
+    # reference_batch, scaled by sqrt(B / reference_batch)
+    "adam-batch": dict(_BASE, batch_sizes=[1, 16, 128, 1024], lr_grid=[-1, 0, 1], lr_step=2.0, seeds=3, adam_lr=2e-3,
+                       beta2=0.999, halflife_batch=128, reference_batch=32, reference_lrs=[0.1, 0.3],
+                       reference_epochs=6.0, target_margin=0.02, budget_factor=3.0, basin_tolerance=0.1,
+                       same_margin=1.25, resamples=500, max_widen=1),
+    # the tuned rate against B for SGD and Adam at two targets, next to B_simple (lr_surge.py)
+    "lr-surge": dict(_BASE, batch_sizes=[4, 16, 64, 256, 1024, 4096], lr_grid=[-1, 0, 1], lr_step=2.0, seeds=3,
+                     adam_lr=2e-3, reference_batch=32, reference_lrs=[0.1, 0.3], reference_epochs=6.0,
+                     target_margin=0.02, loose_margin=0.06, budget_factor=3.0, fall_margin=1.25, peak_range=3.0,
+                     saturated_slope=0.5,
+                     resamples=300, max_widen=2),
+    # B_crit across widths at the whole training split and across subsets of it at one width (data_vs_width.py)
+    "data-vs-width": dict(_BASE, widths=[16, 64, 256], width=64, data_fractions=[0.125, 0.25, 0.5, 1.0],
+                          batch_sizes=[4, 16, 64, 256, 1024], lr_grid=[-1, 0, 1], lr_step=2.0, seeds=2,
+                          reference_batch=32, reference_lrs=[0.1, 0.3], reference_epochs=6.0, target_margin=0.02,
+                          budget_factor=3.0, move_margin=1.5, resamples=400, max_widen=1),
 }
 
 QUICK = {
@@ -51,6 +68,11 @@ QUICK = {
     "gns": dict(gns_batches=2, checkpoints=8, study_quick=True),
     "stratified": dict(epochs=3.0, seeds=16, batch_sizes=[8]),
     "momentum": dict(batch_sizes=[8, 512], momenta=[0.9], seeds=2, reference_epochs=3.0, resamples=500),
+    # Adam's step at B <= 4 costs ~150 us here (SGD's fused one ~12 us): B = 1 alone would take the minute
+    "adam-batch": dict(batch_sizes=[4, 64, 1024], seeds=2, reference_epochs=3.0, resamples=300),
+    "lr-surge": dict(batch_sizes=[8, 64, 512, 2048], seeds=2, reference_epochs=3.0, max_widen=1, resamples=200),
+    "data-vs-width": dict(widths=[16, 256], data_fractions=[0.25, 1.0], batch_sizes=[4, 32, 256, 1024],
+                          reference_epochs=3.0, resamples=200),
 }
 
 # The small study the gns experiment runs when it is given none: `minigrad bench --quick` (default), or smaller
@@ -84,7 +106,9 @@ def make_config(name, quick=False, **overrides):
 
 # the experiments' settings that are checked (their ranges are the settings table's)
 CHECKED = ("at_epochs", "batch_sizes", "draws", "epochs", "lr", "seeds", "factor", "checkpoints", "hidden",
-           "momentum", "momenta", "margin", "resamples")
+           "momentum", "momenta", "margin", "resamples", "beta2", "adam_lr", "lr_step", "basin_tolerance",
+           "same_margin", "max_widen", "target_margin", "loose_margin", "fall_margin", "peak_range", "widths", "width",
+           "data_fractions", "move_margin")
 
 
 @dataclass

@@ -216,3 +216,27 @@ def momentum_figure(summary, config, out_dir, stem):
     ax2.set(xlabel="batch size B", ylabel="S_mom / S_sgd", title="Momentum against SGD (expectation 8)")
     ax2.legend(fontsize=8)
     return plt.save(fig, _path(out_dir, stem, "momentum"))
+
+
+def panels_figure(panels, out_dir, stem, suffix):
+    """Side-by-side panels of series against B with their intervals (the newer experiments' figures).
+    panels: [dict(title, xlabel, ylabel, series=[(label, x, y, lo, hi)], logy=True, hlines=[(y, label)],
+    vlines=[(x, label)])]."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2))
+    for ax, panel in zip(np.atleast_1d(axes), panels):
+        for i, (label, x, y, lo, hi) in enumerate(panel["series"]):
+            x, y, lo, hi = (np.asarray(v, float) for v in (x, y, lo, hi))
+            err = np.nan_to_num(np.abs(np.stack([y - lo, hi - y])), posinf=0.0)
+            ok = np.isfinite(y)
+            ax.errorbar(x[ok], y[ok], yerr=err[:, ok], fmt="o-", color=f"C{i}", capsize=3, label=label)
+        for y, label in panel.get("hlines", []):
+            ax.axhline(y, color="gray", lw=0.8, ls="--", label=label)
+        for x, label in panel.get("vlines", []):
+            if math.isfinite(x):
+                ax.axvline(x, color="gray", lw=0.8, ls=":", label=label)
+        ax.set_xscale("log")
+        if panel.get("logy", True):
+            ax.set_yscale("log")
+        ax.set(xlabel=panel["xlabel"], ylabel=panel["ylabel"], title=panel["title"])
+        ax.legend(fontsize=7)
+    return plt.save(fig, _path(out_dir, stem, suffix))

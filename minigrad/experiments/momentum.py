@@ -20,18 +20,18 @@ from minigrad.experiments.stratified import steps_to
 from minigrad.training.trial import load_data
 
 
-def reference_specs(config):
-    return [dict(run_id=f"reference-lr{lr:g}-s{seed}", tag="reference", batch_size=config["reference_batch"],
+def reference_specs(config, tag="reference"):
+    return [dict(run_id=f"{tag}-lr{lr:g}-s{seed}", tag=tag, batch_size=config["reference_batch"],
                  lr=lr, seed=seed, epochs=config["reference_epochs"], stop_at_target=False, momentum=0.0)
             for lr in config["reference_lrs"] for seed in range(2)]
 
 
-def reference(config, saved):
+def reference(config, saved, tag="reference"):
     """(target, reference lr, S_ref, E_ref) from the reference runs: the lr with the lowest mean best validation
     error; target = that + margin; S_ref, E_ref = median steps and examples its runs took to first reach it."""
     by_lr = {}
     for r in saved.runs.values():
-        if r.attrs.get("tag") == "reference" and r.attrs["status"] != "DIVERGED":
+        if r.attrs.get("tag") == tag and r.attrs["status"] != "DIVERGED":
             by_lr.setdefault(r.attrs["lr"], []).append(r)
     if not by_lr:
         raise ValueError("every reference run diverged: lower the reference learning rates")

@@ -16,6 +16,7 @@ DTYPES = ("float32", "float64")
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")
 SAMPLERS = ("shuffle", "replacement", "stratified")
 STATUSES = ("COMPLETE", "INCOMPLETE", "DIVERGED")
+BETA2_RULES = ("fixed", "halflife")
 COMPLETE, INCOMPLETE, DIVERGED = STATUSES
 
 _SEED_MAX = 2**63 - 1
@@ -103,6 +104,13 @@ SETTINGS = {s.name: s for s in [
     _s("optimizer", "choice", "Optimizer.", choices=OPTIMIZERS, defaults={"bench": "sgd", "train": "sgd"}),
     _s("momentum", "float", "Momentum (Adam: beta1).", lo=0, hi=1, hi_open=True,
        defaults={"bench": 0.9, "train": 0.9}),
+    _s("beta2", "float", "Adam's beta2; with beta2_rule halflife, its value at the reference batch size.", lo=0, hi=1,
+       lo_open=True, hi_open=True, defaults={"bench": 0.999, "train": 0.999}),
+    _s("beta2_rule", "choice", "Adam's beta2 per B. fixed: beta2 at any batch size; halflife: beta2 = 0.5^(B / t_half), "
+       "the same half-life in samples at every B (t_half from beta2_halflife, else that of beta2 at the reference "
+       "batch size).", choices=BETA2_RULES, defaults={"bench": "fixed", "train": "fixed"}),
+    _s("beta2_halflife", "float", "t_half in samples for beta2_rule halflife.", lo=0, hi=1e15, lo_open=True,
+       nullable=True, defaults={"bench": None, "train": None}),
     _s("sampler", "choice", "How batches are drawn.", choices=SAMPLERS, defaults={"bench": "shuffle", "train": "shuffle"}),
     # the study's design
     _s("batch_sizes", "ints", "Batch sizes.", lo=1, unique=True,
@@ -162,6 +170,18 @@ SETTINGS = {s.name: s for s in [
     _s("momenta", "floats", "Momentum values to tune over.", lo=0, hi=1, hi_open=True),
     _s("margin", "float", "Relative margin of an equivalence test.", lo=1, hi=100, lo_open=True),
     _s("resamples", "int", "Bootstrap resamples.", lo=100, hi=1e6),
+    _s("adam_lr", "float", "Adam's learning-rate centre at the reference batch size.", lo=0, hi=1e6, lo_open=True),
+    _s("lr_step", "float", "Ratio between neighbouring rates of a grid.", lo=1, hi=1e3, lo_open=True),
+    _s("basin_tolerance", "float", "Rates within this fraction of the best steps count as the basin.", lo=0, hi=10,
+       lo_open=True),
+    _s("same_margin", "float", "Ratio within which two quantities count as the same.", lo=1, hi=100, lo_open=True),
+    _s("loose_margin", "float", "Margin of the looser target over the strict one.", lo=0, hi=1, lo_open=True),
+    _s("fall_margin", "float", "Ratio by which the rate must fall past its peak.", lo=1, hi=100, lo_open=True),
+    _s("peak_range", "float", "Factor around B_simple within which the peak must lie.", lo=1, hi=1e3, lo_open=True),
+    _s("widths", "ints", "Hidden widths to compare.", lo=1, hi=1e6),
+    _s("width", "int", "Hidden width.", lo=1, hi=1e6),
+    _s("data_fractions", "floats", "Fractions of the training set.", lo=0, hi=1, lo_open=True),
+    _s("move_margin", "float", "Ratio beyond which B_crit counts as moved.", lo=1, hi=100, lo_open=True),
 ]}
 
 

@@ -34,8 +34,11 @@ class Store:
 
     @classmethod
     def create(cls, path, config: dict, *, kind: str = "study", overwrite: bool = False,
-               resume: bool = True) -> "Store":
+               resume: bool = True, defaults: dict = None) -> "Store":
         """Start a study file, or resume the one at `path` if it holds the same configuration and kind.
+
+        defaults: {setting: default value}; a setting the file's configuration lacks counts as that default (a
+        file written before the setting existed resumes as long as the new configuration keeps its default).
 
         resume=False: an existing file is an error (a single `train` has nothing to resume).
         overwrite=True: start afresh. A new study is written at its first commit (a run, throughput or results), not
@@ -70,6 +73,10 @@ class Store:
                         study_id, old_kind = f.attrs["study_id"], f.attrs.get("kind")
                         old_config = json.loads(f.attrs["config"])
                 new_config = json.loads(config_json)
+                if defaults:  # settings added since the file was written, at their defaults, change nothing
+                    known = json.loads(_dumps(defaults))
+                    old_config = {**{k: v for k, v in known.items() if k in new_config and k not in old_config},
+                                  **old_config}
                 if old_kind != kind or old_config != new_config:
                     what = (f"kind {old_kind!r}, not {kind!r}" if old_kind != kind else "differs in " + ", ".join(
                         sorted(k for k in old_config.keys() | new_config if old_config.get(k) != new_config.get(k))))

@@ -223,6 +223,12 @@ def recipe(config, row, target):
             "--activation", config["activation"], "--loss", config["loss"], "--optimizer", config["optimizer"]]
     if config["optimizer"] != "sgd":
         args += ["--momentum", f"{config['momentum']:g}"]
+    if config["optimizer"] == "adam":  # the beta2 this batch size trained with, as a fixed value
+        from minigrad.training.schedules import scaled_beta2
+
+        beta2 = scaled_beta2(config.get("beta2", 0.999), row["batch_size"], config.get("beta2_rule", "fixed"),
+                             config.get("beta2_halflife"), config["reference_batch_size"])
+        args += ["--beta2", f"{beta2:.12g}"]
     args += ["--sampler", config["sampler"], "--dtype", config["dtype"], "--batch-size", str(row["batch_size"]),
              "--lr", f"{row['best_lr']:g}", "--steps", str(int(math.ceil(1.5 * steps_hi))), "--target", f"{target:g}"]
     if config.get("data_seed"):

@@ -7,7 +7,7 @@ rerun on the same file recomputes the same ids and runs only the missing ones:
              error sets the target (unless --target is given), its best learning rate centres the grids, and the
              steps S_ref and examples E_ref it took to first reach the target size the tuning budgets;
   tune       for each batch size B, learning rates log-spaced around the reference rate scaled by B/B_ref below B_ref and
-             sqrt(B/B_ref) above,
+             sqrt(B/B_ref) above (Adam: sqrt on both sides; its beta2 per B from beta2_rule, see training.trial),
              several seeds each, stopping at the target, with a budget of budget_factor * max(S_ref, E_ref/B) steps
              (S(B) can be no larger than S_ref above B_ref, nor E(B) much larger than E_ref below it); a grid whose
              best rate lies on its edge is widened on that side (up to `max_widen` times);
@@ -104,9 +104,10 @@ def tune_budget(config, reference, batch_size):
 def centre_lr(config, reference_lr, batch_size):
     """Where a batch size's grid is centred: the reference rate scaled linearly below B_ref (Goyal et al.; the
     optimal rate grows about in proportion to B at small B) and by sqrt(B/B_ref) above it (Hoffer et al.; it
-    saturates at large B). The grid is wide and is widened where needed, so the rule is only a starting guess."""
+    saturates at large B). Adam's by sqrt(B/B_ref) on both sides (the square-root rule, Malladi et al. 2022). The grid
+    is wide and is widened where needed, so the rule is only a starting guess."""
     ratio = batch_size / config["reference_batch_size"]
-    return reference_lr * (ratio if ratio < 1 else math.sqrt(ratio))
+    return reference_lr * (ratio if ratio < 1 and config["optimizer"] != "adam" else math.sqrt(ratio))
 
 
 def grid_for(config, reference_lr, batch_size):

@@ -22,7 +22,7 @@ resumes it and runs the widening rounds and the equal-budget phase, which gives 
 """
 from minigrad.study import plan as S
 from minigrad.study.analysis import step_times
-from minigrad.study.config import validate
+from minigrad.study.config import DEFAULT_CONFIG, validate
 from minigrad.training.trial import load_data
 from minigrad.study.executors import DaskExecutor, LocalExecutor, TrialError  # noqa: F401 - the executors' public home
 
@@ -165,7 +165,7 @@ def run_study(config, out, *, overwrite=False, executor=None, echo=print, measur
     validate(config)
     shard = parse_shard(shard)
     label = shard_text(shard)
-    with store.Store.create(out, config, kind="study", overwrite=overwrite) as writer:
+    with store.Store.create(out, config, kind="study", overwrite=overwrite, defaults=DEFAULT_CONFIG) as writer:
         results, saved = stored_results(out)
         if results or saved.attrs.get("shard") is not None:  # a file with nothing in it takes any shard
             _check_shard(out, saved.attrs.get("shard"), label)

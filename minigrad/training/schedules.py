@@ -1,4 +1,4 @@
-"""Learning-rate schedules, learning-rate scaling rules, and batch-size schedules.
+"""Learning-rate schedules, per-batch-size rules for the learning rate and Adam's beta2, and batch-size schedules.
 
 Schedules are functions of training progress measured in epochs (examples seen / training examples), so a
 learning-rate decay and a batch-size increase at the same milestones happen at the same point of the data stream
@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 LR_SCHEDULES = ("constant", "step", "cosine")
 SCALING_RULES = ("none", "linear", "sqrt")
+BETA2_RULES = ("fixed", "halflife")
 
 
 def scaled_lr(base_lr, batch_size, reference_batch_size, rule):
@@ -18,6 +19,31 @@ def scaled_lr(base_lr, batch_size, reference_batch_size, rule):
         raise ValueError(f"unknown scaling rule {rule!r}; choose one of {', '.join(SCALING_RULES)}")
     ratio = batch_size / reference_batch_size
     return base_lr * {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[rule]
+
+
+def beta2_halflife(beta2, batch_size):
+    """Samples over which Adam's second-moment average, decaying by beta2 per step of `batch_size` samples, halves:
+    t_half = B ln(1/2) / ln(beta2) (beta2 = 0.999 at B = 128: about 88,700 samples)."""
+    if not 0 < beta2 < 1:
+        raise ValueError(f"beta2 must lie in (0, 1), got {beta2}")
+    return batch_size * math.log(0.5) / math.log(beta2)
+
+
+def scaled_beta2(beta2, batch_size, rule="fixed", halflife=None, reference_batch_size=None):
+    """Adam's beta2 at `batch_size`. fixed: `beta2` at every B. halflife (Marek et al. 2025): the average keeps its
+    half-life in samples, not in steps, beta2(B) = 0.5^(B / t_half), with t_half = `halflife` samples or, if None,
+    the half-life `beta2` has at `reference_batch_size` (so beta2(B_ref) = beta2)."""
+    if rule not in BETA2_RULES:
+        raise ValueError(f"unknown beta2 rule {rule!r}; choose one of {', '.join(BETA2_RULES)}")
+    if rule == "fixed":
+        return float(beta2)
+    if halflife is None:
+        if reference_batch_size is None:
+            raise ValueError("the halflife rule needs a half-life in samples or a reference batch size")
+        halflife = beta2_halflife(beta2, reference_batch_size)
+    if not halflife > 0:
+        raise ValueError(f"the beta2 half-life must be > 0 samples, got {halflife}")
+    return 0.5 ** (batch_size / halflife)
 
 
 @dataclass

@@ -91,13 +91,16 @@ def step_chunk(model, optimizer, X, y, seconds=5e-4):
     return (lambda: take(steps)), steps
 
 
-def optimizer_options(optimizer, momentum=0.9, weight_decay=0.0):
-    """Keyword arguments for make_optimizer: momentum means beta1 for Adam, nothing for SGD."""
+def optimizer_options(optimizer, momentum=0.9, weight_decay=0.0, beta2=None):
+    """Keyword arguments for make_optimizer: momentum means beta1 for Adam, nothing for SGD; beta2 is Adam's
+    (None: its default)."""
     options = {"weight_decay": weight_decay}
     if optimizer in ("momentum", "nesterov"):
         options["momentum"] = momentum
     elif optimizer == "adam":
         options["beta1"] = momentum
+        if beta2 is not None:
+            options["beta2"] = beta2
     return options
 
 

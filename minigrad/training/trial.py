@@ -2,13 +2,15 @@
 
 Used by the study (minigrad.study), every experiment (minigrad.experiments) and `minigrad train`:
 
-  config   the model and data: data, data_options, data_seed, hidden, activation, loss, dtype, backend, optimizer,
-           momentum, weight_decay, eval_growth, sampler (missing keys take the defaults below)
+  config   the model and data: data, data_options, data_seed, train_subset, hidden, activation, loss, dtype,
+           backend, optimizer, momentum, weight_decay, eval_growth, sampler, and for Adam beta2, beta2_rule,
+           beta2_halflife with reference_batch_size (beta2 at each B: minigrad.training.schedules.scaled_beta2)
+           (missing keys take the defaults below)
   spec     one trial: run_id, batch_size, lr, seed, a budget (epochs, steps or examples), and optionally target,
            stop_at_target, lr_schedule / batch_schedule (keyword dicts for LRSchedule / BatchSchedule), sampler,
-           drop_last, patience, optimizer, momentum, eval_growth, gns (GNSHook settings), two_batch_gns
-           (TwoBatchHook settings), full_gns (checkpoints, with total_steps), evaluate_train, curvature (Keskar's
-           measurements at the end), keep_params, threads (None: the process's settings; a count or "auto": see
+           drop_last, patience, optimizer, momentum, beta2 and beta2_rule (Adam's, overriding the config's rule),
+           eval_growth, gns (GNSHook settings), two_batch_gns (TwoBatchHook settings), full_gns (checkpoints,
+           with total_steps), evaluate_train, curvature (Keskar's measurements at the end), keep_params, threads (None: the process's settings; a count or "auto": see
            minigrad.training.threads)
 
 The result is a dict run_id, attrs (the trace's, plus the spec's bookkeeping keys), columns and arrays, which
@@ -16,21 +18,24 @@ pickles cheaply and goes to minigrad.store as it is.
 """
 DEFAULTS = {"data_options": {}, "data_seed": 0, "activation": "relu", "loss": "cross_entropy", "dtype": "float32",
             "backend": "blas", "optimizer": "sgd", "momentum": 0.9, "weight_decay": 0.0, "eval_growth": 1.04,
-            "sampler": "shuffle"}
+            "sampler": "shuffle", "beta2": 0.999, "beta2_rule": "fixed", "beta2_halflife": None,
+            "reference_batch_size": None}
 RECORDED = ("phase", "role", "tag", "epochs", "lr_factor", "momentum")  # spec keys kept in the run's attrs
 
 _DATA = {}
 
 
 def load_data(config):
-    """The config's dataset, loaded once per process."""
+    """The config's dataset, loaded once per process; with train_subset = n, the first n training examples (the
+    split is already random; validation and test unchanged)."""
     from minigrad import data
 
     options = config.get("data_options") or {}
-    seed = config.get("data_seed", 0)
-    key = (config["data"], seed, repr(sorted(options.items())))
+    seed, subset = config.get("data_seed", 0), config.get("train_subset")
+    key = (config["data"], seed, repr(sorted(options.items())), subset)
     if _DATA.get("key") != key:
-        _DATA["data"], _DATA["key"] = data.load(config["data"], seed=seed, **options), key
+        dataset = data.load(config["data"], seed=seed, **options)
+        _DATA["data"], _DATA["key"] = dataset.subset(subset) if subset else dataset, key
     return _DATA["data"]
 
 
@@ -65,16 +70,17 @@ def run_trial(config, spec, progress=None):
     model = build_model(dataset, cfg["hidden"], activation=cfg["activation"], loss=cfg["loss"], dtype=cfg["dtype"],
                         backend=cfg["backend"], seed=spec["seed"])
     optimizer = spec.get("optimizer", cfg["optimizer"])
+    adam = adam_settings(cfg, spec, B) if optimizer == "adam" else {}
     trace = train(model, dataset, B, spec["lr"], optimizer, budget=budget, target=spec.get("target"),
                   stop_at_target=spec.get("stop_at_target", False), lr_schedule=lr_schedule,
                   batch_schedule=batch_schedule, sampler=spec.get("sampler", cfg["sampler"]),
                   drop_last=spec.get("drop_last", True), patience=spec.get("patience"), seed=spec["seed"],
                   eval_growth=spec.get("eval_growth", cfg["eval_growth"]), eval_hooks=_hooks(spec),
                   optimizer_options=optimizer_options(optimizer, spec.get("momentum", cfg["momentum"]),
-                                                      cfg["weight_decay"]),
+                                                      cfg["weight_decay"], adam.get("beta2")),
                   progress=progress, threads=spec.get("threads"))
     attrs = dict(trace.attrs, lr=spec["lr"], budget_epochs=spec.get("epochs"), budget_steps=spec.get("steps"),
-                 **{k: spec[k] for k in RECORDED if spec.get(k) is not None})
+                 **{k: spec[k] for k in RECORDED if spec.get(k) is not None}, **adam)
     if trace.status != "DIVERGED" and (spec.get("evaluate_train") or spec.get("curvature")):
         attrs["train_loss_final"], attrs["train_error"] = model.evaluate(
             dataset.X_train.astype(model.dtype, copy=False), dataset.y_train)
@@ -85,6 +91,18 @@ def run_trial(config, spec, progress=None):
             attrs.update(curvature(model, dataset, spec["curvature"], spec["seed"]))
     arrays = {"params": trace.params} if spec.get("keep_params") else {}
     return dict(run_id=spec["run_id"], attrs=attrs, columns=trace.columns, arrays=arrays)
+
+
+def adam_settings(cfg, spec, batch_size):
+    """Adam's per-B settings, recorded in the run's attrs: beta2 (the spec's, else the config's rule at this B), the
+    rule, and the half-life in samples that beta2 has at this B."""
+    from minigrad.training.schedules import beta2_halflife, scaled_beta2
+
+    beta2 = spec.get("beta2")
+    rule = spec.get("beta2_rule") or ("given" if beta2 is not None else cfg["beta2_rule"])
+    if beta2 is None:
+        beta2 = scaled_beta2(cfg["beta2"], batch_size, rule, cfg["beta2_halflife"], cfg["reference_batch_size"])
+    return dict(beta2=float(beta2), beta2_rule=rule, beta2_halflife=beta2_halflife(beta2, batch_size))
 
 
 def _hooks(spec):
