@@ -274,3 +274,19 @@ def test_fixed_repeats_are_split_over_the_rounds_exactly():
     assert throughput._rounds(None) == [None] * throughput.ROUNDS
     for n in (1, 2, 3, 7, 100):
         assert sum(throughput._rounds(n)) == n
+
+
+# --------------------------------------------------------------------------- what following the pick can cost
+def test_regret_is_the_picks_quantile_of_its_ratio_to_each_resamples_fastest():
+    rng = np.random.default_rng(0)
+    # B = 16 is fastest; B = 32 is 3% slower on average with noise; B = 64 is 30% slower
+    base = 1.0 + 0.02 * rng.standard_normal((400, 1))
+    T = np.hstack([base * 1.0, base * (1.03 + 0.02 * rng.standard_normal((400, 1))), base * 1.3])
+    r16, r32 = U.regret(T, [16, 32, 64], 16), U.regret(T, [16, 32, 64], 32)
+    assert 0 <= r16 < 0.02 and 0.03 < r32 < 0.08 and U.regret(T, [16, 32, 64], 64) > 0.25
+    assert U.flat_range(T, [16, 32, 64], 16) == [16, 32]  # 64 is 30% off: outside the 10% band
+
+
+def test_negative_control_a_sharp_optimum_has_no_flat_range():
+    T = np.tile([2.0, 1.0, 2.0], (100, 1))
+    assert U.flat_range(T, [8, 16, 32], 16) == [16] and U.regret(T, [8, 16, 32], 8) == pytest.approx(1.0)

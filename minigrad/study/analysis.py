@@ -211,7 +211,8 @@ def recommend(rows, T, cells, times, config, target):
     out = dict(batch_size=pick["batch_size"], lr=pick["best_lr"], lr_interpolated=pick["lr_interpolated"],
                steps=pick["steps"], tied=tied, win_fraction=wins, near_fraction=near, stable_fraction=stable,
                stable=stable >= config.get("stable_fraction", 0.8), reason=reason,
-               recipe=recipe(config, pick, target))
+               regret=U.regret(T, Bs, pick["batch_size"]), flat=U.flat_range(T, Bs, pick["batch_size"]),
+               measure=measure, recipe=recipe(config, pick, target))
     return out, pick
 
 

@@ -109,10 +109,28 @@ def recommendation_sentence(a: Analysis):
             if math.isfinite(r["time_s"]) else "")
     stable = (f"The tie set is the same in {rec['stable_fraction']:.0%} of resampled data sets"
               + ("." if rec["stable"] else ": not yet stable, more seeds would sharpen it."))
+    stable = regret_sentence(rec) + " " + stable
     adaptive = f" Adaptive phase: {a.adaptive['state']}." if a.adaptive.get("state") else ""
     return (f"Use batch size {r['batch_size']} with learning rate {r['best_lr']:g}: {rec['reason']}. It reaches "
             f"validation error {a.target:g} in {steps} of {fmt_time(r['step_time_s'])}{time}. {stable}{adaptive} "
             f"{fit_sentence(a)}").rstrip()
+
+
+def regret_sentence(rec):
+    """What following the pick can cost, and how flat the optimum is, in words."""
+    from minigrad.study.uncertainty import FLAT_TOLERANCE, REGRET_QUANTILE
+
+    if "regret" not in rec or not math.isfinite(rec["regret"]):
+        return ""
+    what = "time" if rec.get("measure", "").startswith("time") else "steps"
+    text = (f"It is the fastest batch size in at least {REGRET_QUANTILE:.0%} of resamples." if rec["regret"] < 0.005
+            else f"Following it costs at most {rec['regret']:.0%} more {what} than the fastest batch size in "
+                 f"{REGRET_QUANTILE:.0%} of resamples.")
+    flat = rec.get("flat") or []
+    if len(flat) > 1:
+        text += (f" T(B) is flat here: anything from B = {flat[0]} to {flat[-1]} is within {FLAT_TOLERANCE:.0%} of "
+                 "the fastest in the median resample, so any of them is as good an answer.")
+    return text
 
 
 def recipe_intro(a: Analysis):
@@ -215,7 +233,8 @@ class Answer:
             recommendation=None if not rec else dict(
                 batch_size=rec["batch_size"], lr=rec["lr"], lr_interpolated=rec["lr_interpolated"], tied=rec["tied"],
                 win_fraction={str(B): w for B, w in rec["win_fraction"].items()}, stable=rec["stable"],
-                stable_fraction=rec["stable_fraction"], reason=rec["reason"], recipe=self.recipe),
+                stable_fraction=rec["stable_fraction"], reason=rec["reason"], regret=rec.get("regret"),
+                flat_range=rec.get("flat"), recipe=self.recipe),
             sentence=self.sentence, notes=self.notes, gradient_noise_scale=self.gns or None,
             equal_budget=dict(epochs=self.equal_epochs, rows=self.equal) if self.equal else None,
             adaptive=dict(self.adaptive, sentence=self.adaptive_sentence), busy=self.busy, config=self.config,

@@ -180,6 +180,40 @@ def choice(T, Bs, near=NEAR_TIE):
     return wins, near_frac, tied
 
 
+REGRET_QUANTILE = 0.9   # the pick's regret is stated for this fraction of resamples
+FLAT_TOLERANCE = 0.10   # batch sizes within this of the fastest (median over resamples) are "as good"
+
+
+def regret(T, Bs, pick, quantile=REGRET_QUANTILE):
+    """How much slower following `pick` is than each resample's fastest batch size: the `quantile` of
+    T(pick)/min_B T - 1 over resamples (nan without resamples that have a finite fastest)."""
+    T = np.where(np.isnan(T), np.inf, T)
+    fastest = T.min(axis=1)
+    ok = np.isfinite(fastest) & (fastest > 0)
+    if not ok.any():
+        return math.nan
+    ratio = T[ok, Bs.index(pick)] / fastest[ok]
+    return float(np.quantile(ratio, quantile) - 1) if np.isfinite(ratio).all() else math.inf
+
+
+def flat_range(T, Bs, pick, tolerance=FLAT_TOLERANCE):
+    """The run of neighbouring batch sizes around `pick` whose time-to-target is within `tolerance` of the
+    fastest in the median resample: where T(B) is flat, any of them is as good an answer."""
+    T = np.where(np.isnan(T), np.inf, T)
+    fastest = T.min(axis=1)
+    ok = np.isfinite(fastest) & (fastest > 0)
+    if not ok.any():
+        return [pick]
+    good = [bool(np.median(T[ok, j] / fastest[ok]) <= 1 + tolerance) for j in range(len(Bs))]
+    i = Bs.index(pick)
+    lo, hi = i, i
+    while lo > 0 and good[lo - 1]:
+        lo -= 1
+    while hi < len(Bs) - 1 and good[hi + 1]:
+        hi += 1
+    return Bs[lo:hi + 1]
+
+
 def tie_set(cells, times, point_best, reps=REPS, seed=0):
     """The batch sizes tied with `point_best` within noise (it is always in the set)."""
     draws = resample(cells, times, reps, seed)
