@@ -154,9 +154,24 @@ def show_report(path, html=False, wide=False):
 @click.option("--wide", is_flag=True,
               help="Show every column of the table, even where it wraps (by default the columns that fit the "
                    "terminal; the HTML page and --json always have all).")
+@click.option("--retime", is_flag=True,
+              help="Measure the step times t(B) on this machine (the compute-speed phase alone, seconds), store them "
+                   "in the file as one more step-time table, and answer for them with the stored convergence, beside "
+                   "the study's own answer. The trials and the original table are kept as they are.")
+@click.option("--threads", "retime_threads", default=None, callback=int_list,
+              help="With --retime: the thread counts to time, the faster kept per B [1 and every core].")
+@click.option("--step-times", "step_times_path", type=click.Path(dir_okay=False), default=None,
+              help="A CSV (batch_size,step_time_s) or JSON file of seconds per step measured anywhere (several rows "
+                   "per B are measurement rounds); stored in the study file as one more table and answered for. "
+                   "Format: docs/usage.md.")
 @user_errors
-def report_command(path, html, as_json, wide):
-    """Rebuild a study's table, recommendation and figures from its HDF5 file alone."""
+def report_command(path, html, as_json, wide, retime, retime_threads, step_times_path):
+    """Rebuild a study's table, recommendation and figures from its HDF5 file alone; with --retime or
+    --step-times, also answer for other step times, side by side."""
+    if retime_threads and not retime:
+        raise click.UsageError("--threads is for --retime")
+    if retime or step_times_path:
+        add_step_times(path, retime, retime_threads, step_times_path)
     if as_json:
         import json
 
@@ -165,6 +180,28 @@ def report_command(path, html, as_json, wide):
         click.echo(json.dumps(api.open_study(path).answer().to_dict(), indent=2))
         return
     show_report(path, html=html, wide=wide)
+
+
+def add_step_times(path, retime, threads, step_times_path):
+    """Store a step-times file's table (checked whole first: a bad file writes nothing) and/or re-time here."""
+    from pathlib import Path
+
+    from minigrad import store
+    from minigrad.study import retime as R
+
+    study = store.open(path)
+    if study.kind != "study":
+        raise ValueError(f"{path} holds a {study.kind!r} file, not a study: --retime and --step-times need a file "
+                         "of `minigrad bench`")
+    if step_times_path:
+        from minigrad.study import step_times
+
+        rows, attrs = step_times.read(step_times_path)
+        name = R.table_name("file", Path(step_times_path).stem)
+        R.check_covers(study, f"--step-times {step_times_path}", rows)
+        R.add_table(path, study, name, rows, attrs)
+    if retime:
+        R.retime(path, threads=threads, echo=lambda msg: click.echo(msg, err=True))
 
 
 def _step_chunk():

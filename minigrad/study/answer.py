@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from minigrad.study.analysis import Analysis, time_gaps
+from minigrad.study.analysis import Analysis, _span, time_gaps
 from minigrad.study.uncertainty import INTERVAL
 
 
@@ -160,6 +160,7 @@ class Answer:
     busy: str
     config: dict
     machine: dict = field(default_factory=dict)
+    others: list = field(default_factory=list)  # the answers for further step-time tables (other_answer)
 
     @property
     def pick(self):
@@ -201,12 +202,13 @@ class Answer:
             sentence=self.sentence, notes=self.notes, gradient_noise_scale=self.gns or None,
             equal_budget=dict(epochs=self.equal_epochs, rows=self.equal) if self.equal else None,
             adaptive=dict(self.adaptive, sentence=self.adaptive_sentence), busy=self.busy, config=self.config,
-            machine=self.machine)
+            machine=self.machine, other_answers=self.others)
         return _plain(out)
 
 
-def of(analysis: Analysis, attrs=None):
-    """The Answer of an analysis; attrs: the study file's attributes (for the machine), if at hand."""
+def of(analysis: Analysis, attrs=None, others=()):
+    """The Answer of an analysis; attrs: the study file's attributes (for the machine), if at hand; others:
+    [(name, table attrs, Analysis)] of further step-time tables (minigrad.study.retime.other_analyses)."""
     a = analysis
     rec = a.recommendation or {}
     notes = [line for line in (gap_line(a), a.busy or "") if line]
@@ -216,7 +218,32 @@ def of(analysis: Analysis, attrs=None):
         fit_line=fit_line(a), fit_sentence=fit_sentence(a), notes=notes, gns_line=gns_line(a), equal=a.equal,
         equal_epochs=a.config.get("equal_epochs", math.nan), adaptive=a.adaptive,
         adaptive_sentence=adaptive_sentence(a), gns=a.gns, busy=a.busy or "", config=a.config,
-        machine=machine(attrs or {}))
+        machine=machine(attrs or {}),
+        others=[own_answer(a, attrs or {})] + [other_answer(*o) for o in others] if others else [])
+
+
+def other_answer(name, table_attrs, a: Analysis):
+    """One step-time table's answer in brief: where its times come from, the pick, the tie set, T(B) with
+    intervals per B."""
+    from minigrad.study.retime import source_line
+
+    rec = a.recommendation or {}
+    return dict(name=name, source=source_line(table_attrs), attrs={k: _scalar(v) for k, v in table_attrs.items()},
+                pick=rec.get("batch_size"), lr=rec.get("lr"), tied=list(rec.get("tied", [])),
+                tie_range=_span(rec["tied"], [r["batch_size"] for r in a.rows]) if rec else "", recipe=rec.get("recipe", ""),
+                rows=[dict(batch_size=r["batch_size"], step_time_s=r["step_time_s"], threads=r["threads"],
+                           steps_to_target=r["steps"], time_to_target_s=r["time_s"],
+                           time_interval_s=[r["time_lo"], r["time_hi"]], tied=r.get("tied"),
+                           win_fraction=r.get("win_fraction")) for r in a.rows])
+
+
+def own_answer(a: Analysis, attrs):
+    """The study's own step times as the first of the answers side by side."""
+    blas = attrs.get("step_blas") or "openblas"
+    own = {"source": "the study's own", "host": attrs.get("throughput_host") or attrs.get("host"),
+           "cpu": attrs.get("cpu"), "blas": blas, "measured": attrs.get("created")}
+    return other_answer("study", own, a)
+
 
 
 def machine(attrs):

@@ -1,0 +1,95 @@
+"""Answers that travel: the study's convergence (steps to target per batch size, rate and seed) does not depend on
+the machine, its step times t(B) do. A study re-timed elsewhere (`minigrad report STUDY --retime`), or given step
+times measured anywhere (`--step-times FILE`, minigrad.study.step_times), keeps its trials and its original
+/throughput table untouched and gains one more named table under /step_times; each table gives one more answer,
+T(B) = S(B) t(B) with the stored convergence, shown beside the study's own.
+"""
+import dataclasses
+import datetime
+import os
+import re
+import socket
+import time
+
+from minigrad.study.analysis import analyse, step_times
+
+
+def machine_attrs(threads):
+    """Where a table of step times is measured: host, CPU, the step's BLAS, the thread counts tried, the date."""
+    from minigrad.machine.environment import cpu_model, step_blas
+
+    return {"source": "minigrad (re-timed)", "host": socket.gethostname(), "cpu": cpu_model(),
+            "blas": step_blas() or "openblas", "threads": ",".join(map(str, threads)),
+            "measured": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
+
+
+def table_name(*parts):
+    """A name for /step_times/<name>: the parts joined, every character a study file's names refuse made '_'."""
+    return re.sub(r"[^A-Za-z0-9_.=+-]", "_", "-".join(str(p) for p in parts if p))[:200].lstrip(".=+-") or "times"
+
+
+def retime(path, *, threads=None, echo=print):
+    """Measure t(B) on this machine for the study's model and batch sizes (the compute-speed phase alone, in this
+    process) and add it to the study file as one more step-time table; returns its name. threads: the thread
+    counts to try (default: 1 and every core, the faster kept per B, as the study does)."""
+    from minigrad import store
+    from minigrad.study.sweep import _measure_throughput
+    from minigrad.training.trial import load_data
+
+    study = store.open(path)
+    if study.kind != "study":
+        raise ValueError(f"{path} holds a {study.kind!r} file, not a study: --retime needs a file of `minigrad bench`")
+    config = study.config
+    dataset = load_data(config)
+    sizes = [dataset.n_features, *config["hidden"], dataset.n_classes]
+    threads = sorted(set(threads or {1, os.cpu_count() or 1}))
+    echo(f"re-timing: one training step of {sizes} at {len(config['batch_sizes'])} batch sizes, threads "
+         f"{', '.join(map(str, threads))}, on this machine")
+    attrs = machine_attrs(threads)
+    start = time.perf_counter()
+    measured = _measure_throughput({"sizes": sizes, "batch_sizes": config["batch_sizes"], "backends": "blas",
+                                    "dtypes": config["dtype"], "activation": config["activation"],
+                                    "optimizer": config["optimizer"], "threads": threads})
+    name = table_name(attrs["host"], attrs["blas"], "thr" + attrs["threads"].replace(",", "+"),
+                      attrs["measured"][:19].replace(":", ""))
+    rows = [dict(row, host=attrs["host"]) for row in measured["rows"]]
+    add_table(path, study, name, rows, dict(attrs, ceiling_gflops=measured.get("ceiling_gflops")))
+    echo(f"re-timed in {time.perf_counter() - start:.1f} s; stored step-time table {name!r} in {path}")
+    return name
+
+
+def add_table(path, study, name, rows, attrs):
+    """Write /step_times/<name> through the study's one writer (its lock and atomic commit): the trials and
+    /throughput are copied as they are."""
+    from minigrad import store
+
+    with store.Store.create(path, study.config, kind=study.kind) as writer:
+        writer.write_step_times(name, rows, attrs)
+
+
+def source_line(attrs):
+    """'host h, CPU c, BLAS b, threads 1,2, measured 2026-12-03T14:00' from a table's attrs (what is known)."""
+    keys = (("source", ""), ("file", "file "), ("host", "host "), ("cpu", "CPU "), ("blas", "BLAS "),
+            ("threads", "threads "), ("measured", "measured "))
+    return ", ".join(f"{label}{attrs[k]}" for k, label in keys if attrs.get(k) not in (None, ""))
+
+
+def other_analyses(study_file, extra=()):
+    """[(name, attrs, Analysis)] of every further step-time table of the file, then of `extra` ((name, attrs, rows)
+    not stored), each analysed with the stored convergence. A table lacking a batch size of the study is refused
+    (ValueError)."""
+    tables = [(n, t["attrs"], t["rows"]) for n, t in study_file.step_times.items()] + list(extra)
+    out = []
+    for name, attrs, rows in tables:
+        check_covers(study_file, f"step-time table {name!r}", rows)
+        out.append((name, attrs, analyse(dataclasses.replace(study_file, throughput=rows))))
+    return out
+
+
+def check_covers(study_file, name, rows):
+    """Every batch size the study tuned must have a step time in `rows`; name: what to call them in the error."""
+    tuned = {int(r.attrs["batch_size"]) for r in study_file.runs.values() if r.attrs.get("phase") == "tune"}
+    missing = sorted(tuned - set(step_times(rows)))
+    if missing:
+        raise ValueError(f"{name}: no step time for batch size(s) {', '.join(map(str, missing))} of the study; give "
+                         f"one for every batch size it tuned ({', '.join(map(str, sorted(tuned)))})")
