@@ -148,3 +148,38 @@ def test_a_good_json_step_times_file_is_taken(study, tmp_path):
     rows = {r["batch_size"]: r for r in table["rows"]}
     assert rows[8]["rounds_s"].split() == ["0.001", "0.0011"] and rows[64]["step_time_s"] == 0.002
     assert rows[8]["threads"] == 4
+
+
+def test_the_recipe_trains_on_the_thread_count_behind_its_step_time(study, tmp_path):
+    """The time the answer promises is t(B) on the threads it was timed with, so the recipe says --threads."""
+    import shlex
+
+    answer = minigrad.open_study(study).answer()
+    pick = next(r for r in answer.rows if r["batch_size"] == answer.pick)
+    words = shlex.split(answer.recipe.split("  #")[0])
+    assert words[words.index("--threads") + 1] == str(int(pick["threads"]))
+    assert f"on {int(pick['threads'])} thread" in answer.sentence
+    # a table timed on 2 threads gives a recipe on 2; one that does not say gives none (negative control)
+    two = tmp_path / "two.csv"
+    two.write_text("batch_size,step_time_s,threads\n8,0.002,2\n64,0.003,2\n")
+    unsaid = tmp_path / "unsaid.csv"
+    unsaid.write_text("batch_size,step_time_s\n8,0.002\n64,0.003\n")
+    for f in (two, unsaid):
+        assert CliRunner().invoke(cli, ["report", str(study), "--step-times", str(f), "--json"]).exit_code == 0
+    others = {o["name"]: o for o in minigrad.open_study(study).answer().others}
+    assert "--threads 2" in others["file-two"]["recipe"]
+    assert "--threads" not in others["file-unsaid"]["recipe"] and others["file-unsaid"]["recipe"]
+
+
+def test_minigrad_train_takes_the_recipe(study, tmp_path):
+    """The recipe, --threads included, is a command `minigrad train` runs (a short budget: the words, not the time)."""
+    import shlex
+
+    words = shlex.split(minigrad.open_study(study).answer().recipe.split("  #")[0])[2:]
+    words[words.index("--steps") + 1] = "20"
+    result = CliRunner().invoke(cli, ["train", *words, "--out", str(tmp_path / "run.h5")])
+    assert result.exit_code == 0, result.output
+    from minigrad import store
+
+    run, = store.open(tmp_path / "run.h5").runs.values()
+    assert run.attrs["threads"] == int(words[words.index("--threads") + 1])

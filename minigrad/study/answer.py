@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from minigrad.study.analysis import Analysis, _span, time_gaps
+from minigrad.study.analysis import Analysis, _span, time_gaps, timed_threads
 from minigrad.study.uncertainty import INTERVAL
 
 
@@ -110,8 +110,14 @@ def recommendation_sentence(a: Analysis):
               + ("." if rec["stable"] else ": not yet stable, more seeds would sharpen it."))
     adaptive = f" Adaptive phase: {a.adaptive['state']}." if a.adaptive.get("state") else ""
     return (f"Use batch size {r['batch_size']} with learning rate {r['best_lr']:g}: {rec['reason']}. It reaches "
-            f"validation error {a.target:g} in {steps} of {fmt_time(r['step_time_s'])}{time}. {stable}{adaptive} "
+            f"validation error {a.target:g} in {steps} of {fmt_time(r['step_time_s'])}{_on_threads(r)}{time}. "
+            f"{stable}{adaptive} "
             f"{fit_sentence(a)}").rstrip()
+
+
+def _on_threads(row):
+    t = timed_threads(row)
+    return f" on {t} thread{'s' if t != 1 else ''}" if t and math.isfinite(row["step_time_s"]) else ""
 
 
 def recipe_intro(a: Analysis):
