@@ -33,7 +33,12 @@ def run_study(config, out="minigrad-study.h5", *, overwrite=False, executor=None
 
 
 def open_study(path):
-    """A study file read into memory (the file is closed again)."""
+    """A study file read into memory (the file is closed again), or a convergence file (`minigrad export STUDY
+    --convergence FILE.json`: the study without its traces)."""
+    if str(path).lower().endswith(".json"):
+        from minigrad.study import convergence
+
+        return Study(convergence.read(path))
     return Study(store.open(path))
 
 

@@ -183,3 +183,51 @@ def test_minigrad_train_takes_the_recipe(study, tmp_path):
 
     run, = store.open(tmp_path / "run.h5").runs.values()
     assert run.attrs["threads"] == int(words[words.index("--threads") + 1])
+
+
+def test_the_convergence_half_exports_and_answers_again_from_json(study, tmp_path):
+    conv = tmp_path / "conv.json"
+    result = CliRunner().invoke(cli, ["export", str(study), "--convergence", str(conv)])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(conv.read_text())
+    assert doc["format"] == "minigrad.convergence" and doc["version"] == 1
+    runs = minigrad.open_study(study).file.runs
+    tuned = [r for r in runs.values() if r.attrs["phase"] == "tune"]
+    cells = {(c["batch_size"], c["lr"]): c for c in doc["convergence"]}
+    assert sum(len(c["seeds"]) for c in cells.values()) == len(tuned)
+    for r in tuned:
+        c = cells[(r.attrs["batch_size"], r.attrs["lr"])]
+        i = c["seeds"].index(r.attrs["seed"])
+        assert c["status"][i] == r.attrs["status"]
+        assert c["steps_to_target"][i] == (r.attrs["steps_to_target"] if r.attrs["status"] == "COMPLETE" else None)
+    assert {"S_min", "E_min", "B_crit", "ok"} <= set(doc["fit"])
+    # read back, it gives the study's own answer: the same rows, pick, recipe and sentence
+    from_h5 = json.loads(CliRunner().invoke(cli, ["report", str(study), "--json"]).output)
+    from_json = json.loads(CliRunner().invoke(cli, ["report", str(conv), "--json"]).output)
+    for key in ("recommendation", "sentence", "fit", "b_crit", "target"):
+        assert from_json[key] == from_h5[key], key
+    assert [r["steps_to_target"] for r in from_json["rows"]] == [r["steps_to_target"] for r in from_h5["rows"]]
+    # with step times from anywhere, beside the study's own; the JSON file is not written to
+    times = tmp_path / "times.csv"
+    times.write_text("batch_size,step_time_s\n8,0.5\n64,0.001\n")
+    before = conv.read_bytes()
+    result = CliRunner().invoke(cli, ["report", str(conv), "--step-times", str(times)], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert "[1] file-times" in result.output and "figures: none" in result.output
+    assert conv.read_bytes() == before
+
+
+def test_a_damaged_convergence_file_is_refused(study, tmp_path):
+    conv = tmp_path / "conv.json"
+    assert CliRunner().invoke(cli, ["export", str(study), "--convergence", str(conv)]).exit_code == 0
+    doc = json.loads(conv.read_text())
+    for name, text, message in (("other.json", json.dumps({"format": "else"}), "not a convergence file"),
+                                ("newer.json", json.dumps(dict(doc, version=99)), "newer than"),
+                                ("cut.json", json.dumps({k: v for k, v in doc.items() if k != "runs"}), "lacks"),
+                                ("broken.json", conv.read_text()[:100], "not a readable JSON")):
+        bad = tmp_path / name
+        bad.write_text(text)
+        result = CliRunner().invoke(cli, ["report", str(bad)])
+        assert result.exit_code == 2 and message in result.output and len(result.output.strip().splitlines()) == 1, \
+            (name, result.output)
+    assert CliRunner().invoke(cli, ["report", str(conv)]).exit_code == 0  # the positive control

@@ -33,12 +33,22 @@ def retime(path, *, threads=None, echo=print):
     process) and add it to the study file as one more step-time table; returns its name. threads: the thread
     counts to try (default: 1 and every core, the faster kept per B, as the study does)."""
     from minigrad import store
-    from minigrad.study.sweep import _measure_throughput
-    from minigrad.training.trial import load_data
 
     study = store.open(path)
     if study.kind != "study":
         raise ValueError(f"{path} holds a {study.kind!r} file, not a study: --retime needs a file of `minigrad bench`")
+    name, rows, attrs = measure(study, threads=threads, echo=echo)
+    add_table(path, study, name, rows, attrs)
+    echo(f"stored step-time table {name!r} in {path}")
+    return name
+
+
+def measure(study, *, threads=None, echo=print):
+    """(name, rows, attrs) of a step-time table measured here for a study (a StudyFile, or a convergence file
+    read back), the compute-speed phase of `minigrad bench` alone."""
+    from minigrad.study.sweep import _measure_throughput
+    from minigrad.training.trial import load_data
+
     config = study.config
     dataset = load_data(config)
     sizes = [dataset.n_features, *config["hidden"], dataset.n_classes]
@@ -50,12 +60,11 @@ def retime(path, *, threads=None, echo=print):
     measured = _measure_throughput({"sizes": sizes, "batch_sizes": config["batch_sizes"], "backends": "blas",
                                     "dtypes": config["dtype"], "activation": config["activation"],
                                     "optimizer": config["optimizer"], "threads": threads})
+    echo(f"re-timed in {time.perf_counter() - start:.1f} s")
     name = table_name(attrs["host"], attrs["blas"], "thr" + attrs["threads"].replace(",", "+"),
                       attrs["measured"][:19].replace(":", ""))
     rows = [dict(row, host=attrs["host"]) for row in measured["rows"]]
-    add_table(path, study, name, rows, dict(attrs, ceiling_gflops=measured.get("ceiling_gflops")))
-    echo(f"re-timed in {time.perf_counter() - start:.1f} s; stored step-time table {name!r} in {path}")
-    return name
+    return name, rows, dict(attrs, ceiling_gflops=measured.get("ceiling_gflops"))
 
 
 def add_table(path, study, name, rows, attrs):
