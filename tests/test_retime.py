@@ -231,3 +231,29 @@ def test_a_damaged_convergence_file_is_refused(study, tmp_path):
         assert result.exit_code == 2 and message in result.output and len(result.output.strip().splitlines()) == 1, \
             (name, result.output)
     assert CliRunner().invoke(cli, ["report", str(conv)]).exit_code == 0  # the positive control
+
+
+def test_step_times_of_a_missing_framework_are_refused_in_one_line(study, monkeypatch):
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is not None:
+        pytest.skip("torch is installed here: the missing-framework path cannot be shown")
+    before = study.read_bytes()
+    result = CliRunner().invoke(cli, ["report", str(study), "--step-times", "torch", "--threads", "1"])
+    assert result.exit_code == 2, result.output
+    last = result.output.strip().splitlines()[-1]
+    assert "torch is not installed" in last and "MINIGRAD_COMPARE_PYTHON" in last
+    assert study.read_bytes() == before
+    monkeypatch.setenv("MINIGRAD_COMPARE_PYTHON", "/nonexistent/python")
+    result = CliRunner().invoke(cli, ["report", str(study), "--step-times", "jax", "--threads", "1"])
+    assert result.exit_code == 2 and "cannot run /nonexistent/python" in result.output
+    assert study.read_bytes() == before
+
+
+@pytest.mark.slow
+def test_step_times_of_pytorch_answer_beside_the_study(study):
+    pytest.importorskip("torch")
+    result = CliRunner().invoke(cli, ["report", str(study), "--step-times", "torch", "--threads", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    names = [o["name"] for o in json.loads(result.output[result.output.index("{\n"):])["other_answers"]]
+    assert any(n.startswith("torch-eager") for n in names)

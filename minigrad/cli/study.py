@@ -165,17 +165,19 @@ def show_report(path, html=False, wide=False, extra=()):
                    "in the file as one more step-time table, and answer for them with the stored convergence, beside "
                    "the study's own answer. The trials and the original table are kept as they are.")
 @click.option("--threads", "retime_threads", default=None, callback=int_list,
-              help="With --retime: the thread counts to time, the faster kept per B [1 and every core].")
+              help="With --retime or --step-times torch|jax: the thread counts to time, the faster kept per B [1 and "
+                   "every core].")
 @click.option("--step-times", "step_times_path", type=click.Path(dir_okay=False), default=None,
               help="A CSV (batch_size,step_time_s) or JSON file of seconds per step measured anywhere (several rows "
-                   "per B are measurement rounds); stored in the study file as one more table and answered for. "
-                   "Format: docs/usage.md.")
+                   "per B are measurement rounds), or torch / jax: PyTorch eager or JAX jit timed here on the same "
+                   "model and batches (in $MINIGRAD_COMPARE_PYTHON or this interpreter); stored in the study file as "
+                   "one more table and answered for. Format: docs/usage.md.")
 @user_errors
 def report_command(path, html, as_json, wide, retime, retime_threads, step_times_path):
     """Rebuild a study's table, recommendation and figures from its HDF5 file alone; with --retime or
     --step-times, also answer for other step times, side by side."""
-    if retime_threads and not retime:
-        raise click.UsageError("--threads is for --retime")
+    if retime_threads and not (retime or step_times_path in ("torch", "jax")):
+        raise click.UsageError("--threads is for --retime and --step-times torch|jax")
     extra = add_step_times(path, retime, retime_threads, step_times_path) if retime or step_times_path else []
     if as_json:
         import json
@@ -204,7 +206,13 @@ def add_step_times(path, retime, threads, step_times_path):
     stored = not str(path).lower().endswith(".json")
     extra = []
     echo = lambda msg: click.echo(msg, err=True)  # noqa: E731 - stdout may be --json's
-    if step_times_path:
+    if step_times_path in ("torch", "jax"):
+        name, rows, attrs = R.measure_framework(study, step_times_path, threads=threads, echo=echo)
+        if stored:
+            R.add_table(path, study, name, rows, attrs)
+        else:
+            extra.append((name, attrs, rows))
+    elif step_times_path:
         from minigrad.study import step_times
 
         rows, attrs = step_times.read(step_times_path)

@@ -67,6 +67,41 @@ def measure(study, *, threads=None, echo=print):
     return name, rows, dict(attrs, ceiling_gflops=measured.get("ceiling_gflops"))
 
 
+def measure_framework(study, name, *, threads=None, echo=print):
+    """(name, rows, attrs) of step times of PyTorch eager ("torch") or JAX jit ("jax") on this machine, for the
+    study's model, optimizer and batch sizes: `bench throughput --compare`'s timing (minigrad.profile.frameworks,
+    in a subprocess of $MINIGRAD_COMPARE_PYTHON or this interpreter), the faster thread count kept per B.
+    ValueError (one line) when the framework is missing or fails."""
+    from minigrad.profile import frameworks
+    from minigrad.profile.throughput import LR
+    from minigrad.training.trial import load_data
+
+    config = study.config
+    dataset = load_data(config)
+    sizes = [dataset.n_features, *config["hidden"], dataset.n_classes]
+    threads = sorted(set(threads or {1, os.cpu_count() or 1}))
+    backend = frameworks.FRAMEWORKS[frameworks.parse_compare(name)[0]]
+    echo(f"timing {backend}: one training step of {sizes} at {len(config['batch_sizes'])} batch sizes, threads "
+         f"{', '.join(map(str, threads))}")
+    start = time.perf_counter()
+    rows, skipped = frameworks.measure([name], sizes, config["batch_sizes"], threads, [config["dtype"]],
+                                       activation=config["activation"], optimizer=config["optimizer"], lr=LR,
+                                       echo=echo)
+    if skipped:
+        raise ValueError(f"--step-times {name}: {skipped[name].removesuffix('; skipped')}; or set "
+                         "MINIGRAD_COMPARE_PYTHON to an interpreter that has it")
+    echo(f"timed in {time.perf_counter() - start:.1f} s")
+    fastest = {}
+    for row in rows:
+        if row["batch_size"] not in fastest or row["step_time_s"] < fastest[row["batch_size"]]["step_time_s"]:
+            fastest[row["batch_size"]] = row
+    attrs = dict(machine_attrs(threads), source=f"{backend} {rows[0].get('version', '')}".strip())
+    attrs.pop("blas")
+    table = table_name(backend, attrs["host"], "thr" + attrs["threads"].replace(",", "+"),
+                       attrs["measured"][:19].replace(":", ""))
+    return table, [dict(fastest[B], host=attrs["host"]) for B in sorted(fastest)], attrs
+
+
 def add_table(path, study, name, rows, attrs):
     """Write /step_times/<name> through the study's one writer (its lock and atomic commit): the trials and
     /throughput are copied as they are."""
