@@ -13,6 +13,9 @@ from minigrad.store.files import (
     StoreError, _STAGED, _dumps, _get_attrs, _read_table, _open_h5, _journal_dir, _journal_entries, _read_header)
 
 
+_TABLE_ATTRS = ("columns", "rows")  # what _write_table keeps on a table's group, not the caller's attrs
+
+
 @dataclass
 class Run:
     run_id: str
@@ -74,9 +77,8 @@ def open(path) -> StudyFile:  # noqa: A001 - minigrad.store.open(path) reads lik
                 attrs = _get_attrs(f)
                 runs = {rid: _read_run(rid, g) for rid, g in f["runs"].items()}
                 throughput = _read_table(f["throughput"]) if "throughput" in f else []
-                step_times = {name: {"attrs": {k: v for k, v in _get_attrs(g).items() if k not in ("columns", "rows")},
-                                     "rows": _read_table(g)}
-                              for name, g in f.get("step_times", {}).items()}
+                step_times = {name: {"attrs": {k: v for k, v in _get_attrs(g).items() if k not in _TABLE_ATTRS},
+                                     "rows": _read_table(g)} for name, g in f.get("step_times", {}).items()}
             except (OSError, KeyError) as e:
                 raise StoreError(f"{path} is damaged ({e}); restore it or start again with --overwrite") from None
     unmerged = set()

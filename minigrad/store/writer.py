@@ -168,7 +168,8 @@ class Store:
                 _write_table(f, "summary", [{"run_id": k, **_get_attrs(g)} for k, g in runs.items()])
             self._done = set(runs)
 
-        if entries or root_attrs or throughput is not None or step_times is not None or (header is not None and write_empty):
+        if (entries or root_attrs or throughput is not None or step_times is not None
+                or (header is not None and write_empty)):
             try:
                 _atomic_write(self.path, fill, base=None if header is not None else self.path,
                               size=sum(e.stat().st_size for e in entries))

@@ -231,16 +231,22 @@ def of(analysis: Analysis, attrs=None, others=()):
 def other_answer(name, table_attrs, a: Analysis):
     """One step-time table's answer in brief: where its times come from, the pick, the tie set, T(B) with
     intervals per B."""
-    from minigrad.study.retime import source_line
-
     rec = a.recommendation or {}
     return dict(name=name, source=source_line(table_attrs), attrs={k: _scalar(v) for k, v in table_attrs.items()},
                 pick=rec.get("batch_size"), lr=rec.get("lr"), tied=list(rec.get("tied", [])),
-                tie_range=_span(rec["tied"], [r["batch_size"] for r in a.rows]) if rec else "", recipe=rec.get("recipe", ""),
+                tie_range=_span(rec["tied"], [r["batch_size"] for r in a.rows]) if rec else "",
+                recipe=rec.get("recipe", ""),
                 rows=[dict(batch_size=r["batch_size"], step_time_s=r["step_time_s"], threads=r["threads"],
                            steps_to_target=r["steps"], time_to_target_s=r["time_s"],
                            time_interval_s=[r["time_lo"], r["time_hi"]], tied=r.get("tied"),
                            win_fraction=r.get("win_fraction")) for r in a.rows])
+
+
+def source_line(attrs):
+    """'host h, CPU c, BLAS b, threads 1,2, measured 2026-12-03T14:00' from a table's attrs (what is known)."""
+    keys = (("source", ""), ("file", "file "), ("host", "host "), ("cpu", "CPU "), ("blas", "BLAS "),
+            ("threads", "threads "), ("measured", "measured "))
+    return ", ".join(f"{label}{attrs[k]}" for k, label in keys if attrs.get(k) not in (None, ""))
 
 
 def own_answer(a: Analysis, attrs):

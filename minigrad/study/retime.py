@@ -111,13 +111,6 @@ def add_table(path, study, name, rows, attrs):
         writer.write_step_times(name, rows, attrs)
 
 
-def source_line(attrs):
-    """'host h, CPU c, BLAS b, threads 1,2, measured 2026-12-03T14:00' from a table's attrs (what is known)."""
-    keys = (("source", ""), ("file", "file "), ("host", "host "), ("cpu", "CPU "), ("blas", "BLAS "),
-            ("threads", "threads "), ("measured", "measured "))
-    return ", ".join(f"{label}{attrs[k]}" for k, label in keys if attrs.get(k) not in (None, ""))
-
-
 def other_analyses(study_file, extra=()):
     """[(name, attrs, Analysis)] of every further step-time table of the file, then of `extra` ((name, attrs, rows)
     not stored), each analysed with the stored convergence. A table lacking a batch size of the study is refused
