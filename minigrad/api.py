@@ -33,7 +33,12 @@ def run_study(config, out="minigrad-study.h5", *, overwrite=False, executor=None
 
 
 def open_study(path):
-    """A study file read into memory (the file is closed again)."""
+    """A study file read into memory (the file is closed again), or a convergence file (`minigrad export STUDY
+    --convergence FILE.json`: the study without its traces)."""
+    if str(path).lower().endswith(".json"):
+        from minigrad.study import convergence
+
+        return Study(convergence.read(path))
     return Study(store.open(path))
 
 
@@ -42,6 +47,7 @@ class Study:
     """A study file with its analysis, as tables and figures."""
 
     file: store.StudyFile
+    extra_times: tuple = ()  # (name, attrs, rows) of step times answered for but not stored (a convergence file)
 
     @property
     def path(self) -> Path:
@@ -64,8 +70,18 @@ class Study:
         --json` prints (rows per batch size with intervals, fit, b_crit, recommendation with its recipe, notes,
         equal budget, adaptive phase, configuration, machine); in a notebook it shows as the answer card."""
         from minigrad.study import answer
+        from minigrad.study.retime import other_analyses
 
-        return answer.of(self.analysis, self.file.attrs)
+        return answer.of(self.analysis, self.file.attrs, others=other_analyses(self.file, self.extra_times))
+
+    def retime(self, threads=None, echo=print):
+        """Measure t(B) on this machine for the study's model and batch sizes (the compute-speed phase alone) and
+        store it in the file as one more step-time table; the trials and the original table stay as they were.
+        Returns the Study read again, whose answer() shows every table's answer side by side."""
+        from minigrad.study.retime import retime
+
+        retime(self.path, threads=threads, echo=echo)
+        return open_study(self.path)
 
     def summary(self):
         """One row per batch size: step time, tuned lr, steps-, examples- and time-to-target, status."""

@@ -122,20 +122,26 @@ def bench(ctx, quick, config_path, out, overwrite, dry_run, data_name, data_dir,
         show_report(out)
 
 
-def show_report(path, html=False, wide=False):
+def show_report(path, html=False, wide=False, extra=()):
+    """extra: (name, attrs, rows) of step times to answer for that are not stored (a convergence file's)."""
     from pathlib import Path
 
     from minigrad import api
     from minigrad.study.figures import study_figures
 
     study = api.open_study(path)
+    study.extra_times = tuple(extra)
     if study.file.kind != "study":
         raise ValueError(f"{path} holds a {study.file.kind!r} file, not a study: `minigrad report` reads the files of "
                          "`minigrad bench` (`minigrad export` reads any)")
     answer = study.answer()
     study.report(wide=wide)
     path = Path(path)
-    figures = study_figures(study.analysis, study.file, path.parent, stem=path.stem)
+    if path.suffix.lower() == ".json":
+        figures = []
+        click.echo("figures: none (a convergence file holds no traces; `minigrad report STUDY.h5` draws them)")
+    else:
+        figures = study_figures(study.analysis, study.file, path.parent, stem=path.stem)
     for written in figures:
         click.echo(f"figure: {written}")
     if html:
@@ -155,17 +161,73 @@ def show_report(path, html=False, wide=False):
 @click.option("--wide", is_flag=True,
               help="Show every column of the table, even where it wraps (by default the columns that fit the "
                    "terminal; the HTML page and --json always have all).")
+@click.option("--retime", is_flag=True,
+              help="Measure the step times t(B) on this machine (the compute-speed phase alone, seconds), store them "
+                   "in the file as one more step-time table, and answer for them with the stored convergence, beside "
+                   "the study's own answer. The trials and the original table are kept as they are.")
+@click.option("--threads", "retime_threads", default=None, callback=int_list,
+              help="With --retime or --step-times torch|jax: the thread counts to time, the faster kept per B [1 and "
+                   "every core].")
+@click.option("--step-times", "step_times_path", type=click.Path(dir_okay=False), default=None,
+              help="A CSV (batch_size,step_time_s) or JSON file of seconds per step measured anywhere (several rows "
+                   "per B are measurement rounds), or torch / jax: PyTorch eager or JAX jit timed here on the same "
+                   "model and batches (in $MINIGRAD_COMPARE_PYTHON or this interpreter); stored in the study file as "
+                   "one more table and answered for. Format: docs/usage.md.")
 @user_errors
-def report_command(path, html, as_json, wide):
-    """Rebuild a study's table, recommendation and figures from its HDF5 file alone."""
+def report_command(path, html, as_json, wide, retime, retime_threads, step_times_path):
+    """Rebuild a study's table, recommendation and figures from its HDF5 file alone; with --retime or
+    --step-times, also answer for other step times, side by side."""
+    if retime_threads and not (retime or step_times_path in ("torch", "jax")):
+        raise click.UsageError("--threads is for --retime and --step-times torch|jax")
+    extra = add_step_times(path, retime, retime_threads, step_times_path) if retime or step_times_path else []
     if as_json:
         import json
 
         from minigrad import api
 
-        click.echo(json.dumps(api.open_study(path).answer().to_dict(), indent=2))
+        study = api.open_study(path)
+        study.extra_times = tuple(extra)
+        click.echo(json.dumps(study.answer().to_dict(), indent=2))
         return
-    show_report(path, html=html, wide=wide)
+    show_report(path, html=html, wide=wide, extra=extra)
+
+
+def add_step_times(path, retime, threads, step_times_path):
+    """Store a step-times file's table (checked whole first: a bad file writes nothing) and/or re-time here. A
+    convergence file (.json) is not written to: its tables are returned, (name, attrs, rows) each, to answer for."""
+    from pathlib import Path
+
+    from minigrad import api
+    from minigrad.study import retime as R
+
+    study = api.open_study(path).file
+    if study.kind != "study":
+        raise ValueError(f"{path} holds a {study.kind!r} file, not a study: --retime and --step-times need a file "
+                         "of `minigrad bench`")
+    stored = not str(path).lower().endswith(".json")
+    extra = []
+    echo = lambda msg: click.echo(msg, err=True)  # noqa: E731 - stdout may be --json's
+    if step_times_path in ("torch", "jax"):
+        name, rows, attrs = R.measure_framework(study, step_times_path, threads=threads, echo=echo)
+        if stored:
+            R.add_table(path, study, name, rows, attrs)
+        else:
+            extra.append((name, attrs, rows))
+    elif step_times_path:
+        from minigrad.study import step_times
+
+        rows, attrs = step_times.read(step_times_path)
+        name = R.table_name("file", Path(step_times_path).stem)
+        R.check_covers(study, f"--step-times {step_times_path}", rows)
+        if stored:
+            R.add_table(path, study, name, rows, attrs)
+        else:
+            extra.append((name, attrs, rows))
+    if retime and stored:
+        R.retime(path, threads=threads, echo=echo)
+    elif retime:
+        extra.append(R.measure(study, threads=threads, echo=echo))
+    return extra
 
 
 def _step_chunk():

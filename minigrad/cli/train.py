@@ -142,14 +142,27 @@ def train(data_name, data_dir, n_val, hidden, activation, loss, batch_size, lr, 
                    "(pip install 'minigrad[tensorboard]'; view with `tensorboard --logdir DIR`).")
 @click.option("--parquet", "parquet_dir", type=click.Path(file_okay=False), default=None,
               help="New folder for summary, throughput and traces as Parquet (needs pandas and pyarrow).")
+@click.option("--convergence", "convergence_path", type=click.Path(dir_okay=False), default=None,
+              help="JSON file of the study's convergence half (per B and rate: steps to target per seed, status; the "
+                   "fit; its own step times), to answer with step times from anywhere: `minigrad report FILE.json "
+                   "--step-times times.csv`. Format: docs/usage.md.")
 @user_errors
-def export(path, csv_dir, tb_dir, parquet_dir):
-    """Write a study or run file's summary, throughput and traces as CSV, TensorBoard event files or Parquet."""
+def export(path, csv_dir, tb_dir, parquet_dir, convergence_path):
+    """Write a study or run file's summary, throughput and traces as CSV, TensorBoard event files or Parquet, or a
+    study's convergence as JSON."""
     from minigrad import store
 
-    if not (csv_dir or tb_dir or parquet_dir):
-        raise click.UsageError("say where to: --csv DIR, --tensorboard DIR and/or --parquet DIR")
+    if not (csv_dir or tb_dir or parquet_dir or convergence_path):
+        raise click.UsageError("say where to: --csv DIR, --tensorboard DIR, --parquet DIR and/or --convergence FILE")
     written = []
+    if convergence_path:
+        from minigrad.study import convergence
+
+        study = store.open(path)
+        if study.kind != "study":
+            raise ValueError(f"{path} holds a {study.kind!r} file, not a study: --convergence needs a file of "
+                             "`minigrad bench`")
+        written.append(convergence.export(study, convergence_path))
     if tb_dir:
         from minigrad.store.exports import export_tensorboard
 

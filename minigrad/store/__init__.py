@@ -8,6 +8,8 @@ Layout
 /runs/<id>/    attrs of the run (batch_size, lr, optimizer, seed, status, steps_to_target, ...) and one 1-D
                dataset per trace column (chunked, gzip, maxshape=(None,)); extra arrays under /runs/<id>/arrays/
 /throughput/   one dataset per column, one row per measurement
+/step_times/<name>/  further step-time tables (`report --retime`, `--step-times`), as /throughput, with attrs saying
+               where they were measured (source, host, cpu, blas, threads, measured); /throughput stays the study's own
 /summary/      one dataset per column (run_id + the run attrs), one row per run, rebuilt whenever runs are merged
 
 Attribute values that are dicts, lists or tuples are stored as JSON strings, and their names are listed in the

@@ -13,6 +13,9 @@ from minigrad.store.files import (
     StoreError, _STAGED, _dumps, _get_attrs, _read_table, _open_h5, _journal_dir, _journal_entries, _read_header)
 
 
+_TABLE_ATTRS = ("columns", "rows")  # what _write_table keeps on a table's group, not the caller's attrs
+
+
 @dataclass
 class Run:
     run_id: str
@@ -29,6 +32,8 @@ class StudyFile:
     runs: dict[str, Run]
     throughput: list[dict]
     unmerged: set[str] = field(default_factory=set)  # runs found only in the journal of a killed writer
+    # further step-time tables (re-timed on other machines, or given): {name: {"attrs": {...}, "rows": [...]}}
+    step_times: dict[str, dict] = field(default_factory=dict)
 
     @property
     def config(self) -> dict:
@@ -65,13 +70,15 @@ def open(path) -> StudyFile:  # noqa: A001 - minigrad.store.open(path) reads lik
                 raise StoreError(f"journal entry {entry} cannot be read; delete it (its run is then rerun)") from None
     header = staged._header if staged is not None else None if path.exists() else _read_header(_journal_dir(path))
     if header is not None:  # a new study whose file is not written yet: its runs are in the journal
-        attrs, runs, throughput = dict(header), {}, []
+        attrs, runs, throughput, step_times = dict(header), {}, [], {}
     else:
         with _open_h5(path) as f:
             try:
                 attrs = _get_attrs(f)
                 runs = {rid: _read_run(rid, g) for rid, g in f["runs"].items()}
                 throughput = _read_table(f["throughput"]) if "throughput" in f else []
+                step_times = {name: {"attrs": {k: v for k, v in _get_attrs(g).items() if k not in _TABLE_ATTRS},
+                                     "rows": _read_table(g)} for name, g in f.get("step_times", {}).items()}
             except (OSError, KeyError) as e:
                 raise StoreError(f"{path} is damaged ({e}); restore it or start again with --overwrite") from None
     unmerged = set()
@@ -80,7 +87,7 @@ def open(path) -> StudyFile:  # noqa: A001 - minigrad.store.open(path) reads lik
             if run.run_id not in runs:
                 unmerged.add(run.run_id)
             runs[run.run_id] = run  # an entry is never older than the file's copy of its run
-    return StudyFile(path, attrs, dict(sorted(runs.items())), throughput, unmerged)
+    return StudyFile(path, attrs, dict(sorted(runs.items())), throughput, unmerged, step_times)
 
 
 def export_csv(path, out_dir) -> list[Path]:

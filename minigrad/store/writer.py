@@ -143,7 +143,7 @@ class Store:
             (self._journal / _HEADER).unlink(missing_ok=True)
 
     def _commit(self, root_attrs: dict | None = None, throughput: list[dict] | None = None, *,
-                write_empty: bool = False) -> None:
+                step_times: tuple | None = None, write_empty: bool = False) -> None:
         """Write a new version of the study file holding the journal and the given changes; see module docstring."""
         header = self._header
         entries = [e for e in _journal_entries(self._journal) if header is None or _entry_study(e) == self.study_id]
@@ -166,11 +166,17 @@ class Store:
                 _put_attrs(f, root_attrs)
             if throughput is not None:
                 _write_table(f, "throughput", throughput)
+            if step_times is not None:  # (name, rows, attrs): one more machine's or library's step times
+                name, rows, attrs = step_times
+                group = f.require_group("step_times")
+                _write_table(group, name, rows)
+                _put_attrs(group[name], attrs)
             if entries:
                 _write_table(f, "summary", [{"run_id": k, **_get_attrs(g)} for k, g in runs.items()])
             self._done = set(runs)
 
-        if entries or root_attrs or throughput is not None or (header is not None and write_empty):
+        if (entries or root_attrs or throughput is not None or step_times is not None
+                or (header is not None and write_empty)):
             try:
                 _atomic_write(self.path, fill, base=None if header is not None else self.path,
                               size=sum(e.stat().st_size for e in entries))
@@ -246,6 +252,14 @@ class Store:
         """Replace the /throughput table with these rows (dicts of strings and numbers)."""
         self._check_open()
         self._commit(throughput=[dict(r) for r in rows])
+
+    def write_step_times(self, name: str, rows: list[dict], attrs: dict) -> None:
+        """Add (or replace) the named step-time table /step_times/<name> (rows as /throughput's; attrs: where
+        the times come from). /throughput and the runs stay as they are."""
+        self._check_open()
+        if not isinstance(name, str) or not _ID.fullmatch(name):
+            raise ValueError(f"bad step-time table name {name!r}: use letters, digits and _ . = + -")
+        self._commit(step_times=(name, [dict(r) for r in rows], dict(attrs)))
 
     def set_attrs(self, values: dict) -> None:
         """Add study-level results (chosen target, fitted values, ...) to the root attrs; None deletes one."""

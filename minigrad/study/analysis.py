@@ -218,7 +218,8 @@ def recommend(rows, T, cells, times, config, target):
 
 def recipe(config, row, target):
     """The `minigrad train` line that trains the pick to the target: its measured rate, a step budget of 1.5x the
-    most steps any seed or resample needed (training stops at the target; one run varies more than the median)."""
+    most steps any seed or resample needed (training stops at the target; one run varies more than the median), and
+    the thread count its step time t(B) was measured with, when known."""
     steps_hi = max(x for x in (row["steps"], row["steps_hi"], row["seed_steps"][1]) if math.isfinite(x))
     args = ["minigrad", "train", "--data", str(config["data"]), "--hidden", ",".join(map(str, config["hidden"])),
             "--activation", config["activation"], "--loss", config["loss"], "--optimizer", config["optimizer"]]
@@ -232,6 +233,8 @@ def recipe(config, row, target):
         args += ["--beta2", f"{beta2:.12g}"]
     args += ["--sampler", config["sampler"], "--dtype", config["dtype"], "--batch-size", str(row["batch_size"]),
              "--lr", f"{row['best_lr']:g}", "--steps", str(int(math.ceil(1.5 * steps_hi))), "--target", f"{target:g}"]
+    if timed_threads(row):  # the thread count t(B) was timed with: the recipe runs at the time the answer promises
+        args += ["--threads", str(timed_threads(row))]
     if config.get("data_seed"):
         args += ["--data-seed", str(config["data_seed"])]
     options = dict(config.get("data_options") or {})
@@ -243,6 +246,15 @@ def recipe(config, row, target):
         line += ("  # the study used data options " + ", ".join(f"{k} = {v}" for k, v in options.items())
                  + ", which train does not take")
     return line
+
+
+def timed_threads(row):
+    """The thread count behind a row's step time, or None when the table does not say (a file without it)."""
+    t = row.get("threads")
+    try:
+        return int(t) if t is not None and math.isfinite(float(t)) and float(t) >= 1 else None
+    except (TypeError, ValueError):
+        return None
 
 
 def _finite_range(values):

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from minigrad.study.analysis import Analysis, time_gaps
+from minigrad.study.analysis import Analysis, _span, time_gaps, timed_threads
 from minigrad.study.ladder import trend_sentence
 from minigrad.study.uncertainty import INTERVAL
 
@@ -112,7 +112,8 @@ def recommendation_sentence(a: Analysis):
     stable = regret_sentence(rec) + " " + stable
     adaptive = f" Adaptive phase: {a.adaptive['state']}." if a.adaptive.get("state") else ""
     return (f"Use batch size {r['batch_size']} with learning rate {r['best_lr']:g}: {rec['reason']}. It reaches "
-            f"validation error {a.target:g} in {steps} of {fmt_time(r['step_time_s'])}{time}. {stable}{adaptive} "
+            f"validation error {a.target:g} in {steps} of {fmt_time(r['step_time_s'])}{_on_threads(r)}{time}. "
+            f"{stable}{adaptive} "
             f"{fit_sentence(a)}").rstrip()
 
 
@@ -131,6 +132,11 @@ def regret_sentence(rec):
         text += (f" T(B) is flat here: anything from B = {flat[0]} to {flat[-1]} is within {FLAT_TOLERANCE:.0%} of "
                  "the fastest in the median resample, so any of them is as good an answer.")
     return text
+
+
+def _on_threads(row):
+    t = timed_threads(row)
+    return f" on {t} thread{'s' if t != 1 else ''}" if t and math.isfinite(row["step_time_s"]) else ""
 
 
 def recipe_intro(a: Analysis):
@@ -196,6 +202,7 @@ class Answer:
     machine: dict = field(default_factory=dict)
     ladder: list = field(default_factory=list)   # per error level: S_min, E_min, B_crit, CBS-20%, B_simple, rows
     ladder_sentence: str = ""
+    others: list = field(default_factory=list)  # the answers for further step-time tables (other_answer)
 
     @property
     def pick(self):
@@ -246,12 +253,14 @@ class Answer:
                 cbs_20=dict(estimate=r["cbs"], interval=[r["cbs_lo"], r["cbs_hi"]]), b_simple=r["b_simple"],
                 b_simple_trials=r["gns_trials"], unresolved_fraction=r["unresolved"],
                 rows=[dict(batch_size=x["batch_size"], steps=x["steps"], steps_interval=[x["steps_lo"], x["steps_hi"]],
-                           lr=x["lr"], misfit=x["misfit"]) for x in r["rows"]]) for r in self.ladder]))
+                           lr=x["lr"], misfit=x["misfit"]) for x in r["rows"]]) for r in self.ladder]),
+            other_answers=self.others)
         return _plain(out)
 
 
-def of(analysis: Analysis, attrs=None):
-    """The Answer of an analysis; attrs: the study file's attributes (for the machine), if at hand."""
+def of(analysis: Analysis, attrs=None, others=()):
+    """The Answer of an analysis; attrs: the study file's attributes (for the machine), if at hand; others:
+    [(name, table attrs, Analysis)] of further step-time tables (minigrad.study.retime.other_analyses)."""
     a = analysis
     rec = a.recommendation or {}
     notes = [line for line in (gap_line(a), a.busy or "") if line]
@@ -261,7 +270,38 @@ def of(analysis: Analysis, attrs=None):
         fit_line=fit_line(a), fit_sentence=fit_sentence(a), notes=notes, gns_line=gns_line(a), equal=a.equal,
         equal_epochs=a.config.get("equal_epochs", math.nan), adaptive=a.adaptive,
         adaptive_sentence=adaptive_sentence(a), gns=a.gns, busy=a.busy or "", config=a.config,
-        machine=machine(attrs or {}), ladder=a.ladder, ladder_sentence=trend_sentence(a.ladder))
+        machine=machine(attrs or {}), ladder=a.ladder, ladder_sentence=trend_sentence(a.ladder),
+        others=[own_answer(a, attrs or {})] + [other_answer(*o) for o in others] if others else [])
+
+
+def other_answer(name, table_attrs, a: Analysis):
+    """One step-time table's answer in brief: where its times come from, the pick, the tie set, T(B) with
+    intervals per B."""
+    rec = a.recommendation or {}
+    return dict(name=name, source=source_line(table_attrs), attrs={k: _scalar(v) for k, v in table_attrs.items()},
+                pick=rec.get("batch_size"), lr=rec.get("lr"), tied=list(rec.get("tied", [])),
+                tie_range=_span(rec["tied"], [r["batch_size"] for r in a.rows]) if rec else "",
+                recipe=rec.get("recipe", ""),
+                rows=[dict(batch_size=r["batch_size"], step_time_s=r["step_time_s"], threads=r["threads"],
+                           steps_to_target=r["steps"], time_to_target_s=r["time_s"],
+                           time_interval_s=[r["time_lo"], r["time_hi"]], tied=r.get("tied"),
+                           win_fraction=r.get("win_fraction")) for r in a.rows])
+
+
+def source_line(attrs):
+    """'host h, CPU c, BLAS b, threads 1,2, measured 2026-12-03T14:00' from a table's attrs (what is known)."""
+    keys = (("source", ""), ("file", "file "), ("host", "host "), ("cpu", "CPU "), ("blas", "BLAS "),
+            ("threads", "threads "), ("measured", "measured "))
+    return ", ".join(f"{label}{attrs[k]}" for k, label in keys if attrs.get(k) not in (None, ""))
+
+
+def own_answer(a: Analysis, attrs):
+    """The study's own step times as the first of the answers side by side."""
+    blas = attrs.get("step_blas") or "openblas"
+    own = {"source": "the study's own", "host": attrs.get("throughput_host") or attrs.get("host"),
+           "cpu": attrs.get("cpu"), "blas": blas, "measured": attrs.get("created")}
+    return other_answer("study", own, a)
+
 
 
 def machine(attrs):

@@ -175,6 +175,25 @@ def _equal_section(ans):
             + "</section>")
 
 
+def _others_section(ans):
+    """The answers side by side, one per step-time table, each saying where its times come from."""
+    if not ans.others:
+        return ""
+    Bs = [r["batch_size"] for r in ans.others[0]["rows"]]
+    heads = ["step times", "where from", "pick", "tied"] + [f"T({B})" for B in Bs]
+    rows = []
+    for o in ans.others:
+        by_B = {r["batch_size"]: r for r in o["rows"]}
+        rows.append([o["name"], o["source"], str(o["pick"] or "-"), o["tie_range"] or "-"]
+                    + [fmt_time(by_B[B]["time_to_target_s"]) + " (" + fmt_interval(*by_B[B]["time_interval_s"],
+                       fmt_time_range) + ")" if B in by_B else "-" for B in Bs])
+    return ("<section id='other-answers'><h2>The answer for each step-time table</h2>"
+            "<p>The same stored convergence (steps to target per batch size) with the step times of each table: the "
+            "study's own, re-timed on another machine (<code>minigrad report STUDY --retime</code>) or given "
+            f"(<code>--step-times FILE</code>). Time to target with its {INTERVAL_NAME}.</p>"
+            + _table(heads, rows) + "</section>")
+
+
 def _figure(path):
     data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
     name = Path(path).stem.rsplit("_", 1)[-1]
@@ -186,7 +205,8 @@ def render(ans: Answer, study_file, figures):
     """The page as a string. ans: minigrad.study.answer.Answer; figures: PNG paths to embed."""
     attrs = study_file.attrs
     name = Path(study_file.path).name
-    sections = [answer_card(ans), _rows_section(ans), _fit_section(ans), _ladder_section(ans), _equal_section(ans)]
+    sections = [answer_card(ans), _rows_section(ans), _others_section(ans), _fit_section(ans), _ladder_section(ans),
+                _equal_section(ans)]
     if ans.adaptive_sentence:
         sections.append(f"<section><h2>Adaptive phase</h2><p>{_e(ans.adaptive_sentence)}</p></section>")
     if figures:

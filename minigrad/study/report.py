@@ -126,3 +126,31 @@ def print_report(a, console=None, wide=False):
                        _e(r.get("fixed_test"), r.get("fixed_diverged")))
         console.print(eq)
     console.print(ans.text(), soft_wrap=soft)
+    if ans.others:
+        console.print(others_table(ans))
+        for i, o in enumerate(ans.others):
+            console.print(f"[{i}] {o['name']}: {o['source']}", soft_wrap=soft, markup=False)
+
+
+def others_table(ans: Answer):
+    """The answers side by side, one column per step-time table: T(B) with its interval per B, then the pick and
+    the tie set; [i] names the table (listed under it)."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(title="the answer for each step-time table (same convergence; time to target and its "
+                        f"{INTERVAL_NAME}; > pick, ~ tied)", box=box.SIMPLE_HEAD, padding=(0, 1), title_justify="left")
+    table.add_column("B", justify="right")
+    for i, o in enumerate(ans.others):
+        table.add_column(f"[{i}] {o['name'][:24]}", justify="right", no_wrap=True)
+    by_B = [{r["batch_size"]: r for r in o["rows"]} for o in ans.others]
+    for B in [r["batch_size"] for r in ans.others[0]["rows"]]:
+        cells = []
+        for o, rows in zip(ans.others, by_B):
+            r = rows.get(B)
+            mark = ">" if B == o["pick"] else "~" if r and r.get("tied") else " "
+            cells.append("-" if r is None else f"{mark} {fmt_time(r['time_to_target_s'])} "
+                         f"({fmt_interval(*r['time_interval_s'], fmt_time_range)})")
+        table.add_row(str(B), *cells)
+    table.add_row("pick", *(f"{o['pick']} (tie {o['tie_range']})" if o["pick"] else "-" for o in ans.others))
+    return table

@@ -132,7 +132,9 @@ def _measure_throughput(kwargs):
     from minigrad.training.train import step_chunk
 
     # steps timed as the trials take them, in the compiled loop (a Python call per step would add microseconds)
-    measured = throughput.measure(threads=sorted({1, os.cpu_count() or 1}), chunk=step_chunk, **kwargs)
+    kwargs = dict(kwargs)
+    threads = kwargs.pop("threads", None) or sorted({1, os.cpu_count() or 1})  # `report --retime` may choose them
+    measured = throughput.measure(threads=threads, chunk=step_chunk, **kwargs)
     fastest = {}
     for row in measured["rows"]:
         best = fastest.get(row["batch_size"])
