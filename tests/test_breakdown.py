@@ -20,7 +20,7 @@ def setup(B, optimizer="adam", backend="blas", dtype=np.float64):
     model, opt = MLP(SIZES, dtype=dtype, backend=backend, seed=0), make_optimizer(optimizer, 0.01)
     opt.bind(model)
     step = model.step_for(B, opt)
-    args = (*step.linear, model.net, model.grads_views, step.ws.work, X, y, step.update(opt))
+    args = (*step.linear, step.net, step.grads, step.work, X, y, step.update(opt))
     return model, opt, X, y, args
 
 
@@ -144,11 +144,11 @@ def test_the_whole_large_sgd_prefix_is_the_fused_blas_step(sizes):
     twin, twin_opt = model.copy(), make_optimizer("sgd", 0.01)
     assert model.step_path(B, opt) == "blas-fused-sgd"
     twin.train_step(X, y, twin_opt)  # kernels_large.sgd_step through the model
-    ws, lb = model.workspace(B), twin.step_for(B, twin_opt).buffers
+    step, lb = model.step_for(B, opt), twin.step_for(B, twin_opt).buffers
     ops = BD.large_sgd_ops(sizes, B, "relu", lb.fold_first)
     assert sum(op.kind == "gemm" for op in ops) == 3 + 2 + 3  # forward, input-gradient, weight-gradient(+update)
     mine = lb._replace(dweight0=model.grads_views.dweights[0], X=np.zeros_like(lb.X), sums=np.zeros_like(lb.sums))
-    args = (model.net, ws.work, mine, X, y, 0.01)
+    args = (step.net, step.work, tuple(mine), X, y, 0.01)
     before = model.params.copy()
     assert BD.large_sgd_prefix(len(ops) - 1, *args) == len(ops) - 1
     assert not np.array_equal(model.params, before)  # the earlier layers' updates ran ...

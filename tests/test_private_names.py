@@ -22,8 +22,12 @@ ALLOWED = {
 }
 
 
+# collections.namedtuple's documented methods and attributes: public, underscored only to keep clear of field names
+NAMEDTUPLE_API = {"_fields", "_field_defaults", "_make", "_replace", "_asdict"}
+
+
 def private(name):
-    return name.startswith("_") and not name.startswith("__")
+    return name.startswith("_") and not name.startswith("__") and name not in NAMEDTUPLE_API
 
 
 def defined_names(tree):

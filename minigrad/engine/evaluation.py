@@ -13,13 +13,13 @@ from minigrad.engine.steps import linear_kernels
 
 @njit
 def evaluate_block(linear_forward, net, work, X, y, start):
-    # the rows X[start:start+R] through an R-row workspace (kernels.Work) -> (summed loss, errors)
-    rows = work.zs[0].shape[0]
+    # the rows X[start:start+R] through an R-row workspace (laid out as kernels.Work) -> (summed loss, errors)
+    zs, acts, dzs = work
+    rows = zs[0].shape[0]
     xb, yb = X[start:start + rows], y[start:start + rows]
     P.forward(linear_forward, net, work, xb)
-    logits = work.acts[len(net.weights) - 1]
-    return (K.loss_forward_backward(net.loss, work.dzs[len(net.weights) - 1], logits, yb) * rows,
-            K.errors_count(logits, yb))
+    L = len(zs)
+    return K.loss_forward_backward(net[1], dzs[L - 1], acts[L - 1], yb) * rows, K.errors_count(acts[L - 1], yb)
 
 
 @njit
@@ -27,7 +27,7 @@ def evaluate_pass(forward_full, forward_rest, net, full, rest, X, y):
     # X (N,C), y (N,) -> (mean loss, error rate), in blocks of R rows (full: the kernels.Work of an R-row
     # workspace) and one block of N mod R rows (rest). Sums as MLP.evaluate does them, block by block.
     N = X.shape[0]
-    R = full.zs[0].shape[0]
+    R = full[0][0].shape[0]
     total, wrong = 0.0, 0
     start = 0
     while start + R <= N:
@@ -82,6 +82,7 @@ class Evaluator:
         self.rest = Workspace(model.sizes, max(N % R, 1), model.dtype)
         self.run = evaluation_runner(linear_kernels(model.backend, R)[0],
                                      linear_kernels(model.backend, self.rest.X.shape[0])[0])
+        self.args = K.plain(model.net), K.plain(self.full.work), K.plain(self.rest.work)
 
     def __call__(self):
-        return self.run(self.model.net, self.full.work, self.rest.work, self.X, self.y)
+        return self.run(*self.args, self.X, self.y)

@@ -17,7 +17,7 @@ registry, is in docs/architecture.md and `minigrad bench throughput --help`. The
 the path blas-fused-sgd, whose step is kernels_large.sgd_step: this file's ops with the bias folded into the
 activation pass and the SGD update into the weight-gradient GEMM.
 
-The step bodies take the model's arrays as the named tuples below (Numba passes them as it passes a tuple).
+The step bodies take the model's arrays as tuples laid out as the named tuples below, and unpack them by position.
 """
 import math
 from collections import namedtuple
@@ -39,6 +39,13 @@ Grads = namedtuple("Grads", "dweights dbiases")
 Work = namedtuple("Work", "zs acts dzs")
 # an optimizer's update (optim.optimizer_update): kind code, params (P,), grads (P,), state (S,P), hyper (6,)
 Update = namedtuple("Update", "kind params grads state hyper")
+
+
+def plain(value):
+    """`value` with every named tuple in it turned into a plain tuple: what compiled code is handed. Numba types a
+    plain tuple argument in C and a named tuple in Python: kernels_large.sgd_step took 7.7 us a call from Python at
+    B = 1 with named tuples, 5.2 us with plain ones (5.3 us with the arrays one by one)."""
+    return tuple(plain(v) for v in value) if isinstance(value, tuple) else value
 
 
 # --------------------------------------------------------------------------------------------------------- linear

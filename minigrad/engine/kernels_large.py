@@ -177,7 +177,7 @@ def large_buffers(sizes, B, dtype, dweight0):
 @njit(cache=True)
 def sgd_step(net, work, large, X, y, lr, weight_decay):
     # X (B,C_0), y (B,) -> mean loss; forward, backward and the plain-SGD update (module docstring). A non-finite
-    # loss returns before any update. net, work: kernels.Net, kernels.Work; large: Large. With large.fold_first
+    # loss returns before any update. net, work, large: laid out as kernels.Net, kernels.Work and Large. With fold_first
     # the first layer's update is folded into its GEMM and X copied into large.X for MLP.grads; else its weight
     # gradient goes to large.dweight0 and an update pass.
     act, loss, weights, biases = net

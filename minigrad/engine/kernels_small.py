@@ -435,6 +435,7 @@ def _start_step(counter, x_saved, X):
 # gradient of layer l, dlogits (T,B,K) each worker's copy of the loss gradient, counter (16,) int64 the barrier,
 # value (1,) float64 the loss, X (B,C_0) a copy of the batch (for MLP.grads)
 Fused = namedtuple("Fused", "parts dlogits counter value X")
+COUNTER, VALUE = Fused._fields.index("counter"), Fused._fields.index("value")
 
 
 def fused_buffers(sizes, B, T, dtype):
@@ -444,11 +445,14 @@ def fused_buffers(sizes, B, T, dtype):
 
 @njit(cache=True)
 def sgd_step_serial(net, work, fused, X, y, lr, weight_decay):
-    # the fused step on one core: the same body with T = 1 (its barriers return at once). net, work: kernels.Net,
-    # kernels.Work; fused: Fused; X (B,C_0), y (B,); the loss lands in fused.value[0]
-    _start_step(fused.counter, fused.X, X)
-    sgd_step_worker(0, 1, net.act, net.loss, net.weights, net.biases, work.zs, work.acts, work.dzs, fused.parts,
-                    fused.dlogits, X, y, lr, weight_decay, fused.counter, fused.value)
+    # the fused step on one core: the same body with T = 1 (its barriers return at once). net, work, fused: laid
+    # out as kernels.Net, kernels.Work and Fused; X (B,C_0), y (B,); the loss lands in value[0]
+    act, loss, weights, biases = net
+    zs, acts, dzs = work
+    parts, dlogits, counter, value, x_saved = fused
+    _start_step(counter, x_saved, X)
+    sgd_step_worker(0, 1, act, loss, weights, biases, zs, acts, dzs, parts, dlogits, X, y, lr, weight_decay, counter,
+                    value)
 
 
 @njit(parallel=True)
@@ -458,10 +462,10 @@ def sgd_step_parallel(T, net, work, fused, X, y, lr, weight_decay):
     # two workers on one thread, and the first barrier would then wait forever: it gives up and reports failure).
     # Everything else lives in cached functions: this one is compiled in each process, and a short body compiles
     # in well under a second.
-    _start_step(fused.counter, fused.X, X)
     act, loss, weights, biases = net
     zs, acts, dzs = work
-    parts, dlogits, counter, value = fused.parts, fused.dlogits, fused.counter, fused.value
+    parts, dlogits, counter, value, x_saved = fused
+    _start_step(counter, x_saved, X)
     for w in prange(T):
         sgd_step_worker(w, T, act, loss, weights, biases, zs, acts, dzs, parts, dlogits, X, y, lr, weight_decay,
                         counter, value)

@@ -231,7 +231,7 @@ class MLP:
         for start in range(0, X.shape[0], batch_size):
             chunk = X[start:start + batch_size]
             ws = self.workspace(chunk.shape[0])
-            P.forward(S.linear_kernels(self.backend, chunk.shape[0])[0], self.net, ws.work, chunk)
+            P.forward(S.linear_kernels(self.backend, chunk.shape[0])[0], K.plain(self.net), K.plain(ws.work), chunk)
             out[start:start + chunk.shape[0]] = ws.acts[-1]
         return out
 
@@ -247,7 +247,7 @@ class MLP:
         for start in range(0, X.shape[0], batch_size):
             xb, yb = X[start:start + batch_size], y[start:start + batch_size]
             ws = self.workspace(xb.shape[0])
-            P.forward(S.linear_kernels(self.backend, xb.shape[0])[0], self.net, ws.work, xb)
+            P.forward(S.linear_kernels(self.backend, xb.shape[0])[0], K.plain(self.net), K.plain(ws.work), xb)
             logits = ws.acts[-1]
             total_loss += K.loss_forward_backward(self.net.loss, ws.dzs[-1], logits, yb) * xb.shape[0]
             wrong += K.errors_count(logits, yb)

@@ -3,7 +3,8 @@
 They take the backend's linear kernels as arguments, so one body serves every backend (kernels.py's BLAS GEMMs,
 kernels_small's register-blocked ones, kernels_loops'). Numba specialises them per backend and cannot cache such
 specialisations, so they are compiled once per process (about a second) while the leaf kernels they call come from
-the on-disk cache. net, grads, work, update: the named tuples of kernels.py.
+the on-disk cache. net, grads, work, update: tuples laid out as the named tuples of kernels.py (plain tuples:
+kernels.plain), unpacked by position.
 
 The per-example bodies are the no-vectorisation baseline: B forward/backward passes of one example each (the kernels
 the blas backend uses at B = 1), their gradients accumulated, as a loop over examples with gradient accumulation
@@ -27,13 +28,15 @@ OneExample = namedtuple("OneExample", "grads dgrads work X y")
 
 @njit
 def forward(linear_forward, net, work, X):
-    # X (B,C) -> logits work.acts[L-1] (B,K)
-    L = len(net.weights)
+    # X (B,C) -> logits acts[L-1] (B,K)
+    act, _, weights, biases = net
+    zs, acts, _ = work
+    L = len(weights)
     for l in range(L):
-        inp = X if l == 0 else work.acts[l - 1]
-        linear_forward(work.zs[l], inp, net.weights[l], net.biases[l])
+        inp = X if l == 0 else acts[l - 1]
+        linear_forward(zs[l], inp, weights[l], biases[l])
         if l < L - 1:
-            K.activation_forward(net.act, work.acts[l], work.zs[l])
+            K.activation_forward(act, acts[l], zs[l])
 
 
 @njit
@@ -41,9 +44,11 @@ def forward_backward(linear_forward, linear_backward, net, grads, work, X, y, sq
     # X (B,C), y (B,) -> mean loss; fills grads (views of the flat gradient).
     # sqnorms (B,) or (0,): if not empty, receives each example's squared gradient norm (of loss/B; see kernels).
     forward(linear_forward, net, work, X)
-    weights, zs, acts, dzs = net.weights, work.zs, work.acts, work.dzs
+    act, loss, weights, _ = net
+    dweights, dbiases = grads
+    zs, acts, dzs = work
     L = len(weights)
-    value = K.loss_forward_backward(net.loss, dzs[L - 1], acts[L - 1], y)
+    value = K.loss_forward_backward(loss, dzs[L - 1], acts[L - 1], y)
     if sqnorms.shape[0] > 0:
         sqnorms[:] = 0.0
     for l in range(L - 1, -1, -1):
@@ -52,9 +57,9 @@ def forward_backward(linear_forward, linear_backward, net, grads, work, X, y, sq
             K.linear_grad_sqnorms(sqnorms, dzs[l], inp)
         # layer 0 needs no input gradient; dzs[0] is passed only to fill the argument
         dinp = dzs[l - 1] if l > 0 else dzs[0]
-        linear_backward(dinp, grads.dweights[l], grads.dbiases[l], dzs[l], inp, weights[l], l > 0)
+        linear_backward(dinp, dweights[l], dbiases[l], dzs[l], inp, weights[l], l > 0)
         if l > 0:
-            K.activation_backward(net.act, dzs[l - 1], dzs[l - 1], zs[l - 1], acts[l - 1])
+            K.activation_backward(act, dzs[l - 1], dzs[l - 1], zs[l - 1], acts[l - 1])
     return value
 
 
@@ -64,8 +69,9 @@ def train_step(linear_forward, linear_backward, net, grads, work, X, y, sqnorms,
     # stay those that produced it, and the caller reports it.
     value = forward_backward(linear_forward, linear_backward, net, grads, work, X, y, sqnorms)
     if math.isfinite(value):
-        update.hyper[STEP] += 1
-        optimizer_update(update.kind, update.params, update.grads, update.state, update.hyper)
+        kind, params, flat_grads, state, hyper = update
+        hyper[STEP] += 1
+        optimizer_update(kind, params, flat_grads, state, hyper)
     return value
 
 
@@ -77,7 +83,7 @@ def forward_backward_per_example(net, one, X, y, sqnorms, grads):
     # (explicit loops: Numba's in-place array operators go through its generic ufunc loop, 4x slower here)
     B, C = X.shape
     P = grads.shape[0]
-    example_grads, x1, y1 = one.grads, one.X, one.y
+    example_grads, dgrads, work1, x1, y1 = one
     scale = grads.dtype.type(1.0 / B)
     for i in range(P):
         grads[i] = 0.0
@@ -86,7 +92,7 @@ def forward_backward_per_example(net, one, X, y, sqnorms, grads):
         for c in range(C):
             x1[0, c] = X[b, c]
         y1[0] = y[b]
-        total += forward_backward(KS.linear_forward, KS.linear_backward, net, one.dgrads, one.work, x1, y1,
+        total += forward_backward(KS.linear_forward, KS.linear_backward, net, dgrads, work1, x1, y1,
                                   sqnorms[:0])
         norm2 = 0.0
         for i in range(P):
@@ -101,8 +107,9 @@ def forward_backward_per_example(net, one, X, y, sqnorms, grads):
 @njit
 def train_step_per_example(net, one, X, y, sqnorms, update):
     # train_step of the per-example backend: B single-example passes, then one update with their mean gradient
-    value = forward_backward_per_example(net, one, X, y, sqnorms, update.grads)
+    kind, params, grads, state, hyper = update
+    value = forward_backward_per_example(net, one, X, y, sqnorms, grads)
     if math.isfinite(value):
-        update.hyper[STEP] += 1
-        optimizer_update(update.kind, update.params, update.grads, update.state, update.hyper)
+        hyper[STEP] += 1
+        optimizer_update(kind, params, grads, state, hyper)
     return value

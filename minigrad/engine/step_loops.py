@@ -14,6 +14,7 @@ from collections import namedtuple
 import numpy as np
 from numba import njit
 
+from minigrad.engine import kernels as K
 from minigrad.engine import kernels_large as KG
 from minigrad.engine import kernels_small as KS
 from minigrad.engine import passes as P
@@ -34,6 +35,7 @@ LR_KINDS = {"constant": 0, "step": 1, "cosine": 2}
 # run_steps' arguments after the step's own, in order: the training split X (n,C), y (n,); the workspace's batch
 # buffers Xb (B,C), yb (B,); SamplerState.arrays(); (lr params, lr milestones, batch params, batch milestones);
 # (budget kind, limit); the step to stop at; the counters (STEPS...) and sums (LOSS_SUM...)
+HYPER = K.Update._fields.index("hyper")  # where an update tuple holds the optimizer's hyper-parameters
 Chunk = namedtuple("Chunk", "X y Xb yb sampler schedules budget stop_step counters sums")
 
 
@@ -92,14 +94,14 @@ def gather(Xb, yb, X, y, idx):
 @njit
 def plain_step(X, y, lr, linear_forward, linear_backward, args):
     net, grads, work, sqnorms, update = args
-    update.hyper[LR] = lr
+    update[HYPER][LR] = lr
     return P.train_step(linear_forward, linear_backward, net, grads, work, X, y, sqnorms, update)
 
 
 @njit
 def per_example_step(X, y, lr, linear_forward, linear_backward, args):
     net, one, sqnorms, update = args
-    update.hyper[LR] = lr
+    update[HYPER][LR] = lr
     return P.train_step_per_example(net, one, X, y, sqnorms, update)
 
 
@@ -108,9 +110,10 @@ def fused_serial_step(X, y, lr, linear_forward, linear_backward, args):
     net, work, fused, hyper, T = args
     hyper[LR] = lr
     KS.sgd_step_serial(net, work, fused, X, y, lr, hyper[WEIGHT_DECAY])
-    if math.isfinite(fused.value[0]):
+    value = fused[KS.VALUE]
+    if math.isfinite(value[0]):
         hyper[STEP] += 1
-    return fused.value[0]
+    return value[0]
 
 
 @njit
@@ -118,11 +121,12 @@ def fused_parallel_step(X, y, lr, linear_forward, linear_backward, args):
     net, work, fused, hyper, T = args
     hyper[LR] = lr
     KS.sgd_step_parallel(T, net, work, fused, X, y, lr, hyper[WEIGHT_DECAY])
-    if fused.counter[KS.BARRIER_FAILED]:
+    if fused[KS.COUNTER][KS.BARRIER_FAILED]:
         return np.nan  # the caller tells a failed barrier from a NaN loss by the counter
-    if math.isfinite(fused.value[0]):
+    value = fused[KS.VALUE]
+    if math.isfinite(value[0]):
         hyper[STEP] += 1
-    return fused.value[0]
+    return value[0]
 
 
 @njit

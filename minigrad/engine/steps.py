@@ -112,7 +112,9 @@ class Step:
     def __init__(self, model, name, B, T):
         self.model, self.name, self.B, self.T = model, name, B, T
         self.linear = linear_kernels(model.backend, B)
-        self._ws = None
+        # what the compiled calls take, as plain tuples (kernels.plain: the faster to hand over from Python)
+        self.net, self.grads = K.plain(model.net), K.plain(model.grads_views)
+        self._ws = self._work = None
 
     @property
     def ws(self):
@@ -121,27 +123,32 @@ class Step:
             self._ws = self.model.workspace(self.B)
         return self._ws
 
+    @property
+    def work(self):
+        """The workspace's zs, acts, dzs as the compiled calls take them (kernels.Work's layout)."""
+        if self._work is None:
+            self._work = K.plain(self.ws.work)
+        return self._work
+
     def update(self, optimizer):
+        """`optimizer`'s update of the model's flat vectors, laid out as kernels.Update."""
         m = self.model
-        return K.Update(optimizer.kind, m.params, m.grads_buffer, optimizer.state, optimizer.hyper)
+        return optimizer.kind, m.params, m.grads_buffer, optimizer.state, optimizer.hyper
 
     def gradient(self, X, y, sqnorms):
         """Mean loss of the batch; fills model.grads_buffer (no update). sqnorms: see passes.forward_backward."""
-        return P.forward_backward(*self.linear, self.model.net, self.model.grads_views, self.ws.work, X, y, sqnorms)
+        return P.forward_backward(*self.linear, self.net, self.grads, self.work, X, y, sqnorms)
 
     def __call__(self, X, y, optimizer):
         """One step from Python: the loss (NaN/Inf: the update was skipped)."""
         self.model.defer_grads(None)
-        return P.train_step(*self.linear, self.model.net, self.model.grads_views, self.ws.work, X, y,
-                            self.ws.no_sqnorms, self.update(optimizer))
-
-    def loop_args(self, optimizer):
-        # what step_loops.plain_step takes
-        return self.model.net, self.model.grads_views, self.ws.work, self.ws.no_sqnorms, self.update(optimizer)
+        return P.train_step(*self.linear, self.net, self.grads, self.work, X, y, self.ws.no_sqnorms,
+                            self.update(optimizer))
 
     def run(self, optimizer, chunk):
         """Steps of the compiled loop (step_loops; chunk: loop.Chunk on this step's workspace) -> why it stopped."""
-        return SL.run_steps(SL.plain_step, *self.linear, self.loop_args(optimizer), *chunk)
+        args = self.net, self.grads, self.work, self.ws.no_sqnorms, self.update(optimizer)  # step_loops.plain_step's
+        return SL.run_steps(SL.plain_step, *self.linear, args, *chunk)
 
     def settle(self):
         """Form model.grads from what a deferring step kept (only steps that defer are asked)."""
@@ -153,16 +160,18 @@ class Step:
 class PerExampleStep(Step):
     """B single-example passes, their gradients accumulated, then one update (passes.train_step_per_example)."""
 
+    def __init__(self, model, name, B, T):
+        super().__init__(model, name, B, T)
+        self.one = K.plain(model.one_example)
+
     def gradient(self, X, y, sqnorms):
-        return P.forward_backward_per_example(self.model.net, self.model.one_example, X, y, sqnorms,
-                                              self.model.grads_buffer)
+        return P.forward_backward_per_example(self.net, self.one, X, y, sqnorms, self.model.grads_buffer)
 
     def __call__(self, X, y, optimizer):
-        return P.train_step_per_example(self.model.net, self.model.one_example, X, y, self.ws.no_sqnorms,
-                                        self.update(optimizer))
+        return P.train_step_per_example(self.net, self.one, X, y, self.ws.no_sqnorms, self.update(optimizer))
 
     def run(self, optimizer, chunk):
-        args = self.model.net, self.model.one_example, self.ws.no_sqnorms, self.update(optimizer)
+        args = self.net, self.one, self.ws.no_sqnorms, self.update(optimizer)
         return SL.run_steps(SL.per_example_step, *self.linear, args, *chunk)
 
     def count_bytes(self, parts):
@@ -177,13 +186,21 @@ class DeferringStep(Step):
     """A fused plain-SGD step: it never forms the gradient, and keeps what it is made of (settle forms it)."""
 
     defers_grads = True
-    _buffers = None
+    _buffers = _kept = None
 
     @property
     def buffers(self):
+        """The path's own buffers (a named tuple), allocated on first use."""
         if self._buffers is None:
             self._buffers = self.allocate()
         return self._buffers
+
+    @property
+    def kept(self):
+        """The buffers as the kernel takes them (a plain tuple)."""
+        if self._kept is None:
+            self._kept = K.plain(self.buffers)
+        return self._kept
 
     def kernel(self, X, y, optimizer):
         """The step's compiled call -> loss."""
@@ -221,14 +238,14 @@ class FusedStep(DeferringStep):
     def kernel(self, X, y, optimizer):
         lr, wd = optimizer.lr, float(optimizer.hyper[WEIGHT_DECAY])
         if self.T == 1:
-            KS.sgd_step_serial(self.model.net, self.ws.work, self.buffers, X, y, lr, wd)
+            KS.sgd_step_serial(self.net, self.work, self.kept, X, y, lr, wd)
         else:
-            KS.sgd_step_parallel(self.T, self.model.net, self.ws.work, self.buffers, X, y, lr, wd)
+            KS.sgd_step_parallel(self.T, self.net, self.work, self.kept, X, y, lr, wd)
             self.barrier_failed("set numba.set_num_threads(1) to run it on one core")
         return float(self.buffers.value[0])
 
     def run(self, optimizer, chunk):
-        args = self.model.net, self.ws.work, self.buffers, optimizer.hyper, self.T
+        args = self.net, self.work, self.kept, optimizer.hyper, self.T
         before = chunk.counters[SL.STEPS]
         if self.T == 1:
             why = SL.run_fused_serial(args, *chunk)
@@ -261,12 +278,11 @@ class LargeStep(DeferringStep):
         return KG.large_buffers(self.model.sizes, self.B, self.model.dtype, self.model.grads_views.dweights[0])
 
     def kernel(self, X, y, optimizer):
-        return KG.sgd_step(self.model.net, self.ws.work, self.buffers, X, y, optimizer.lr,
-                           float(optimizer.hyper[WEIGHT_DECAY]))
+        return KG.sgd_step(self.net, self.work, self.kept, X, y, optimizer.lr, float(optimizer.hyper[WEIGHT_DECAY]))
 
     def run(self, optimizer, chunk):
         before = chunk.counters[SL.STEPS]
-        why = SL.run_large((self.model.net, self.ws.work, self.buffers, optimizer.hyper), *chunk)
+        why = SL.run_large((self.net, self.work, self.kept, optimizer.hyper), *chunk)
         if why == SL.NONFINITE:
             # the step met the NaN/Inf before its backward pass: the gradient comes from the plain path
             self.gradient(self.ws.X, self.ws.y, self.ws.no_sqnorms)

@@ -110,8 +110,9 @@ def step_prefix(stop, linear_forward, linear_backward, net, grads, work, X, y, u
         k += 1
     if k == stop:
         return k
-    update.hyper[STEP] += 1
-    optimizer_update(update.kind, update.params, update.grads, update.state, update.hyper)
+    kind, params, flat_grads, state, hyper = update
+    hyper[STEP] += 1
+    optimizer_update(kind, params, flat_grads, state, hyper)
     return k + 1
 
 
@@ -256,7 +257,7 @@ def _plain_breakdown(model, step, optimizer, X, y, samples, target):
     B, ws = X.shape[0], step.ws
     ops = step_ops(model.sizes, B, model.activation, optimizer.name, model.loss)
     update = step.update(optimizer)
-    args = (*step.linear, model.net, model.grads_views, ws.work, X, y, update)
+    args = (*step.linear, step.net, step.grads, step.work, X, y, update)
     _run_prefix(1, len(ops), *args)  # compile
     reps = _reps(lambda: _run_prefix(1, len(ops), *args), target)
     calls = [lambda k=k: _run_prefix(reps, k, *args) for k in range(len(ops) + 1)]
@@ -270,7 +271,7 @@ def _large_sgd_breakdown(model, step, optimizer, X, y, samples, target):
     # prefixes leave out weight decay, so a step with decay is timed as the unfused step's ops
     if optimizer.hyper[WEIGHT_DECAY] != 0:
         return _plain_breakdown(model, step, optimizer, X, y, samples, target)
-    args = (model.net, step.ws.work, step.buffers, X, y, optimizer.lr)
+    args = (step.net, step.work, step.kept, X, y, optimizer.lr)
     ops = large_sgd_ops(model.sizes, X.shape[0], model.activation, step.buffers.fold_first)
     _run_large_prefix(1, len(ops), *args)  # compile
     reps = _reps(lambda: _run_large_prefix(1, len(ops), *args), target)
@@ -302,10 +303,10 @@ def _per_example_breakdown(model, step, optimizer, X, y, samples, target):
     # the B = 1 step's ops on the per-example passes' kernels, times B; accumulation is the rest of the compiled step
     B, one, update = X.shape[0], model.one_example, step.update(optimizer)
     one.X[...], one.y[...] = X[:1], y[:1]
-    single = (KS.linear_forward, KS.linear_backward, model.net, one.dgrads, one.work, one.X, one.y, update)
+    single = (KS.linear_forward, KS.linear_backward, step.net, *K.plain((one.dgrads, one.work)), one.X, one.y, update)
     ops = step_ops(model.sizes, 1, model.activation, optimizer.name, model.loss, repeat=B)
     ops[-1] = Op(ops[-1].name, ops[-1].kind)
-    full = (model.net, one, X, y, step.ws.no_sqnorms, update)
+    full = (step.net, step.one, X, y, step.ws.no_sqnorms, update)
     _run_prefix(1, len(ops), *single)
     _run_per_example(1, *full)
     reps1 = _reps(lambda: _run_prefix(1, len(ops), *single), 4 * target)  # its noise is multiplied by B
