@@ -7,8 +7,8 @@
     python bench/loop_bench.py --json out.json      # also write the rows
 
 Models: the default study's (teacher data, 32 features, hidden 64,64) and 784-128-128-10 (teacher data with 784
-features). The bare step is MLP._train_step on one batch validated once (what `minigrad bench throughput` times);
-the trial is minigrad.train.train with a step budget and no target, timed whole (sampler, schedules, evaluations
+features). The bare step is MLP.train_step_trusted (MLP._train_step in older checkouts) on one batch validated
+once (what `minigrad bench throughput` times); the trial is minigrad.train.train with a step budget and no target, timed whole (sampler, schedules, evaluations
 and all) after a warm-up run has compiled everything. Uses only APIs that the training loop before the compiled
 loop had too, so that the same script times an older checkout (PYTHONPATH=/path/to/old python bench/loop_bench.py).
 Reports medians over --repeats runs with their spread (min-max), and the threads in effect.
@@ -51,17 +51,18 @@ def dataset(features):
 
 
 def bare_step(ds, hidden, B, min_time=0.5):
-    """Seconds per MLP._train_step call on one fixed batch (plain SGD): the mean over a block of calls lasting
+    """Seconds per MLP.train_step_trusted call on one fixed batch (plain SGD): the mean over a block of calls lasting
     about min_time (a mean, like the trial's time per step: on a shared machine a median of single calls leaves
     out the calls a busy core slowed down)."""
     model, opt = MLP([ds.n_features, *hidden, ds.n_classes], seed=0), make_optimizer("sgd", 1e-3)
     X, y = np.ascontiguousarray(ds.X_train[:B]), np.ascontiguousarray(ds.y_train[:B])
+    step = getattr(model, "train_step_trusted", None) or model._train_step  # an older checkout's name
     for _ in range(3):
-        model._train_step(X, y, opt)
+        step(X, y, opt)
     n, started = 0, time.perf_counter()
     while time.perf_counter() - started < min_time:
         for _ in range(10):
-            model._train_step(X, y, opt)
+            step(X, y, opt)
         n += 10
     return (time.perf_counter() - started) / n
 

@@ -4,8 +4,8 @@
 
 For three models (the default study's 32-64-64-10, 784-128-128-10 and 784-256-256-10, float32) it times both paths
 in the compiled training loop (engine.loop.Stepper: the steps between two evaluations in one call), the median of
-three runs of about 0.3 s each, and prints their ratio. model.FUSED_SGD_MAX and FUSED_SGD_MIN_PARAMS, which decide
-MLP.step_path, were set from this script's output; run it to see where they sit on another machine.
+three runs of about 0.3 s each, and prints their ratio. steps.FUSED_SGD_MAX and FUSED_SGD_MIN_PARAMS, which decide
+MLP.step_for, were set from this script's output; run it to see where they sit on another machine.
 """
 import statistics
 import sys
@@ -16,6 +16,11 @@ import numpy as np
 
 from minigrad.engine import loop as L
 from minigrad.engine import model as M
+
+try:
+    from minigrad.engine import steps as S  # the thresholds, with the step registry
+except ImportError:  # an older checkout: they were in model.py
+    S = M
 from minigrad.engine.model import MLP
 from minigrad.engine.optim import make_optimizer
 from minigrad.machine.threads import limit_threads
@@ -29,9 +34,9 @@ def seconds_per_step(sizes, B, fused, steps):
     """Seconds per step of `steps` compiled-loop steps, the fused step forced on (fused) or off."""
     r = np.random.default_rng(0)
     X, y = r.standard_normal((4096, sizes[0])).astype(np.float32), r.integers(0, sizes[-1], 4096)
-    saved = dict(M.FUSED_SGD_MAX), M.FUSED_SGD_MIN_PARAMS
-    M.FUSED_SGD_MAX.update({1: 10**9, 2: 10**9} if fused else {1: 0, 2: 0})
-    M.FUSED_SGD_MIN_PARAMS = 0
+    saved = dict(S.FUSED_SGD_MAX), S.FUSED_SGD_MIN_PARAMS
+    S.FUSED_SGD_MAX.update({1: 10**9, 2: 10**9} if fused else {1: 0, 2: 0})
+    S.FUSED_SGD_MIN_PARAMS = 0
     try:
         model, opt = MLP(list(sizes), seed=0), make_optimizer("sgd", 1e-3)
         sampler = L.SamplerState("shuffle", y, seed=0, drop_last=True)
@@ -42,9 +47,9 @@ def seconds_per_step(sizes, B, fused, steps):
         stepper.run(50 + steps)
         return (time.perf_counter() - started) / steps, path
     finally:
-        M.FUSED_SGD_MAX.clear()
-        M.FUSED_SGD_MAX.update(saved[0])
-        M.FUSED_SGD_MIN_PARAMS = saved[1]
+        S.FUSED_SGD_MAX.clear()
+        S.FUSED_SGD_MAX.update(saved[0])
+        S.FUSED_SGD_MIN_PARAMS = saved[1]
 
 
 def main():

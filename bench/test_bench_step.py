@@ -1,6 +1,6 @@
 """One training step (forward, backward, update) of the 784-256-256-10 MLP per batch size and backend.
 
-The step is the training loop's path (MLP._train_step on a batch validated once), as `minigrad bench throughput`
+The step is the training loop's path (MLP.train_step_trusted on a batch validated once), as `minigrad bench throughput`
 times it; here pytest-benchmark does the statistics (rounds, calibration, outliers) and the comparison between
 saved runs (--benchmark-compare). extra_info adds samples/s and GFLOP/s from the median.
 """
@@ -18,9 +18,9 @@ def step_for(backend, B, optimizer="sgd", dtype=np.float32):
     X, y = r.standard_normal((B, SIZES[0])).astype(dtype), r.integers(0, SIZES[-1], B)
     model, opt = MLP(SIZES, dtype=dtype, backend=backend, seed=0), make_optimizer(optimizer, 1e-4)
     model.check_batch(X, y)
-    model._train_step(X, y, opt)  # JIT warm-up: compile everything this batch size needs
-    model._train_step(X, y, opt)
-    return model, lambda: model._train_step(X, y, opt)
+    model.train_step_trusted(X, y, opt)  # JIT warm-up: compile everything this batch size needs
+    model.train_step_trusted(X, y, opt)
+    return model, lambda: model.train_step_trusted(X, y, opt)
 
 
 def run(benchmark, record, backend, B, optimizer="sgd"):

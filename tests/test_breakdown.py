@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from minigrad import MLP, make_optimizer
-from minigrad.engine import model as M
+from minigrad.engine import kernels_small as KS
+from minigrad.engine import steps as S
 from minigrad.profile import breakdown as BD
 from minigrad.profile import roofline
 from minigrad.profile.batches import make_batches
@@ -18,9 +19,8 @@ def setup(B, optimizer="adam", backend="blas", dtype=np.float64):
     X, y = make_batches(SIZES, [B], dtype)[B]
     model, opt = MLP(SIZES, dtype=dtype, backend=backend, seed=0), make_optimizer(optimizer, 0.01)
     opt.bind(model)
-    ws = model.workspace(B)
-    args = (*model._linear_for(B), model._act, model._loss, model.weights, model.biases, model._dweights,
-            model._dbiases, ws.zs, ws.acts, ws.dzs, X, y, opt.kind, model.params, model._grads, opt.state, opt.hyper)
+    step = model.step_for(B, opt)
+    args = (*step.linear, step.net, step.grads, step.work, X, y, step.update(opt))
     return model, opt, X, y, args
 
 
@@ -32,7 +32,7 @@ def test_the_whole_prefix_is_the_train_step(B):
     assert BD.step_prefix(len(ops), *args) == len(ops)
     twin.train_step(X, y, twin_opt)
     np.testing.assert_array_equal(model.params, twin.params)
-    np.testing.assert_array_equal(model._grads, twin.grads)
+    np.testing.assert_array_equal(model.grads_buffer, twin.grads)
 
 
 def test_each_prefix_stops_after_its_ops():
@@ -47,7 +47,7 @@ def test_each_prefix_stops_after_its_ops():
     for stop in range(len(ops) + 1):
         model, opt, _, _, args = setup(B, "sgd")
         before = model.params.copy()
-        model._grads[:] = np.nan
+        model.grads_buffer[:] = np.nan
         assert BD.step_prefix(stop, *args) == stop
         # the update is the last op: every shorter prefix leaves the parameters alone (negative control: the full one)
         assert np.array_equal(model.params, before) == (stop < len(ops))
@@ -55,16 +55,16 @@ def test_each_prefix_stops_after_its_ops():
         done = [n for n in names[:stop] if "weight-gradient" in n]
         for l in range(3):
             has = f"layer {l + 1} weight-gradient GEMM (+bias)" in done
-            np.testing.assert_array_equal(np.isnan(model._dweights[l]).all(), not has)
+            np.testing.assert_array_equal(np.isnan(model.grads_views.dweights[l]).all(), not has)
             if has:
-                np.testing.assert_allclose(model._dweights[l], reference.dweights[l], rtol=1e-12)
+                np.testing.assert_allclose(model.grads_views.dweights[l], reference.dweights[l], rtol=1e-12)
 
 
 def test_breakdown_adds_up_and_names_every_op(monkeypatch):
-    # the unfused step's ops, while MLP._train_step runs kernels_small's fused step (forced: the thresholds give this
-    # small model kernels_large's step, whose breakdown is tested below)
-    monkeypatch.setattr(M, "FUSED_SGD_MAX", {1: 64, 2: 64})
-    monkeypatch.setattr(M, "FUSED_SGD_MIN_PARAMS", 0)
+    # the unfused step's ops, while MLP.train_step_trusted runs kernels_small's fused step (forced: the thresholds give
+    # this small model kernels_large's step, whose breakdown is tested below)
+    monkeypatch.setattr(S, "FUSED_SGD_MAX", {1: 64, 2: 64})
+    monkeypatch.setattr(S, "FUSED_SGD_MIN_PARAMS", 0)
     model, opt, X, y, _ = setup(32, "sgd", dtype=np.float32)
     result = BD.breakdown(model, opt, X, y, samples=5, target=2e-4)
     assert [op.name for op in result["ops"]] == [op.name for op in BD.step_ops(SIZES, 32, "relu", "sgd")]
@@ -110,15 +110,17 @@ def test_bandwidths_are_measured():
 
 def held_bytes(model, opt):
     # every array the model and optimizer hold, counted from the objects themselves (views not counted twice)
-    arrays = [model.params, model._grads, opt.state]
+    arrays = [model.params, model.grads_buffer, opt.state]
     if model.backend == "per-example":
-        arrays.append(model._example_grads)
+        arrays.append(model.one_example.grads)
     for ws in model._workspaces.values():
         arrays += [*ws.zs, *ws.acts[:-1], *ws.dzs, ws.sqnorms, ws.X, ws.y]
-        for fb in ws.fused.values():
-            arrays += [*fb.parts, fb.dlogits, fb.counter, fb.value, fb.X]
-        if ws.large is not None:
-            arrays += [ws.large.X, ws.large.sums, *ws.large.gemm]
+    for step in model._steps.values():  # the fused steps' own buffers, once allocated
+        buffers = step.defers_grads and step._buffers
+        if isinstance(buffers, KS.Fused):
+            arrays += [*buffers.parts, buffers.dlogits, buffers.counter, buffers.value, buffers.X]
+        elif buffers:
+            arrays += [buffers.X, buffers.sums, buffers.ints, buffers.flags, buffers.scalars]  # dweight0 is a view
     return sum(a.nbytes for a in arrays)
 
 
@@ -142,11 +144,11 @@ def test_the_whole_large_sgd_prefix_is_the_fused_blas_step(sizes):
     twin, twin_opt = model.copy(), make_optimizer("sgd", 0.01)
     assert model.step_path(B, opt) == "blas-fused-sgd"
     twin.train_step(X, y, twin_opt)  # kernels_large.sgd_step through the model
-    ws, lb = model.workspace(B), twin.workspace(B).large
+    step, lb = model.step_for(B, opt), twin.step_for(B, twin_opt).buffers
     ops = BD.large_sgd_ops(sizes, B, "relu", lb.fold_first)
     assert sum(op.kind == "gemm" for op in ops) == 3 + 2 + 3  # forward, input-gradient, weight-gradient(+update)
-    args = (model._act, model._loss, model.weights, model.biases, model._dweights[0], ws.zs, ws.acts, ws.dzs, X, y,
-            0.01, lb.fold_first, np.zeros_like(lb.X), np.zeros_like(lb.sums), *lb.gemm)
+    mine = lb._replace(dweight0=model.grads_views.dweights[0], X=np.zeros_like(lb.X), sums=np.zeros_like(lb.sums))
+    args = (step.net, step.work, tuple(mine), X, y, 0.01)
     before = model.params.copy()
     assert BD.large_sgd_prefix(len(ops) - 1, *args) == len(ops) - 1
     assert not np.array_equal(model.params, before)  # the earlier layers' updates ran ...

@@ -31,8 +31,8 @@ def test_the_engine_caches_into_that_directory():
     assert numba.config.CACHE_DIR == engine.cache_dir()
 
 
-# Five steps of the compiled training loop (engine.loop.run_large, which calls kernels_large.sgd_step) on a copy of
-# the package; prints the parameters' sum.
+# Five steps of the compiled training loop (engine.step_loops.run_large, which calls kernels_large.sgd_step) on a
+# copy of the package; prints the parameters' sum.
 LOOP_SCRIPT = r"""
 import numpy as np
 from minigrad.engine import loop as L

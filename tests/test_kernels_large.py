@@ -8,12 +8,13 @@ from minigrad import MLP, SGD, make_optimizer
 from minigrad.engine import kernels as K
 from minigrad.engine import kernels_large as KG
 from minigrad.engine import model as M
+from minigrad.engine import steps as S
 from tests import reference as ref
 
 DTYPES = [np.float32, np.float64]
 TOL = {np.float32: 2e-5, np.float64: 1e-12}
 # past the fused small-batch step on any thread count, so train_step takes kernels_large's path
-B_LARGE = M.FUSED_SGD_MAX[2] + 9
+B_LARGE = S.FUSED_SGD_MAX[2] + 9
 
 
 def batch(sizes, B, seed, dtype):

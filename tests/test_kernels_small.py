@@ -11,6 +11,7 @@ import pytest
 from minigrad import MLP, SGD, make_optimizer
 from minigrad.engine import kernels_small as KS
 from minigrad.engine import model as M
+from minigrad.engine import steps as S
 from tests import reference as ref
 
 # (B, C, OC): B = 1, B and OC not multiples of the 4-row blocks, C not a multiple of 16, and B * C past L1_FLOATS so
@@ -121,8 +122,8 @@ def threads(request):
 def fused_small_step(monkeypatch):
     # these tests are of kernels_small's fused step: take it at the B they test, whatever the thresholds (which give
     # small models, and one thread, kernels_large's step)
-    monkeypatch.setattr(M, "FUSED_SGD_MAX", {1: 24, 2: 40})
-    monkeypatch.setattr(M, "FUSED_SGD_MIN_PARAMS", 0)
+    monkeypatch.setattr(S, "FUSED_SGD_MAX", {1: 24, 2: 40})
+    monkeypatch.setattr(S, "FUSED_SGD_MIN_PARAMS", 0)
 
 
 def batch(sizes, B, seed, dtype):
@@ -140,7 +141,7 @@ FUSED_CASES = [(sizes, dtype, T) for sizes in ([13, 70, 65, 5], [40, 17, 19, 2])
 @pytest.mark.parametrize("sizes,dtype,threads", FUSED_CASES, indirect=["threads"])
 @pytest.mark.parametrize("B", [1, 3, 4, 7, 16])
 def test_fused_sgd_step_equals_plain_train_step(threads, dtype, B, sizes):
-    assert B <= M.fused_sgd_max(1)
+    assert B <= S.fused_sgd_max(1)
     fused = MLP(sizes, dtype=dtype, seed=1)
     plain = MLP(sizes, dtype=dtype, seed=1, backend="loops")  # never fused; same arithmetic up to rounding
     fused.params[...] += 0.01  # nonzero biases
@@ -202,11 +203,11 @@ def test_optimizers_with_state_and_large_batches_leave_the_fused_small_step():
     X, y = batch(sizes, 4, 0, np.float64)
     model.train_step(X, y, make_optimizer("momentum", 0.1))
     assert model._pending is None
-    B = M.fused_sgd_max(M.fused_workers()) + 1
+    B = S.fused_sgd_max(S.fused_workers()) + 1
     assert model.step_path(B, "sgd") == "blas-fused-sgd"  # kernels_large's step (tests/test_kernels_large.py)
-    assert model._linear_for(M.SMALL_BATCH_MAX) is M.SMALL
-    assert model._linear_for(M.SMALL_BATCH_MAX + 1) is M.BACKENDS["blas"]
-    assert MLP(sizes, backend="loops")._linear_for(1) is M.BACKENDS["loops"]
+    assert model.step_for(S.SMALL_BATCH_MAX, "adam").linear is S.SMALL
+    assert model.step_for(S.SMALL_BATCH_MAX + 1, "adam").linear is S.BACKENDS["blas"]
+    assert MLP(sizes, backend="loops").step_for(1, "adam").linear is S.BACKENDS["loops"]
 
 
 @pytest.mark.parametrize("threads", thread_counts(), indirect=True)

@@ -7,7 +7,7 @@ import pytest
 
 from minigrad import data
 from minigrad.engine import loop as L
-from minigrad.engine import model as M
+from minigrad.engine import steps as S
 from minigrad.engine.model import MLP
 from minigrad.engine.optim import make_optimizer
 from minigrad.training.schedules import BatchSchedule, LRSchedule
@@ -113,7 +113,7 @@ def stepper(ds, optimizer="sgd", lr=LRSchedule(0.05), batch=BatchSchedule(8), bu
 
 def reference_run(ds, steps, optimizer="sgd", lr=LRSchedule(0.05), batch=BatchSchedule(8), sampler="shuffle",
                   drop_last=True, seed=0, dtype=np.float32, backend="blas", sizes=(6, 16, 3)):
-    # the same run one step at a time from Python: compiled draw, np.take, MLP._train_step
+    # the same run one step at a time from Python: compiled draw, np.take, MLP.train_step_trusted
     model = MLP(list(sizes), dtype=dtype, backend=backend, seed=0)
     opt = make_optimizer(optimizer, lr(0.0))
     state = L.SamplerState(sampler, ds.y_train, seed=seed, drop_last=drop_last)
@@ -123,7 +123,7 @@ def reference_run(ds, steps, optimizer="sgd", lr=LRSchedule(0.05), batch=BatchSc
         epoch = state.epoch
         opt.lr = lr(epoch)
         idx = state.next_batch(batch(epoch))
-        model._train_step(np.take(X, idx, axis=0), np.take(ds.y_train, idx), opt)
+        model.train_step_trusted(np.take(X, idx, axis=0), np.take(ds.y_train, idx), opt)
         lrs.append(opt.lr)
         rows.append(len(idx))
     return model, lrs, rows
@@ -138,7 +138,7 @@ WIDE = (6, 96, 3)  # a first layer wider than B = 64: kernels_large folds its up
     ("momentum", "loops", 8, (6, 16, 3)), ("sgd", "per-example", 4, (6, 16, 3))])
 @pytest.mark.parametrize("sampler", ["shuffle", "stratified"])
 def test_chunk_equals_step_by_step(blobs, optimizer, backend, B, sizes, sampler):
-    # every path of MLP._train_step (fused SGD small and large, small kernels, BLAS, optimizers with state,
+    # every path of MLP.train_step_trusted (fused SGD small and large, small kernels, BLAS, optimizers with state,
     # per-example)
     s = stepper(blobs, optimizer, batch=BatchSchedule(B), sampler=sampler, backend=backend, sizes=sizes)
     assert s.run(60) == L.REACHED and s.step == 60
@@ -157,8 +157,8 @@ def test_chunk_equals_step_by_step(blobs, optimizer, backend, B, sizes, sampler)
 def test_chunk_equals_step_by_step_on_the_fused_small_step(blobs, monkeypatch, B):
     # kernels_small's fused step (the loop's run_fused_serial, or the parallel step on two threads), which the
     # thresholds give only to larger models on two threads: forced here
-    monkeypatch.setattr(M, "FUSED_SGD_MAX", {1: 24, 2: 40})
-    monkeypatch.setattr(M, "FUSED_SGD_MIN_PARAMS", 0)
+    monkeypatch.setattr(S, "FUSED_SGD_MAX", {1: 24, 2: 40})
+    monkeypatch.setattr(S, "FUSED_SGD_MIN_PARAMS", 0)
     s = stepper(blobs, batch=BatchSchedule(B))
     assert s.model.step_path(B, s.opt).startswith("fused-sgd")
     assert s.run(60) == L.REACHED
@@ -171,12 +171,12 @@ def test_step_path_thresholds():
     # plain SGD: the fused small step only for models of FUSED_SGD_MIN_PARAMS parameters or more, up to
     # FUSED_SGD_MAX rows on two or more threads; kernels_large's step otherwise; other optimizers leave both
     small, large = MLP([32, 64, 64, 10]), MLP([784, 256, 256, 10])
-    assert small.n_params < M.FUSED_SGD_MIN_PARAMS <= large.n_params
+    assert small.n_params < S.FUSED_SGD_MIN_PARAMS <= large.n_params
     for B in (1, 8, 64):
         assert small.step_path(B, "sgd") == "blas-fused-sgd"
-    T = M.fused_workers()
+    T = S.fused_workers()
     assert large.step_path(1, "sgd") == ("fused-sgd-parallel" if T > 1 else "blas-fused-sgd")
-    assert large.step_path(M.fused_sgd_max(2) + 1, "sgd") == "blas-fused-sgd"
+    assert large.step_path(S.fused_sgd_max(2) + 1, "sgd") == "blas-fused-sgd"
     assert small.step_path(1, "adam") == "blas-small" and small.step_path(64, "adam") == "blas"
 
 
@@ -218,7 +218,7 @@ def test_nan_stops_at_the_first_nonfinite_loss(blobs):
     for step in range(50):
         idx = state.next_batch(8)
         try:
-            model._train_step(np.take(blobs.X_train, idx, axis=0), np.take(blobs.y_train, idx), opt)
+            model.train_step_trusted(np.take(blobs.X_train, idx, axis=0), np.take(blobs.y_train, idx), opt)
         except FloatingPointError:
             break
     assert step == s.step
@@ -255,7 +255,7 @@ def test_evaluator_equals_model_evaluate(blobs):
 @pytest.mark.parametrize("B,sizes", [(4, (6, 16, 3)), (64, (6, 16, 3)), (64, WIDE)])
 def test_fused_step_leaves_the_gradient_readable(blobs, B, sizes):
     # after a chunk of fused SGD steps (small or large), model.grads is the last batch's gradient, as after
-    # MLP._train_step and as the unfused step computes it
+    # MLP.train_step_trusted and as the unfused step computes it
     s = stepper(blobs, batch=BatchSchedule(B), sizes=sizes)
     s.run(5)
     model, _, _ = reference_run(blobs, 5, batch=BatchSchedule(B), sizes=sizes)
@@ -267,7 +267,7 @@ def test_fused_step_leaves_the_gradient_readable(blobs, B, sizes):
 
 def test_large_step_meeting_nan_leaves_the_plain_gradient(blobs):
     # kernels_large.sgd_step returns before its backward pass at a NaN/Inf loss; the loop then forms the gradient
-    # through the plain path, as MLP._train_step does
+    # through the plain path, as MLP.train_step_trusted does
     s = stepper(blobs, lr=LRSchedule(1e6), batch=BatchSchedule(64))
     assert s.model.step_path(64, s.opt) == "blas-fused-sgd"
     assert s.run(10**5) == L.NONFINITE
@@ -277,7 +277,7 @@ def test_large_step_meeting_nan_leaves_the_plain_gradient(blobs):
     for _ in range(s.step + 1):
         idx = state.next_batch(64)
         try:
-            model._train_step(np.take(blobs.X_train, idx, axis=0), np.take(blobs.y_train, idx), opt)
+            model.train_step_trusted(np.take(blobs.X_train, idx, axis=0), np.take(blobs.y_train, idx), opt)
         except FloatingPointError:
             break
     np.testing.assert_array_equal(s.model.grads, model.grads)  # NaNs in the same places, the rest equal

@@ -71,7 +71,7 @@ def single_example_rule_fires(ds, B, lr, seed, steps=200, factor=5.0):
     first = None
     for _ in range(steps):
         idx = draws.next_batch(B)
-        loss = model._train_step(np.take(ds.X_train, idx, axis=0), np.take(ds.y_train, idx), opt)
+        loss = model.train_step_trusted(np.take(ds.X_train, idx, axis=0), np.take(ds.y_train, idx), opt)
         first = loss if first is None else first
         if loss > factor * first:
             return True
@@ -190,7 +190,7 @@ def test_budget_needs_exactly_one_limit():
 
 def test_step_chunk_takes_training_steps_in_the_compiled_loop():
     # what the study's throughput phase times: `steps` real steps of the loop on the batch's rows, the same as
-    # MLP._train_step on the batches the shuffle sampler draws from them
+    # MLP.train_step_trusted on the batches the shuffle sampler draws from them
     from minigrad.engine.loop import SamplerState
     from minigrad.engine.model import MLP
     from minigrad.engine.optim import make_optimizer
@@ -205,7 +205,7 @@ def test_step_chunk_takes_training_steps_in_the_compiled_loop():
     opt, sampler = make_optimizer("sgd", 0.01), SamplerState("shuffle", y, seed=0, drop_last=True)
     for _ in range(2 + 8 + steps):  # step_chunk's compile and calibration steps, then the chunk
         idx = sampler.next_batch(16)
-        twin._train_step(np.take(X, idx, axis=0), np.take(y, idx), opt)
+        twin.train_step_trusted(np.take(X, idx, axis=0), np.take(y, idx), opt)
     np.testing.assert_array_equal(model.params, twin.params)
-    twin._train_step(X, y, opt)  # negative control: one step more differs
+    twin.train_step_trusted(X, y, opt)  # negative control: one step more differs
     assert not np.array_equal(model.params, twin.params)

@@ -236,7 +236,20 @@ def _step_chunk():
     return step_chunk
 
 
-@bench.command("throughput")
+class PathTableHelp(click.Command):
+    """A command whose --help ends with the step-path table, rendered from the engine's registry (engine/steps.py)
+    only when help is asked for, so that running the command does not wait for it."""
+
+    def format_epilog(self, ctx, formatter):
+        from minigrad.engine.steps import table_text
+
+        with formatter.section("Step paths (the rows' path column)"):
+            width = max(40, (formatter.width or 80) - formatter.current_indent - 2)
+            for line in table_text(width).splitlines():
+                formatter.write(" " * formatter.current_indent + line + "\n")
+
+
+@bench.command("throughput", cls=PathTableHelp)
 @click.option("--sizes", default="784,256,256,10", show_default=True, callback=int_list,
               help="Layer widths, inputs first.")
 @click.option("--batch-sizes", default="1,2,4,8,16,32,64,128,256,512,1024,2048,4096", show_default=True,

@@ -1,10 +1,10 @@
 """The engine: Numba kernels (kernels.py is the file to read), the flat-vector MLP and its optimizers.
 
 Numba's cache (cache=True) checks a compiled function against its own file only. A function that calls into another
-file, such as the training loop's run_large calling kernels_large.sgd_step, keeps running its old compiled callee
-after that other file is edited, silently. So the engine caches into a directory named after a hash of all its
-sources (unless NUMBA_CACHE_DIR chooses one): an edit anywhere here recompiles everything once, and never runs stale
-code.
+file, such as the training loop's run_large (step_loops.py) calling kernels_large.sgd_step, keeps running its old
+compiled callee after that other file is edited, silently. So the engine caches into a directory named after a hash
+of all its sources (unless NUMBA_CACHE_DIR chooses one): an edit anywhere here recompiles everything once, and never
+runs stale code.
 """
 import hashlib
 import os

@@ -11,23 +11,16 @@ The GEMMs here go through BLAS (Numba lowers np.dot on 2-D float arrays to scipy
 linear_forward / linear_backward with the same signatures written as plain loops, to set BLAS against, and
 kernels_small.py the register-blocked kernels the model uses instead of BLAS for small batches.
 
-Which kernels a training step runs is its path, decided in one place (MLP.step_path in model.py) and recorded in
-every trace (attr step_path) and throughput row (column path). What to read for each:
+Which kernels a training step runs is its path. engine/steps.py holds one object per path (its kernels, buffers
+and compiled loop) and MLP.step_for is the one place that picks it; the table of paths, generated from that
+registry, is in docs/architecture.md and `minigrad bench throughput --help`. The default study (plain SGD) runs
+the path blas-fused-sgd, whose step is kernels_large.sgd_step: this file's ops with the bias folded into the
+activation pass and the SGD update into the weight-gradient GEMM.
 
-  path                  when (default thresholds)            kernels
-  blas                  --backend blas, B > 8, not plain SGD this file (GEMMs through BLAS) + model.py's step bodies
-  blas-fused-sgd        --backend blas, plain SGD (but for   kernels_large.sgd_step: BLAS GEMMs, the update folded into
-                        the fused-sgd case below)            the weight-gradient GEMM, bias passes merged
-  blas-small            --backend blas, B <= 8, not SGD      kernels_small.py's linear kernels, this file's others
-  fused-sgd-parallel    --backend blas, plain SGD, 2 threads kernels_small.sgd_step_parallel: forward, backward and
-                        B <= 32, >= 200k parameters          the update in one pass, each layer's rows split
-  fused-sgd-serial      the same on one thread: off by       kernels_small.sgd_step_serial
-                        default (model.FUSED_SGD_MAX)
-  blas-unfused          --backend blas-unfused               this file + model.train_step, every op its own pass
-  loops, loops-parallel --backend loops[-parallel]           kernels_loops.py's linear kernels, this file's others
-  per-example           --backend per-example                B single-example passes of this file's kernels
+The step bodies take the model's arrays as tuples laid out as the named tuples below, and unpack them by position.
 """
 import math
+from collections import namedtuple
 
 import numpy as np
 from numba import njit
@@ -37,6 +30,22 @@ FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
 ACTIVATIONS = {"relu": 0, "tanh": 1, "gelu": 2}
 LOSSES = {"cross_entropy": 0, "mse": 1}
+
+# act, loss: ACTIVATIONS and LOSSES codes; weights[l] (OC_l,C_l), biases[l] (OC_l,): views into the flat parameters
+Net = namedtuple("Net", "act loss weights biases")
+# dweights[l], dbiases[l]: views into the flat gradient, shaped as weights and biases
+Grads = namedtuple("Grads", "dweights dbiases")
+# zs[l], acts[l], dzs[l] (B,OC_l): pre-activations, activations (acts[L-1] is zs[L-1], the logits), gradients
+Work = namedtuple("Work", "zs acts dzs")
+# an optimizer's update (optim.optimizer_update): kind code, params (P,), grads (P,), state (S,P), hyper (6,)
+Update = namedtuple("Update", "kind params grads state hyper")
+
+
+def plain(value):
+    """`value` with every named tuple in it turned into a plain tuple: what compiled code is handed. Numba types a
+    plain tuple argument in C and a named tuple in Python: kernels_large.sgd_step took 7.7 us a call from Python at
+    B = 1 with named tuples, 5.2 us with plain ones (5.3 us with the arrays one by one)."""
+    return tuple(plain(v) for v in value) if isinstance(value, tuple) else value
 
 
 # --------------------------------------------------------------------------------------------------------- linear

@@ -21,6 +21,7 @@ from there on its gradient is formed by an ordinary GEMM and applied by an updat
 Legend: B = batch size, C = input features, OC = output features, K = classes.
 """
 import math
+from collections import namedtuple
 
 import numpy as np
 from llvmlite import binding as llvm
@@ -161,13 +162,27 @@ def weight_sgd_update(weight, dweight, lr, decay):
 
 
 # -------------------------------------------------------------------------------------------------- the step
+# What sgd_step needs besides the workspace: dweight0 (OC_0,C_0) the first layer's weight gradient when it is not
+# folded; fold_first (B < OC_0, see the module docstring); X (B,C_0) the batch copy when folded, else (0,C_0);
+# sums (max OC,) scratch for the bias sums; ints, flags, scalars the GEMM's scalars (gemm_scratch)
+Large = namedtuple("Large", "dweight0 fold_first X sums ints flags scalars")
+
+
+def large_buffers(sizes, B, dtype, dweight0):
+    fold_first = B < sizes[1]
+    return Large(dweight0, fold_first, np.zeros((B if fold_first else 0, sizes[0]), dtype),
+                 np.zeros(max(sizes[1:]), dtype), *gemm_scratch(dtype))
+
+
 @njit(cache=True)
-def sgd_step(act, loss, weights, biases, dweight0, zs, acts, dzs, X, y, lr, weight_decay, fold_first, x_saved,
-             sums, ints, flags, scalars):
+def sgd_step(net, work, large, X, y, lr, weight_decay):
     # X (B,C_0), y (B,) -> mean loss; forward, backward and the plain-SGD update (module docstring). A non-finite
-    # loss returns before any update. fold_first: fold the first layer's update into its GEMM and copy X into
-    # x_saved (B,C_0) for MLP.grads; else its weight gradient goes to dweight0 (OC_0,C_0) and an update pass.
-    # sums (max OC,) scratch; ints, flags, scalars from gemm_scratch.
+    # loss returns before any update. net, work, large: laid out as kernels.Net, kernels.Work and Large. With fold_first
+    # the first layer's update is folded into its GEMM and X copied into large.X for MLP.grads; else its weight
+    # gradient goes to large.dweight0 and an update pass.
+    act, loss, weights, biases = net
+    zs, acts, dzs = work
+    dweight0, fold_first, x_saved, sums, ints, flags, scalars = large
     L = len(weights)
     for l in range(L):
         inp = X if l == 0 else acts[l - 1]

@@ -6,7 +6,7 @@ still packs its panels for a large product (at B = 8 the first layer of a 784-25
 against ~8 us streaming the weights once). The kernels here stream each weight row ONCE and reuse it, from
 registers, for 4 examples at a time (forward), or add 4 examples' outer products into 2 weight rows per pass
 (backward). The model's "blas" backend dispatches to them up to a batch size measured on a 2-core Zen 5
-(model.SMALL_BATCH_MAX, model.fused_sgd_max).
+(steps.SMALL_BATCH_MAX, steps.fused_sgd_max).
 
 Why fuse SGD. A plain train step writes dweight (as big as the weights) and then the optimizer reads it back:
 three passes over ~1 MB of parameters at B = 1, which then no longer fit a core's L2. The fused step applies
@@ -24,7 +24,9 @@ after each layer's input gradient (a sum over all rows, so every worker contribu
 Legend: B = batch size, C = input features, OC = output features, K = classes, T = workers (threads).
 """
 import math
+from collections import namedtuple
 
+import numpy as np
 from numba import njit, prange, types, uint64
 from numba.core import cgutils
 from numba.extending import intrinsic
@@ -429,23 +431,40 @@ def _start_step(counter, x_saved, X):
             x_saved[b, c] = X[b, c]
 
 
+# What the fused step needs besides the workspace, for T workers: parts[l] (T,B,C_l) each worker's partial input
+# gradient of layer l, dlogits (T,B,K) each worker's copy of the loss gradient, counter (16,) int64 the barrier,
+# value (1,) float64 the loss, X (B,C_0) a copy of the batch (for MLP.grads)
+Fused = namedtuple("Fused", "parts dlogits counter value X")
+COUNTER, VALUE = Fused._fields.index("counter"), Fused._fields.index("value")
+
+
+def fused_buffers(sizes, B, T, dtype):
+    return Fused(tuple(np.zeros((T, B, n), dtype) for n in sizes[:-1]), np.zeros((T, B, sizes[-1]), dtype),
+                 np.zeros(16, np.int64), np.zeros(1, np.float64), np.zeros((B, sizes[0]), dtype))
+
+
 @njit(cache=True)
-def sgd_step_serial(act, loss, weights, biases, zs, acts, dzs, parts, dlogits, X, y, lr, weight_decay, counter,
-                    value, x_saved):
-    # the fused step on one core: the same body with T = 1 (its barriers return at once)
+def sgd_step_serial(net, work, fused, X, y, lr, weight_decay):
+    # the fused step on one core: the same body with T = 1 (its barriers return at once). net, work, fused: laid
+    # out as kernels.Net, kernels.Work and Fused; X (B,C_0), y (B,); the loss lands in value[0]
+    act, loss, weights, biases = net
+    zs, acts, dzs = work
+    parts, dlogits, counter, value, x_saved = fused
     _start_step(counter, x_saved, X)
-    sgd_step_worker(0, 1, act, loss, weights, biases, zs, acts, dzs, parts, dlogits, X, y, lr, weight_decay,
-                    counter, value)
+    sgd_step_worker(0, 1, act, loss, weights, biases, zs, acts, dzs, parts, dlogits, X, y, lr, weight_decay, counter,
+                    value)
 
 
 @njit(parallel=True)
-def sgd_step_parallel(T, act, loss, weights, biases, zs, acts, dzs, parts, dlogits, X, y, lr, weight_decay, counter,
-                      value, x_saved):
+def sgd_step_parallel(T, net, work, fused, X, y, lr, weight_decay):
     # T workers, one per thread. prange(T) with T = numba.get_num_threads() gives each thread one worker under the
     # OpenMP threading layer (static schedule); the caller checks the layer (a work-stealing layer such as TBB may run
     # two workers on one thread, and the first barrier would then wait forever: it gives up and reports failure).
     # Everything else lives in cached functions: this one is compiled in each process, and a short body compiles
     # in well under a second.
+    act, loss, weights, biases = net
+    zs, acts, dzs = work
+    parts, dlogits, counter, value, x_saved = fused
     _start_step(counter, x_saved, X)
     for w in prange(T):
         sgd_step_worker(w, T, act, loss, weights, biases, zs, acts, dzs, parts, dlogits, X, y, lr, weight_decay,
@@ -453,7 +472,7 @@ def sgd_step_parallel(T, act, loss, weights, biases, zs, acts, dzs, parts, dlogi
 
 
 @njit(parallel=True)
-def _probe(x):
+def probe_threading(x):
     # a trivial parallel loop: running it once makes Numba pick its threading layer, so the model can ask which
     for i in prange(x.shape[0]):
         x[i] = i

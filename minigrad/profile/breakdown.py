@@ -11,8 +11,8 @@ The linear backward is one kernel (weight gradient, bias and input gradient); a 
 gradient (the kernel called with need_dinp false), which splits it into the two GEMMs.
 
 Outside compiled code: the same step called once from Python (argument unboxing and dispatch of the compiled
-function), and MLP._train_step as the training loop calls it (adding the method's bookkeeping; for the blas backend
-with SGD at small B that is the fused step of kernels_small, which runs all these ops in one kernel).
+function), and MLP.train_step_trusted as the training loop calls it (adding the method's bookkeeping; for the blas
+backend with plain SGD that is a fused step, kernels_small's or kernels_large's, which runs these ops fused).
 
 The per-example backend runs B single-example passes: its ops are those of a B = 1 step on the kernels it uses,
 times B, and "gradient accumulation" (copying each example in and adding its gradient) is what remains of its
@@ -27,7 +27,8 @@ from numba import njit
 from minigrad.engine import kernels as K
 from minigrad.engine import kernels_large as KG
 from minigrad.engine import kernels_small as KS
-from minigrad.engine import model as M
+from minigrad.engine import passes as P
+from minigrad.engine import steps as S
 from minigrad.engine.optim import STEP, WEIGHT_DECAY, optimizer_update
 
 
@@ -70,9 +71,11 @@ def step_ops(sizes, B, activation, optimizer, loss="cross_entropy", repeat=1):
 
 
 @njit
-def step_prefix(stop, linear_forward, linear_backward, act, loss, weights, biases, dweights, dbiases, zs, acts, dzs,
-                X, y, opt_kind, params, grads, opt_state, hyper):
-    # model.train_step's ops in step_ops' order, stopping after the first `stop`; returns how many ran
+def step_prefix(stop, linear_forward, linear_backward, net, grads, work, X, y, update):
+    # passes.train_step's ops in step_ops' order, stopping after the first `stop`; returns how many ran
+    act, loss, weights, biases = net
+    dweights, dbiases = grads
+    zs, acts, dzs = work
     L = len(weights)
     k = 0
     for l in range(L):
@@ -107,8 +110,9 @@ def step_prefix(stop, linear_forward, linear_backward, act, loss, weights, biase
         k += 1
     if k == stop:
         return k
+    kind, params, flat_grads, state, hyper = update
     hyper[STEP] += 1
-    optimizer_update(opt_kind, params, grads, opt_state, hyper)
+    optimizer_update(kind, params, flat_grads, state, hyper)
     return k + 1
 
 
@@ -137,9 +141,11 @@ def large_sgd_ops(sizes, B, activation, fold_first):
 
 
 @njit
-def large_sgd_prefix(stop, act, loss, weights, biases, dweight0, zs, acts, dzs, X, y, lr, fold_first, x_saved, sums,
-                     ints, flags, scalars):
+def large_sgd_prefix(stop, net, work, large, X, y, lr):
     # kernels_large.sgd_step's ops (weight decay 0) in large_sgd_ops' order, stopping after the first `stop`
+    act, loss, weights, biases = net
+    zs, acts, dzs = work
+    dweight0, fold_first, x_saved, sums, ints, flags, scalars = large
     L = len(weights)
     k = 0
     for l in range(L):
@@ -198,27 +204,21 @@ def large_sgd_prefix(stop, act, loss, weights, biases, dweight0, zs, acts, dzs, 
 
 
 @njit
-def _run_large_prefix(reps, stop, act, loss, weights, biases, dweight0, zs, acts, dzs, X, y, lr, fold_first, x_saved,
-                      sums, ints, flags, scalars):
+def _run_large_prefix(reps, stop, net, work, large, X, y, lr):
     for _ in range(reps):
-        large_sgd_prefix(stop, act, loss, weights, biases, dweight0, zs, acts, dzs, X, y, lr, fold_first, x_saved,
-                         sums, ints, flags, scalars)
+        large_sgd_prefix(stop, net, work, large, X, y, lr)
 
 
 @njit
-def _run_prefix(reps, stop, linear_forward, linear_backward, act, loss, weights, biases, dweights, dbiases, zs, acts,
-                dzs, X, y, opt_kind, params, grads, opt_state, hyper):
+def _run_prefix(reps, stop, linear_forward, linear_backward, net, grads, work, X, y, update):
     for _ in range(reps):
-        step_prefix(stop, linear_forward, linear_backward, act, loss, weights, biases, dweights, dbiases, zs, acts, dzs,
-                    X, y, opt_kind, params, grads, opt_state, hyper)
+        step_prefix(stop, linear_forward, linear_backward, net, grads, work, X, y, update)
 
 
 @njit
-def _run_per_example(reps, act, loss, weights, biases, dweights, dbiases, example_grads, zs, acts, dzs, x1, y1, X, y,
-                     sqnorms, opt_kind, params, grads, opt_state, hyper):
+def _run_per_example(reps, net, one, X, y, sqnorms, update):
     for _ in range(reps):
-        M.train_step_per_example(act, loss, weights, biases, dweights, dbiases, example_grads, zs, acts, dzs, x1, y1,
-                                 X, y, sqnorms, opt_kind, params, grads, opt_state, hyper)
+        P.train_step_per_example(net, one, X, y, sqnorms, update)
 
 
 def _medians(calls, samples):
@@ -246,80 +246,74 @@ def _reps(call_once, target):
 def breakdown(model, optimizer, X, y, samples=21, target=2e-3):
     """Time every op of one train step of `model` (its backend, current thread settings) on the batch X, y with
     `optimizer` (an Optimizer; its state is bound here). Returns a dict: ops [Op], op_s [seconds per op, in order],
-    compiled_step_s, python_call_s, train_step_s, fused (whether MLP._train_step ran the fused SGD step)."""
-    B = X.shape[0]
-    ws = model.workspace(B)
-    optimizer.bind(model)
-    opt_args = (optimizer.kind, model.params, model._grads, optimizer.state, optimizer.hyper)
-    if model.backend == "per-example":
-        return _per_example_breakdown(model, optimizer, X, y, opt_args, samples, target)
-    if model.step_path(B, optimizer) == "blas-fused-sgd" and optimizer.hyper[WEIGHT_DECAY] == 0:
-        return _large_sgd_breakdown(model, optimizer, X, y, samples, target)
-    ops = step_ops(model.sizes, B, model.activation, optimizer.name, model.loss)
+    compiled_step_s, python_call_s, train_step_s, fused (whether MLP.train_step_trusted ran a fused SGD step).
+    The step's path says how: its own ops for kernels_large's step and per-example, else the unfused step's."""
+    step = model.step_for(X.shape[0], optimizer.bind(model))
+    return _BREAKDOWNS.get(type(step), _plain_breakdown)(model, step, optimizer, X, y, samples, target)
 
-    linear = model._linear_for(B)
-    args = (*linear, model._act, model._loss, model.weights, model.biases, model._dweights, model._dbiases, ws.zs,
-            ws.acts, ws.dzs, X, y, *opt_args)
-    step_args = args[:13] + (ws.no_sqnorms,) + opt_args  # model.train_step's
+
+def _plain_breakdown(model, step, optimizer, X, y, samples, target):
+    # the ops of passes.train_step on the step's linear kernels (for a fused step: what it fuses)
+    B, ws = X.shape[0], step.ws
+    ops = step_ops(model.sizes, B, model.activation, optimizer.name, model.loss)
+    update = step.update(optimizer)
+    args = (*step.linear, step.net, step.grads, step.work, X, y, update)
     _run_prefix(1, len(ops), *args)  # compile
     reps = _reps(lambda: _run_prefix(1, len(ops), *args), target)
     calls = [lambda k=k: _run_prefix(reps, k, *args) for k in range(len(ops) + 1)]
-    medians = _medians(calls + _from_python(reps, lambda: M.train_step(*step_args), model, optimizer, X, y), samples)
+    compiled = lambda: P.train_step(*args[:7], ws.no_sqnorms, update)  # noqa: E731
+    medians = _medians(calls + _from_python(reps, compiled, model, optimizer, X, y), samples)
     return _result(ops, medians, reps, model)
 
 
-def _large_sgd_breakdown(model, optimizer, X, y, samples, target):
-    # the blas-fused-sgd step's own ops (kernels_large.sgd_step), timed as prefixes like the unfused step's
-    ws = model.workspace(X.shape[0])
-    model._train_step(X, y, optimizer)  # allocates the step's buffers (ws.large)
-    lb = ws.large
-    args = (model._act, model._loss, model.weights, model.biases, model._dweights[0], ws.zs, ws.acts, ws.dzs, X, y,
-            optimizer.lr, lb.fold_first, lb.X, lb.sums, *lb.gemm)
-    ops = large_sgd_ops(model.sizes, X.shape[0], model.activation, lb.fold_first)
+def _large_sgd_breakdown(model, step, optimizer, X, y, samples, target):
+    # the blas-fused-sgd step's own ops (kernels_large.sgd_step), timed as prefixes like the unfused step's; its
+    # prefixes leave out weight decay, so a step with decay is timed as the unfused step's ops
+    if optimizer.hyper[WEIGHT_DECAY] != 0:
+        return _plain_breakdown(model, step, optimizer, X, y, samples, target)
+    args = (step.net, step.work, step.kept, X, y, optimizer.lr)
+    ops = large_sgd_ops(model.sizes, X.shape[0], model.activation, step.buffers.fold_first)
     _run_large_prefix(1, len(ops), *args)  # compile
     reps = _reps(lambda: _run_large_prefix(1, len(ops), *args), target)
     calls = [lambda k=k: _run_large_prefix(reps, k, *args) for k in range(len(ops) + 1)]
-    step = (*args[:11], 0.0, *args[11:])  # kernels_large.sgd_step's arguments (weight decay 0)
-    medians = _medians(calls + _from_python(reps, lambda: KG.sgd_step(*step), model, optimizer, X, y), samples)
+    compiled = lambda: KG.sgd_step(*args, 0.0)  # noqa: E731  (weight decay 0)
+    medians = _medians(calls + _from_python(reps, compiled, model, optimizer, X, y), samples)
     return _result(ops, medians, reps, model)
 
 
 def _from_python(reps, compiled_step, model, optimizer, X, y):
-    # reps calls of the compiled step from Python, and of MLP._train_step as the training loop calls it
+    # reps calls of the compiled step from Python, and of MLP.train_step_trusted as the training loop calls it
     def calls(step):
         def run():
             for _ in range(reps):
                 step()
         return run
 
-    return [calls(compiled_step), calls(lambda: model._train_step(X, y, optimizer))]
+    return [calls(compiled_step), calls(lambda: model.train_step_trusted(X, y, optimizer))]
 
 
 def _result(ops, medians, reps, model):
     per_step = [m / reps for m in medians[:-2]]
     return dict(ops=ops, op_s=[per_step[k + 1] - per_step[k] for k in range(len(ops))],
                 compiled_step_s=per_step[-1] - per_step[0], python_call_s=medians[-2] / reps,
-                train_step_s=medians[-1] / reps, fused=model._pending is not None)
+                train_step_s=medians[-1] / reps, fused=model.grads_deferred)
 
 
-def _per_example_breakdown(model, optimizer, X, y, opt_args, samples, target):
+def _per_example_breakdown(model, step, optimizer, X, y, samples, target):
     # the B = 1 step's ops on the per-example passes' kernels, times B; accumulation is the rest of the compiled step
-    B = X.shape[0]
-    dweights, dbiases, example_grads, zs, acts, dzs, x1, y1 = model._per_example_buffers()
-    x1[...], y1[...] = X[:1], y[:1]
-    one = (KS.linear_forward, KS.linear_backward, model._act, model._loss, model.weights, model.biases, dweights,
-           dbiases, zs, acts, dzs, x1, y1, *opt_args)
+    B, one, update = X.shape[0], model.one_example, step.update(optimizer)
+    one.X[...], one.y[...] = X[:1], y[:1]
+    single = (KS.linear_forward, KS.linear_backward, step.net, *K.plain((one.dgrads, one.work)), one.X, one.y, update)
     ops = step_ops(model.sizes, 1, model.activation, optimizer.name, model.loss, repeat=B)
     ops[-1] = Op(ops[-1].name, ops[-1].kind)
-    full = (model._act, model._loss, model.weights, model.biases, dweights, dbiases, example_grads, zs, acts, dzs, x1,
-            y1, X, y, model.workspace(B).no_sqnorms, *opt_args)
-    _run_prefix(1, len(ops), *one)
+    full = (step.net, step.one, X, y, step.ws.no_sqnorms, update)
+    _run_prefix(1, len(ops), *single)
     _run_per_example(1, *full)
-    reps1 = _reps(lambda: _run_prefix(1, len(ops), *one), 4 * target)  # its noise is multiplied by B
+    reps1 = _reps(lambda: _run_prefix(1, len(ops), *single), 4 * target)  # its noise is multiplied by B
     reps = _reps(lambda: _run_per_example(1, *full), target)
-    calls = [lambda k=k: _run_prefix(reps1, k, *one) for k in range(len(ops) + 1)]
+    calls = [lambda k=k: _run_prefix(reps1, k, *single) for k in range(len(ops) + 1)]
     calls += [lambda: _run_per_example(reps, *full)]
-    calls += _from_python(reps, lambda: M.train_step_per_example(*full), model, optimizer, X, y)
+    calls += _from_python(reps, lambda: P.train_step_per_example(*full), model, optimizer, X, y)
     medians = _medians(calls, samples)
     per_step1 = [m / reps1 for m in medians[:-3]]
     op_s = [B * (per_step1[k + 1] - per_step1[k]) for k in range(len(ops) - 1)]
@@ -329,3 +323,6 @@ def _per_example_breakdown(model, optimizer, X, y, opt_args, samples, target):
     op_s.append(compiled - sum(op_s))
     return dict(ops=ops, op_s=op_s, compiled_step_s=compiled, python_call_s=medians[-2] / reps,
                 train_step_s=medians[-1] / reps, fused=False)
+
+
+_BREAKDOWNS = {S.LargeStep: _large_sgd_breakdown, S.PerExampleStep: _per_example_breakdown}

@@ -157,7 +157,7 @@ def _print_breakdowns(result, file):
                                                            (_seconds(e["compiled_step_s"]), "100")])
         cells.append(["the step called once from Python"] + [c for e in entries for c in (
             _seconds(e["python_call_s"]), f"{100 * e['python_call_s'] / e['compiled_step_s']:.0f}")])
-        cells.append(["MLP._train_step (training loop)"] + [c for e in entries for c in (
+        cells.append(["MLP.train_step_trusted (training loop)"] + [c for e in entries for c in (
             _seconds(e["train_step_s"]) + (" fused" if e["fused"] else ""),
             f"{100 * e['train_step_s'] / e['compiled_step_s']:.0f}")])
         cells.append(["  share outside compiled code"] + [c for e in entries for c in (

@@ -1,6 +1,6 @@
 """Compute speed: how long one training step takes at each batch size B, on this machine.
 
-`measure` times the training loop's own path (MLP._train_step on a batch validated once) for every backend, thread
+`measure` times the training loop's own path (MLP.train_step_trusted on a batch validated once) for every backend, thread
 count and batch size asked for, and reports per row the median step time and its interquartile range, samples/s,
 the executed GFLOP/s (model.flops_per_step(B) / median: GEMM arithmetic only, the elementwise work is not counted)
 and that as a percentage of the GEMM ceiling measured in the same run. Each row also places the whole step under
@@ -134,7 +134,7 @@ def measure(sizes, batch_sizes, backends="blas", threads=None, dtypes="float32",
         breakdowns        one dict per (threads, dtype, backend, breakdown B): ops, step times, roofline rows
         skipped           {framework: why}; compile_s: {"backend/threads/dtype": seconds}; config; env
     progress: True, False or None (a bar on stderr when it is a terminal). chunk: None (a step is one
-    MLP._train_step call from Python), or a function (model, optimizer, X, y) -> (run, steps) whose run() takes
+    MLP.train_step_trusted call from Python), or a function (model, optimizer, X, y) -> (run, steps) whose run() takes
     `steps` steps (minigrad.training.train.step_chunk: the compiled training loop); the rows' `timed` says which.
     Raises ValueError (one line) for bad input."""
     sizes, batch_sizes, dtypes = _validate(sizes, batch_sizes, dtypes, activation, optimizer, repeats)
@@ -248,16 +248,16 @@ def _rounds(repeats):
 
 
 def _time_step(model, opt, X, y, repeats, min_time, min_repeats, ceiling=None, flops=None, chunk=None):
-    """Median step time and IQR over ROUNDS rounds of timed steps (calls of MLP._train_step, or chunks of steps:
+    """Median step time and IQR over ROUNDS rounds of timed steps (calls of MLP.train_step_trusted, or chunks of steps:
     see measure). When the rounds disagree by more than BUSY_SPREAD, or the step would run faster than the GEMM
     ceiling allows, it is measured once more; if it stays so, the row is marked busy (1) with the reason, else
     busy = 0."""
     model.check_batch(X, y)  # once, as the training loop does
     t0 = time.perf_counter()
-    model._train_step(X, y, opt)  # compiles what this B needs
+    model.train_step_trusted(X, y, opt)  # compiles what this B needs
     first = time.perf_counter() - t0
     if chunk is None:
-        step, per_call = (lambda: model._train_step(X, y, opt)), 1  # noqa: E731
+        step, per_call = (lambda: model.train_step_trusted(X, y, opt)), 1  # noqa: E731
     else:
         step, per_call = chunk(model, opt, X, y)
     time_calls(step, min_time=0.02, min_repeats=2)  # warm-up
@@ -306,8 +306,8 @@ def _memory(sizes, activation, dtype, backend, optimizer, seed, X, y):
         model = MLP(sizes, activation=activation, dtype=dtype, backend=backend, seed=seed)
         tracemalloc.reset_peak()  # the initialisation's float64 temporaries are gone by now
         opt = make_optimizer(optimizer, LR)
-        model._train_step(X, y, opt)
-        model._train_step(X, y, opt)
+        model.train_step_trusted(X, y, opt)
+        model.train_step_trusted(X, y, opt)
         measured = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()

@@ -62,16 +62,16 @@ def thread_count(T):
 
 
 def step_seconds(model, X, y, optimizer, min_time=0.02):
-    """Mean seconds per MLP._train_step on the batch (X, y) at the current thread settings, on a copy of the model
+    """Mean seconds per MLP.train_step_trusted on the batch (X, y) at the current thread settings, on a copy of the model
     (the run's parameters stay untouched), after two warm-up steps."""
     from minigrad.engine.optim import make_optimizer
 
     twin, opt = model.copy(), make_optimizer(optimizer.name, optimizer.lr)
     for _ in range(2):
-        twin._train_step(X, y, opt)
+        twin.train_step_trusted(X, y, opt)
     n, started = 0, time.perf_counter()
     while True:
-        twin._train_step(X, y, opt)
+        twin.train_step_trusted(X, y, opt)
         n += 1
         elapsed = time.perf_counter() - started
         if elapsed >= min_time and n >= 3:

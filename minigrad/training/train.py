@@ -185,7 +185,7 @@ class _Threads:
         self._context.close()
         self._context.enter_context(thread_count(1))
         self.count, self.watch, self.fallback_step = 1, False, stepper.step
-        stepper._plans.clear()  # the fused step's worker count is read when a plan is made
+        stepper.replan()  # the fused step's worker count is read when its Step is made
 
 
 def _train(stack, threads, model, data, batch_size, lr, optimizer, *, budget, target, stop_at_target, lr_schedule,
