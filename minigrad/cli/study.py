@@ -140,8 +140,12 @@ def show_report(path, html=False):
     if study.file.kind != "study":
         raise ValueError(f"{path} holds a {study.file.kind!r} file, not a study: `minigrad report` reads the files of "
                          "`minigrad bench` (`minigrad export` reads any)")
-    study.report()
     path = Path(path)
+    if html:  # refused before anything is written: a page named like the study would replace it
+        from minigrad.machine.outputs import check_target
+
+        check_target(path.with_suffix(".html"), protect=[path])
+    study.report()
     figures = study_figures(study.analysis, study.file, path.parent, stem=path.stem)
     for written in figures:
         click.echo(f"figure: {written}")

@@ -231,6 +231,7 @@ def _journal_entries(journal: Path) -> list[Path]:
     return sorted(journal.glob("*.h5"))
 
 
+_THROUGHPUT = "_throughput"  # in a header: the throughput table of a new study not yet written
 _HEADER = "new-study.header"  # in the journal: the root attrs of a new study whose file is not written yet
 
 
@@ -247,6 +248,23 @@ def _write_header(journal: Path, header: dict) -> None:
         tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(journal)
+
+
+def _entry_real(entry: Path) -> bool:
+    """Whether a journal entry holds a real result: a run that did not diverge (what may replace an old study)."""
+    try:
+        with h5py.File(entry, "r") as f:
+            status = f["run"].attrs.get("status")
+    except (OSError, KeyError):
+        return False
+    return (status.decode() if isinstance(status, bytes) else status) != "DIVERGED"
+
+
+def _study_path(path) -> Path:
+    """The study file a path names: a symbolic link is followed, so a study reached through a link keeps being
+    updated in place (a rename over the link itself would leave the real study behind)."""
+    path = Path(path)
+    return Path(os.path.realpath(path)) if path.is_symlink() else path
 
 
 def _read_header(journal: Path) -> dict | None:

@@ -1,7 +1,6 @@
 """Reading a study file whole (journal first, then the file), and CSV export."""
 from __future__ import annotations
 
-import builtins  # the module-level open() below shadows the builtin
 import csv
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,8 +8,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from minigrad.machine.outputs import check_target, output_file
 from minigrad.store.files import (
-    StoreError, _STAGED, _dumps, _get_attrs, _read_table, _open_h5, _journal_dir, _journal_entries, _read_header)
+    StoreError, _STAGED, _THROUGHPUT, _dumps, _get_attrs, _read_table, _open_h5, _journal_dir, _journal_entries,
+    _read_header, _study_path)
 
 
 @dataclass
@@ -52,7 +53,7 @@ def _read_run(run_id: str, g) -> Run:
 
 def open(path) -> StudyFile:  # noqa: A001 - minigrad.store.open(path) reads like the builtin it mirrors
     """Read a study file, with any runs that a killed writer left in its journal."""
-    path = Path(path)
+    path = _study_path(path)
     staged = _STAGED.get(path.resolve())
     # The journal first: a commit deletes entries only after the file holding them is in place (module docstring).
     journal = []
@@ -65,7 +66,8 @@ def open(path) -> StudyFile:  # noqa: A001 - minigrad.store.open(path) reads lik
                 raise StoreError(f"journal entry {entry} cannot be read; delete it (its run is then rerun)") from None
     header = staged._header if staged is not None else None if path.exists() else _read_header(_journal_dir(path))
     if header is not None:  # a new study whose file is not written yet: its runs are in the journal
-        attrs, runs, throughput = dict(header), {}, []
+        attrs, runs = dict(header), {}
+        throughput = attrs.pop(_THROUGHPUT, None) or []
     else:
         with _open_h5(path) as f:
             try:
@@ -92,13 +94,15 @@ def export_csv(path, out_dir) -> list[Path]:
     def cell(v):
         return _dumps(v) if isinstance(v, (dict, list, tuple)) else v
 
-    def write(name, header, rows):
-        with builtins.open(out / name, "w", newline="") as f:
+    def write(name, header, rows):  # whole or not at all, never through a link or over the study (machine/outputs.py)
+        with output_file(out / name, "w", protect=[path], newline="") as f:
             w = csv.writer(f)
             w.writerow(header)
             w.writerows(rows)
         return out / name
 
+    for name in ("summary.csv", "throughput.csv", "traces.csv"):
+        check_target(out / name, protect=[path])  # all refused before any is written
     summary = study.summary()
     header = list(summary[0]) if summary else ["run_id"]
     paths = [write("summary.csv", header, ([cell(r[k]) for k in header] for r in summary))]

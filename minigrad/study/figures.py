@@ -20,7 +20,8 @@ def study_figures(analysis, study_file, out_dir, stem="study"):
     """Write the six figures of a study as <stem>_<name>.png in out_dir; returns their paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    return [plt.save(fig, out_dir / f"{stem}_{name}.png") for name, fig in make_figures(analysis, study_file).items()]
+    return [plt.save(fig, out_dir / f"{stem}_{name}.png", protect=[study_file.path])
+            for name, fig in make_figures(analysis, study_file).items()]
 
 
 def make_figures(analysis, study_file):
