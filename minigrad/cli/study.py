@@ -130,16 +130,23 @@ def bench(ctx, quick, config_path, out, overwrite, dry_run, data_name, data_dir,
         show_report(out)
 
 
-def show_report(path, html=False):
-    from pathlib import Path
-
+def open_study(path):
+    """The study in `path`, or a one-line error when it holds another kind of file (a train run, an experiment)."""
     from minigrad import api
-    from minigrad.study.figures import study_figures
 
     study = api.open_study(path)
     if study.file.kind != "study":
         raise ValueError(f"{path} holds a {study.file.kind!r} file, not a study: `minigrad report` reads the files of "
                          "`minigrad bench` (`minigrad export` reads any)")
+    return study
+
+
+def show_report(path, html=False):
+    from pathlib import Path
+
+    from minigrad.study.figures import study_figures
+
+    study = open_study(path)
     path = Path(path)
     if html:  # refused before anything is written: a page named like the study would replace it
         from minigrad.machine.outputs import check_target
@@ -168,9 +175,7 @@ def report_command(path, html, as_json):
     if as_json:
         import json
 
-        from minigrad import api
-
-        click.echo(json.dumps(api.open_study(path).answer(), indent=2))
+        click.echo(json.dumps(open_study(path).answer(), indent=2))
         return
     show_report(path, html=html)
 

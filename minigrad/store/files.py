@@ -209,12 +209,18 @@ def _open_h5(path: Path) -> h5py.File:
                              f"rerun") from None
         raise StoreError(f"{path} cannot be read as HDF5 ({str(e).splitlines()[0]}); it is truncated or damaged, "
                          f"restore it or start again with --overwrite") from None
-    schema, version = f.attrs.get("schema"), f.attrs.get("schema_version")
+    try:
+        schema, version = f.attrs.get("schema"), f.attrs.get("schema_version")
+        version = None if version is None else int(version)
+    except Exception as e:  # noqa: BLE001 - damaged attributes: any of OSError, KeyError, TypeError, ...
+        f.close()
+        raise StoreError(f"{path} is damaged ({' '.join(str(e).split())[:200]}); restore it or start again with "
+                         "--overwrite") from None
     if schema != SCHEMA:
         f.close()
         raise StoreError(f"{path} is an HDF5 file of another kind (schema {schema!r}, not {SCHEMA!r}); "
                          f"choose another file")
-    if version is None or int(version) > SCHEMA_VERSION:
+    if version is None or version > SCHEMA_VERSION:
         f.close()
         raise StoreError(f"{path} has schema_version {version}, newer than the {SCHEMA_VERSION} this minigrad "
                          f"reads; upgrade minigrad")

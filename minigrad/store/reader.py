@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import numpy as np
 
 from minigrad.machine.outputs import check_target, output_file
 from minigrad.store.files import (
-    StoreError, _STAGED, _THROUGHPUT, _dumps, _get_attrs, _read_table, _open_h5, _journal_dir, _journal_entries,
+    STATUSES, StoreError, _STAGED, _THROUGHPUT, _dumps, _get_attrs, _read_table, _open_h5, _journal_dir, _journal_entries,
     _read_header, _study_path)
 
 
@@ -45,6 +46,45 @@ class StudyFile:
         return [{"run_id": rid, **{k: run.attrs.get(k) for k in keys}} for rid, run in self.runs.items()]
 
 
+def damaged(path, error) -> StoreError:
+    """The one message for a study file whose contents cannot be read as a study (a flipped bit, a missing part)."""
+    reason = " ".join(str(error).split())[:200] or type(error).__name__
+    return StoreError(f"{path} is damaged ({reason}); restore it or start again with --overwrite")
+
+
+# what every run of a `minigrad bench` study holds: the phases decide on these attrs and trace columns
+STUDY_RUN_ATTRS = ("phase", "batch_size", "lr", "seed", "status", "best_val_error")
+STUDY_RUN_COLUMNS = ("step", "examples", "val_error")
+
+
+def check_schema(path, attrs: dict, runs: dict) -> None:
+    """Refuse a file whose root attributes, or (in a study) whose runs, lack what the readers rely on."""
+    if not isinstance(attrs.get("config"), dict):
+        raise damaged(path, f"the config attribute is {type(attrs.get('config')).__name__}, not a table of settings")
+    if not isinstance(attrs.get("study_id"), str) or not isinstance(attrs.get("kind"), str):
+        raise damaged(path, "study_id or kind is missing")
+    if attrs["kind"] != "study":
+        return
+    for run_id, run in runs.items():
+        missing = [k for k in STUDY_RUN_ATTRS if k not in run.attrs] + [
+            k for k in STUDY_RUN_COLUMNS if getattr(run.trace.get(k), "ndim", 0) != 1]
+        if missing:
+            raise damaged(path, f"run {run_id} has no {', '.join(missing)}")
+        if run.attrs["status"] not in STATUSES:
+            raise damaged(path, f"run {run_id} has status {run.attrs['status']!r}")
+    # one code writes every run of a phase, so a column that one run alone has, or lacks, is a damaged name
+    by_phase = {}
+    for run_id, run in runs.items():
+        by_phase.setdefault(run.attrs["phase"], []).append((run_id, set(run.trace)))
+    for phase, columns in by_phase.items():
+        counts = Counter(c for _, names in columns for c in names)
+        for run_id, names in columns:
+            odd = sorted(c for c in counts if len(columns) >= 3 and (counts[c] == 1 and c in names
+                                                                     or counts[c] == len(columns) - 1 and c not in names))
+            if odd:
+                raise damaged(path, f"run {run_id}'s trace columns differ from the other {phase} runs' in {', '.join(odd)}")
+
+
 def _read_run(run_id: str, g) -> Run:
     trace = {k: d[()] for k, d in g.items() if isinstance(d, h5py.Dataset)}
     arrays = {k: d[()] for k, d in g["arrays"].items()} if "arrays" in g else {}
@@ -61,7 +101,7 @@ def open(path) -> StudyFile:  # noqa: A001 - minigrad.store.open(path) reads lik
         try:
             with h5py.File(entry, "r") as src:
                 journal.append((src.attrs["study_id"], _read_run(src.attrs["run_id"], src["run"])))
-        except OSError:
+        except Exception:  # noqa: BLE001 - h5py reports damage as any of OSError, KeyError, RuntimeError, ...
             if entry.exists():
                 raise StoreError(f"journal entry {entry} cannot be read; delete it (its run is then rerun)") from None
     header = staged._header if staged is not None else None if path.exists() else _read_header(_journal_dir(path))
@@ -72,10 +112,15 @@ def open(path) -> StudyFile:  # noqa: A001 - minigrad.store.open(path) reads lik
         with _open_h5(path) as f:
             try:
                 attrs = _get_attrs(f)
+                if not isinstance(f.get("runs"), h5py.Group):
+                    raise damaged(path, "/runs is not a group of runs")
                 runs = {rid: _read_run(rid, g) for rid, g in f["runs"].items()}
                 throughput = _read_table(f["throughput"]) if "throughput" in f else []
-            except (OSError, KeyError) as e:
-                raise StoreError(f"{path} is damaged ({e}); restore it or start again with --overwrite") from None
+            except StoreError:
+                raise
+            except Exception as e:  # noqa: BLE001 - a flipped bit surfaces as OSError, KeyError, RuntimeError, ...
+                raise damaged(path, e) from None
+        check_schema(path, attrs, runs)
     unmerged = set()
     for study_id, run in journal:
         if study_id == attrs["study_id"]:

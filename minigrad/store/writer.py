@@ -9,6 +9,7 @@ from pathlib import Path
 import h5py
 
 from minigrad.machine.environment import study_record
+from minigrad.store.reader import open as read_study
 from minigrad.store.files import (
     SCHEMA, SCHEMA_VERSION, STATUSES, _LIBVER, _RESERVED, _ID, StoreError, _STAGED, _os_error, _dumps, _put_attrs,
     _get_attrs, _check_array, _put_array, _write_table, _fsync, _fsync_dir, _check_space, _atomic_write, _open_h5,
@@ -67,9 +68,8 @@ class Store:
                 if header is not None:
                     study_id, old_kind, old_config = header["study_id"], header["kind"], header["config"]
                 else:
-                    with _open_h5(path) as f:
-                        study_id, old_kind = f.attrs["study_id"], f.attrs.get("kind")
-                        old_config = json.loads(f.attrs["config"])
+                    saved = read_study(path)  # any damage: one line naming the file
+                    study_id, old_kind, old_config = saved.attrs["study_id"], saved.kind, saved.config
                 new_config = json.loads(config_json)
                 if old_kind != kind or old_config != new_config:
                     what = (f"kind {old_kind!r}, not {kind!r}" if old_kind != kind else "differs in " + ", ".join(
