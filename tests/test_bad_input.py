@@ -75,6 +75,29 @@ def _fake_study(path, config, runs=24):
         w.set_attrs({"target": 0.3, "target_reason": "test"})
 
 
+def _runs_a_dataset(f):
+    del f["runs"]
+    f["runs"] = np.arange(3)
+
+
+def _without_val_error(f):
+    for run in f["runs"].values():
+        del run["val_error"]
+
+
+DAMAGES = {  # file name -> what is done to a copy of the study
+    "no_config.h5": lambda f: f.attrs.__delitem__("config"),
+    "list_config.h5": lambda f: f.attrs.__setitem__("config", "[1, 2]"),
+    "runs_dataset.h5": _runs_a_dataset,
+    "no_val_error.h5": _without_val_error,
+}
+FLIPS = {  # file name -> (bytes to find, which occurrence, offset of the flipped bit from it)
+    "flipped_header.h5": (b"OHDR", 4, 8),  # an object header: HDF5's checksum fails (KeyError from h5py)
+    "flipped_config.h5": (b'"batch_sizes"', 1, 0),  # the config's JSON
+    "flipped_status.h5": (b"COMPLETE", 2, 3),  # a run's status
+}
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """A folder of good and bad files, shared by all cases (each case checks that it leaves it unchanged)."""
@@ -96,6 +119,19 @@ def world(tmp_path_factory):
     shutil.copyfile(d / "study.h5", d / "truncated.h5")
     os.truncate(d / "truncated.h5", (d / "truncated.h5").stat().st_size // 2)
     (d / "text.h5").write_text("not hdf5\n")
+    for name, damage in DAMAGES.items():  # a study file broken in one way each
+        shutil.copyfile(d / "study.h5", d / name)
+        with h5py.File(d / name, "a") as f:
+            damage(f)
+    for name, (anchor, nth, offset) in FLIPS.items():  # one flipped bit, found by content (offsets vary by host)
+        data = bytearray((d / "study.h5").read_bytes())
+        at = -1
+        for _ in range(nth):
+            at = data.index(anchor, at + 1)
+        data[at + offset] ^= 0x10
+        (d / name).write_bytes(bytes(data))
+    shutil.copyfile(d / "study.h5", d / "named.html")  # a study named like the page `report --html` writes
+    shutil.copyfile(d / "study.h5", d / "summary.csv")  # and one named like a CSV `export` writes
     with h5py.File(d / "other.h5", "w") as f:
         f.attrs["schema"] = "someone.else"
 
@@ -250,6 +286,14 @@ CASES = [
         ("other.h5", "another kind"), ("train.h5", "not a study"), ("datadir", "directory"), ("x.txt", "not an HDF5"),
         ("empty.h5", "no tuning trials"))],
     case(["report"], "missing argument"),
+    # ---- a damaged study, on every command that reads one: one line naming the file
+    *[case([*command, name], name) for name in (*DAMAGES, *FLIPS) for command in (
+        ["report"], ["report", "--json"], ["export", "--csv", "csv"], ["experiment", "gns", "--out", "gns.h5", "--study"])],
+    *[case(["bench", "--config", "small.toml", "--out", name], name) for name in (*DAMAGES, *FLIPS)],
+    case(["report", "--json", "train.h5"], "not a study"),
+    case(["report", "--json", "other.h5"], "another kind"),
+    case(["report", "--html", "named.html"], "named.html"),
+    case(["export", "--csv", ".", "summary.csv"], "summary.csv", id="export a study named summary.csv --csv ."),
     # ---- export
     *[case(["export", name, "--csv", "csv"], needle) for name, needle in (
         ("missing.h5", "no such study file"), ("text.h5", "not an HDF5 file"), ("truncated.h5", "truncated or damaged"),
