@@ -1,7 +1,7 @@
 """`minigrad experiment ...`: the classic experiments, one command each."""
 import click
 
-from minigrad.cli.app import float_list, int_list, main, user_errors
+from minigrad.cli.app import float_list, int_list, main, processes_and_threads, user_errors
 
 
 @main.group()
@@ -38,11 +38,7 @@ def experiment_options(name, data=True):
 def run_experiment(name, quick, out, overwrite, workers, threads, data_name=None, **settings):
     import minigrad.experiments as experiments
 
-    if workers is not None and workers < 1:
-        raise click.UsageError("--workers must be >= 1")
-
-    if threads < 1:
-        raise click.UsageError("--threads must be >= 1")
+    workers, threads = processes_and_threads(workers, threads)
     if data_name is not None:
         settings["data"] = data_name
     config = experiments.make_config(name, quick=quick, **settings)

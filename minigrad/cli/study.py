@@ -1,7 +1,8 @@
 """`minigrad bench` (the study), `bench throughput`, `report` and `merge`."""
 import click
 
-from minigrad.cli.app import can_write, float_list, int_list, load_toml, main, str_list, user_errors
+from minigrad.cli.app import (
+    can_write, float_list, int_list, load_toml, main, processes_and_threads, str_list, user_errors)
 
 
 STUDY_OPTIONS = [
@@ -75,17 +76,17 @@ def bench(ctx, quick, config_path, out, overwrite, dry_run, data_name, data_dir,
         raise click.UsageError("--scheduler needs --executor dask")
     if scheduler is not None and workers is not None:
         raise click.UsageError("--workers starts a LocalCluster: the cluster at --scheduler has its own workers")
-    if worker_threads is not None and worker_threads < 1:
-        raise click.UsageError("--threads (--worker-threads) must be >= 1")
-    if workers is not None and workers < 1:
-        raise click.UsageError("--workers must be >= 1 (leave it out for one per core)")
+    workers, worker_threads = processes_and_threads(workers, worker_threads, "--threads (--worker-threads)")
     try:
         shard = parse_shard(shard)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
 
     file_settings = load_toml(config_path) if config_path else {}
-    quick = quick or bool(file_settings.pop("quick", False))
+    quick_setting = file_settings.pop("quick", False)
+    if not isinstance(quick_setting, bool):  # "false" is a true string
+        raise ValueError(f"{config_path}: quick must be true or false (no quotes), got {quick_setting!r:.40}")
+    quick = quick or quick_setting
     settings = {**file_settings, **{k: v for k, v in settings.items() if v is not None}}
     if data_name is not None:
         settings["data"] = data_name
