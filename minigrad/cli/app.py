@@ -39,9 +39,10 @@ def user_errors(func):
     def wrapper(*args, **kwargs):
         import os
 
-        from minigrad.machine import interrupts
+        from minigrad.machine import interrupts, numba_cache
 
         interrupts.install()  # so that a Ctrl-C Python drops still stops the work (machine/interrupts.py)
+        numba_cache.ensure_writable(lambda line: click.echo(line, err=True))  # before anything compiles
         try:
             return func(*args, **kwargs)
         except click.ClickException:
@@ -49,9 +50,11 @@ def user_errors(func):
         except KeyboardInterrupt:
             command = click.get_current_context().command_path
             resume = any(word in command.split() for word in RESUMES)
-            click.echo("Interrupted: " + ("finished runs are stored; rerun the same command to resume"
-                                          if resume else "nothing was stored"), err=True)
-            sys.exit(130)
+            name, status = interrupts.received()
+            click.echo(("Interrupted" if name == "SIGINT" else f"Stopped by {name}") + ": " + (
+                "finished runs are stored; rerun the same command to resume" if resume else "nothing was stored"),
+                err=True)
+            sys.exit(status)
         except (ValueError, FileNotFoundError) as exc:
             _fail(exc, 2)
         except OSError as exc:
