@@ -42,6 +42,7 @@ def user_errors(func):
         from minigrad.machine import interrupts, numba_cache
 
         interrupts.install()  # so that a Ctrl-C Python drops still stops the work (machine/interrupts.py)
+        interrupts.survive_closed_stdout()  # `minigrad bench | head -1` stops the printing, not the study
         numba_cache.ensure_writable(lambda line: click.echo(line, err=True))  # before anything compiles
         try:
             return func(*args, **kwargs)

@@ -66,3 +66,49 @@ def check():
 
 def clear():
     _pressed.clear()
+
+
+class _StopPrintingOnClosedPipe:
+    """sys.stdout that stops printing, and nothing else, when the reader goes away (`minigrad bench | head -1`):
+    the rest of the output goes to /dev/null, so the work goes on and the interpreter's last flush is quiet."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def _closed(self):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, self._stream.fileno())
+        finally:
+            os.close(devnull)
+
+    def write(self, text):
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._closed()
+            return len(text)
+
+    def flush(self):
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._closed()
+            self._stream.flush()  # what was buffered for the closed pipe now goes to /dev/null
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+def survive_closed_stdout():
+    """Make a closed stdout stop only the printing (see _StopPrintingOnClosedPipe)."""
+    import sys
+
+    stream = sys.stdout
+    if stream is None or isinstance(stream, _StopPrintingOnClosedPipe):
+        return
+    try:
+        stream.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (a test's capture): nothing to do
+        return
+    sys.stdout = _StopPrintingOnClosedPipe(stream)
