@@ -46,7 +46,11 @@ BAD_TOMLS = {  # file name -> the line that replaces or adds a setting of SMALL_
     "unknown.toml": "learning_rate = 0.1", "options_str.toml": 'data_options = "n_train=100"',
     "sampler.toml": 'sampler = "random"', "dtype.toml": 'dtype = "float16"', "lr_points.toml": "lr_points = 1",
     "data_int.toml": "data = 3", "growth.toml": "eval_growth = 1.0",
+    "quick_str.toml": 'quick = "false"', "seeds_huge.toml": "seeds = " + "9" * 401,
+    "bs_huge.toml": "batch_sizes = [4, " + "9" * 401 + "]", "n_val_huge.toml": "data_options = { n_val = " + "9" * 401 + " }",
 }
+HUGE = "9" * 401  # an integer no setting can hold
+LONG = "x" * 5000  # a path longer than any one-line message
 
 
 def _replace_setting(text, line):
@@ -109,6 +113,8 @@ def world(tmp_path_factory):
     for name, line in BAD_TOMLS.items():
         (d / name).write_text(_replace_setting(SMALL_TOML, line))
     (d / "syntax.toml").write_text("seeds = = 3\n")
+    (d / "nested.toml").write_text("hidden = " + "[" * 5000 + "]" * 5000 + "\n")
+    os.mkfifo(d / "fifo.toml")  # no writer: opening it would wait forever
     from minigrad.cli import load_toml
 
     config = make_config(**load_toml(d / "small.toml"))
@@ -190,7 +196,8 @@ BAD_DATA = {  # --data value -> words of the message
 
 
 def case(args, needle="", status=2, env=None, id=None):
-    return pytest.param(args, needle, status, env, id=id or " ".join(args))
+    return pytest.param(args, needle, status, env, id=id or " ".join(a if len(a) < 40 else f"<{len(a)} characters>"
+                                                                      for a in args))
 
 
 CASES = [
@@ -226,7 +233,28 @@ CASES = [
     case(BENCH + ["--scheduler", "tcp://nowhere:1"], "--executor dask"),
     *[case(BENCH + [opt, "bogus"], "bogus") for opt in ("--activation", "--optimizer", "--sampler", "--executor")],
     case(BENCH + ["--bogus-option"], "no such option"),
+    # ---- integers and sizes beyond every limit
+    *[case(BENCH + [opt, HUGE], words) for opt, words in (
+        ("--seeds", "401-digit"), ("--batch-sizes", "401-digit"), ("--hidden", "401-digit"),
+        ("--lr-points", "401-digit"), ("--n-val", "401-digit"), ("--threads", "--threads"),
+        ("--shard", "shard"))],
+    case(BENCH + ["--threads", "1000"], "NUMBA_NUM_THREADS"),
+    *[case(TRAIN + [opt, HUGE], "401-digit") for opt in ("--batch-size", "--seed", "--steps", "--n-val",
+                                                         "--data-seed")],
+    case(TRAIN + ["--threads", "1000"], "NUMBA_NUM_THREADS"),
+    case(["bench", "throughput", "--repeats", "1000000000"], "repeats"),
+    case(["bench", "throughput", "--repeats", HUGE], "repeats"),
+    case(["experiment", "smith", "--seeds", HUGE, "--out", "smith.h5"], "401-digit"),
+    case(["experiment", "smith", "--threads", "999", "--out", "smith.h5"], "NUMBA_NUM_THREADS"),
+    # ---- paths too long for a one-line message (shortened, still naming what is wrong)
+    case(BENCH_DATA + ["--data", LONG + ".npz"], "", id="bench --data <5000-character path>"),
+    case(["report", LONG + ".h5"], "", id="report <5000-character path>"),
+    case(["export", "study.h5", "--csv", LONG], "", id="export --csv <5000-character path>"),
+    case(["bench", "--config", "small.toml", "--out", LONG + ".h5"], "", id="bench --out <5000-character path>"),
     # ---- bench: configuration files
+    case(["bench", "--config", "fifo.toml", "--dry-run"], "not a regular file"),
+    case(["bench", "--config", "/dev/zero", "--dry-run"], "not a regular file"),
+    case(["bench", "--config", "nested.toml", "--dry-run"], "nested too deeply"),
     case(["bench", "--config", "missing.toml", "--out", "study.h5", "--overwrite"], "missing.toml"),
     case(["bench", "--config", "syntax.toml", "--out", "study.h5", "--overwrite"], "not valid TOML"),
     case(["bench", "--config", "datadir", "--out", "study.h5", "--overwrite"], "directory"),

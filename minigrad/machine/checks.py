@@ -95,3 +95,15 @@ def memory_fits(what, sizes, batch_size, itemsize=4, copies=1):
                          f"{list(sizes)} at batch size {batch_size}), {have / 2**30:,.1f} GiB are available: "
                          "use smaller --hidden or batch sizes")
     return need
+
+
+def unreadable(path):
+    """Why `path` cannot be opened for reading ("Permission denied", ...), or None when it can: asked before a
+    format check that would report an unreadable file as a damaged one."""
+    try:
+        with open(path, "rb"):
+            return None
+    except IsADirectoryError:
+        return None  # the callers say "is a directory" themselves
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__

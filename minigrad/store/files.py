@@ -12,6 +12,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from minigrad.machine.checks import unreadable
 from minigrad.machine.text import json_default
 
 SCHEMA = "minigrad.study"
@@ -199,6 +200,9 @@ def _open_h5(path: Path) -> h5py.File:
     """Open a study file for reading, or raise a StoreError that says what is wrong with it."""
     if not path.is_file():
         raise StoreError(f"{path}: no such study file; check the path (a study writes it with --out)")
+    reason = unreadable(path)
+    if reason is not None:
+        raise StoreError(f"cannot read {path}: {reason}; check its permissions")
     if not h5py.is_hdf5(path):
         raise StoreError(f"{path} is not an HDF5 file; pass the .h5 file that minigrad wrote")
     try:
