@@ -33,8 +33,11 @@ def run_study(config, out="minigrad-study.h5", *, overwrite=False, executor=None
 
 
 def open_study(path):
-    """A study file read into memory (the file is closed again)."""
-    return Study(store.open(path))
+    """A study file read into memory (the file is closed again); a file whose runs are not a study's is refused."""
+    from minigrad.study.schema import check_runs
+
+    study = store.open(path)
+    return Study(check_runs(study) if study.kind == "study" else study)
 
 
 @dataclass

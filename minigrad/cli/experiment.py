@@ -98,9 +98,9 @@ def experiment_gns(quick, out, overwrite, workers, threads, data_name, study):
     if study is not None:
         if data_name is not None:
             raise ValueError("give --data or --study, not both: a study file trains on its own data")
-        from minigrad import store
+        from minigrad import api
 
-        kind = store.open(study).kind
+        kind = api.open_study(study).file.kind  # a damaged study is refused here, before any work
         if kind != "study":
             raise ValueError(f"--study {study} holds a {kind!r} file; give a study file written by `minigrad bench`")
     run_experiment("gns", quick, out, overwrite, workers, threads, data_name, study=study)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import csv
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,37 +51,15 @@ def damaged(path, error) -> StoreError:
     return StoreError(f"{path} is damaged ({reason}); restore it or start again with --overwrite")
 
 
-# what every run of a `minigrad bench` study holds: the phases decide on these attrs and trace columns
-STUDY_RUN_ATTRS = ("phase", "batch_size", "lr", "seed", "status", "best_val_error")
-STUDY_RUN_COLUMNS = ("step", "examples", "val_error")
-
-
 def check_schema(path, attrs: dict, runs: dict) -> None:
-    """Refuse a file whose root attributes, or (in a study) whose runs, lack what the readers rely on."""
+    """Refuse a file whose root attributes, or whose runs' statuses, are not what the writer writes."""
     if not isinstance(attrs.get("config"), dict):
         raise damaged(path, f"the config attribute is {type(attrs.get('config')).__name__}, not a table of settings")
     if not isinstance(attrs.get("study_id"), str) or not isinstance(attrs.get("kind"), str):
         raise damaged(path, "study_id or kind is missing")
-    if attrs["kind"] != "study":
-        return
     for run_id, run in runs.items():
-        missing = [k for k in STUDY_RUN_ATTRS if k not in run.attrs] + [
-            k for k in STUDY_RUN_COLUMNS if getattr(run.trace.get(k), "ndim", 0) != 1]
-        if missing:
-            raise damaged(path, f"run {run_id} has no {', '.join(missing)}")
-        if run.attrs["status"] not in STATUSES:
+        if run.attrs.get("status") is not None and run.attrs["status"] not in STATUSES:
             raise damaged(path, f"run {run_id} has status {run.attrs['status']!r}")
-    # one code writes every run of a phase, so a column that one run alone has, or lacks, is a damaged name
-    by_phase = {}
-    for run_id, run in runs.items():
-        by_phase.setdefault(run.attrs["phase"], []).append((run_id, set(run.trace)))
-    for phase, columns in by_phase.items():
-        counts = Counter(c for _, names in columns for c in names)
-        for run_id, names in columns:
-            odd = sorted(c for c in counts if len(columns) >= 3 and (counts[c] == 1 and c in names
-                                                                     or counts[c] == len(columns) - 1 and c not in names))
-            if odd:
-                raise damaged(path, f"run {run_id}'s trace columns differ from the other {phase} runs' in {', '.join(odd)}")
 
 
 def _read_run(run_id: str, g) -> Run:
