@@ -51,6 +51,7 @@ def user_errors(func):
         except KeyboardInterrupt:
             command = click.get_current_context().command_path
             resume = any(word in command.split() for word in RESUMES)
+            interrupts.stopped()
             name, status = interrupts.received()
             click.echo(("Interrupted" if name == "SIGINT" else f"Stopped by {name}") + ": " + (
                 "finished runs are stored; rerun the same command to resume" if resume else "nothing was stored"),

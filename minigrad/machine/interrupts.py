@@ -20,7 +20,9 @@ def _handler(signum, frame):
     if frame is not None and (frame.f_code.co_filename == weakref.__file__ or frame.f_code.co_name == "__del__"):
         # a raise inside a garbage-collector callback is printed as "Exception ignored" and dropped: deliver the
         # signal again in a moment, when the main thread is back in ordinary code
-        threading.Timer(0.05, os.kill, (os.getpid(), signum)).start()
+        again = threading.Timer(0.05, os.kill, (os.getpid(), signum))
+        again.daemon = True  # never waited for at exit (where a late signal would land in threading's shutdown)
+        again.start()
         return
     raise KeyboardInterrupt
 
@@ -50,6 +52,15 @@ def install():
         number = getattr(signal, name, None)
         if number is not None and signal.getsignal(number) is signal.SIG_DFL:
             signal.signal(number, _handler)
+
+
+def stopped():
+    """The work has stopped and the command is exiting: a further signal (a second Ctrl-C, the repeat above) is
+    ignored rather than raised in the interpreter's shutdown."""
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        number = getattr(signal, name, None)
+        if number is not None and signal.getsignal(number) is _handler:
+            signal.signal(number, signal.SIG_IGN)
 
 
 def received():

@@ -10,8 +10,8 @@ import numpy as np
 
 from minigrad.machine.outputs import check_target, output_file
 from minigrad.store.files import (
-    STATUSES, StoreError, _STAGED, _THROUGHPUT, _dumps, _get_attrs, _read_table, _open_h5, _journal_dir, _journal_entries,
-    _read_header, _study_path)
+    STATUSES, StoreError, _STAGED, _THROUGHPUT, _dumps, _get_attrs, _read_table, _open_h5, _journal_dir,
+    _journal_entries, _read_header, _study_path)
 
 
 @dataclass

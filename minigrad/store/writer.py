@@ -143,9 +143,10 @@ class Store:
         """Write a new version of the study file holding the journal and the given changes; see module docstring."""
         header = self._header
         entries = [e for e in _journal_entries(self._journal) if header is None or _entry_study(e) == self.study_id]
-        if header is not None and not write_empty and not any(_entry_real(e) for e in entries):
+        replaces = header is not None and not write_empty and self.path.exists()
+        if replaces and not any(_entry_real(e) for e in entries):
             # A new study with no real result yet (no run, or only diverged runs) does not take the place of the old
-            # file, or of no file: its attrs and throughput wait in the journal's header until it has one.
+            # file (--overwrite): its attrs and throughput wait in the journal's header until it has one.
             if root_attrs or throughput is not None:
                 header.update(root_attrs or {})
                 for key in [k for k, v in header.items() if v is None]:
@@ -289,7 +290,7 @@ class Store:
         finally:
             self._closed = True
             if self._header is not None:  # a new study that never committed leaves no file, no header, and none
-                _STAGED.pop(self.path.resolve(), None)  # of its diverged runs (nothing a rerun would want)
+                _STAGED.pop(self.path.resolve(), None)  # of the diverged runs that could not replace the old file
                 (self._journal / _HEADER).unlink(missing_ok=True)
                 for entry in _journal_entries(self._journal):
                     if _entry_study(entry) == self.study_id and not _entry_real(entry):
