@@ -42,7 +42,9 @@ class Store:
         resume=False: an existing file is an error (a single `train` has nothing to resume).
         overwrite=True: start afresh. A new study is written at its first commit (a run, throughput or results), not
         here: until then an old file at `path` stays as it was, and a command that fails or is killed before it has
-        anything to store leaves nothing that blocks its rerun. open() in this process sees the new study meanwhile.
+        anything to store leaves nothing that blocks its rerun. In place of an old file, the first commit that holds
+        a real result (a run that did not diverge; or a successful close) is the one that writes it. open() in this
+        process sees the new study meanwhile. A `path` that is a symbolic link names the study it points to.
         """
         path = _study_path(path)
         if not isinstance(config, dict):
