@@ -18,12 +18,8 @@ def _handler(signum, frame):
     _pressed.set()
     _received[:] = [signum]
     if frame is not None and (frame.f_code.co_filename == weakref.__file__ or frame.f_code.co_name == "__del__"):
-        # a raise inside a garbage-collector callback is printed as "Exception ignored" and dropped: deliver the
-        # signal again in a moment, when the main thread is back in ordinary code
-        again = threading.Timer(0.05, os.kill, (os.getpid(), signum))
-        again.daemon = True  # never waited for at exit (where a late signal would land in threading's shutdown)
-        again.start()
-        return
+        return  # inside a garbage-collector callback a raise is printed as "Exception ignored" and dropped: the
+        # recorded press stops the work at the next progress step instead (check)
     raise KeyboardInterrupt
 
 
