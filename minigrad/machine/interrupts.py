@@ -27,8 +27,9 @@ def helpers_ignore_hangup():
     """Start multiprocessing's resource tracker with SIGHUP ignored (it ignores SIGINT and SIGTERM itself): a
     closed terminal would kill it, and the tracker started again in its place prints a traceback for every
     semaphore it never saw. Call before starting worker processes."""
-    if not hasattr(signal, "SIGHUP"):
-        return
+    if not hasattr(signal, "SIGHUP") or threading.current_thread() is not threading.main_thread():
+        return  # signal dispositions can be changed only from the main thread (a pool restarted from another keeps
+        # the tracker it has)
     from multiprocessing import resource_tracker
 
     saved = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # inherited by the tracker: an ignored signal stays so
