@@ -33,13 +33,16 @@ def run_study(config, out="minigrad-study.h5", *, overwrite=False, executor=None
 
 
 def open_study(path):
-    """A study file read into memory (the file is closed again), or a convergence file (`minigrad export STUDY
-    --convergence FILE.json`: the study without its traces)."""
+    """A study file read into memory (the file is closed again; a file whose runs are not a study's is refused), or
+    a convergence file (`minigrad export STUDY --convergence FILE.json`: the study without its traces)."""
     if str(path).lower().endswith(".json"):
         from minigrad.study import convergence
 
         return Study(convergence.read(path))
-    return Study(store.open(path))
+    from minigrad.study.schema import check_runs
+
+    study = store.open(path)
+    return Study(check_runs(study) if study.kind == "study" else study)
 
 
 @dataclass

@@ -46,7 +46,11 @@ BAD_TOMLS = {  # file name -> the line that replaces or adds a setting of SMALL_
     "unknown.toml": "learning_rate = 0.1", "options_str.toml": 'data_options = "n_train=100"',
     "sampler.toml": 'sampler = "random"', "dtype.toml": 'dtype = "float16"', "lr_points.toml": "lr_points = 1",
     "data_int.toml": "data = 3", "growth.toml": "eval_growth = 1.0",
+    "quick_str.toml": 'quick = "false"', "seeds_huge.toml": "seeds = " + "9" * 401,
+    "bs_huge.toml": "batch_sizes = [4, " + "9" * 401 + "]", "n_val_huge.toml": "data_options = { n_val = " + "9" * 401 + " }",
 }
+HUGE = "9" * 401  # an integer no setting can hold
+LONG = "x" * 5000  # a path longer than any one-line message
 
 
 def _replace_setting(text, line):
@@ -75,6 +79,29 @@ def _fake_study(path, config, runs=24):
         w.set_attrs({"target": 0.3, "target_reason": "test"})
 
 
+def _runs_a_dataset(f):
+    del f["runs"]
+    f["runs"] = np.arange(3)
+
+
+def _without_val_error(f):
+    for run in f["runs"].values():
+        del run["val_error"]
+
+
+DAMAGES = {  # file name -> what is done to a copy of the study
+    "no_config.h5": lambda f: f.attrs.__delitem__("config"),
+    "list_config.h5": lambda f: f.attrs.__setitem__("config", "[1, 2]"),
+    "runs_dataset.h5": _runs_a_dataset,
+    "no_val_error.h5": _without_val_error,
+}
+FLIPS = {  # file name -> (bytes to find, which occurrence, offset of the flipped bit from it)
+    "flipped_header.h5": (b"OHDR", 4, 8),  # an object header: HDF5's checksum fails (KeyError from h5py)
+    "flipped_config.h5": (b'"batch_sizes"', 1, 0),  # the config's JSON
+    "flipped_status.h5": (b"COMPLETE", 2, 3),  # a run's status
+}
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """A folder of good and bad files, shared by all cases (each case checks that it leaves it unchanged)."""
@@ -86,6 +113,8 @@ def world(tmp_path_factory):
     for name, line in BAD_TOMLS.items():
         (d / name).write_text(_replace_setting(SMALL_TOML, line))
     (d / "syntax.toml").write_text("seeds = = 3\n")
+    (d / "nested.toml").write_text("hidden = " + "[" * 5000 + "]" * 5000 + "\n")
+    os.mkfifo(d / "fifo.toml")  # no writer: opening it would wait forever
     from minigrad.cli import load_toml
 
     config = make_config(**load_toml(d / "small.toml"))
@@ -96,6 +125,19 @@ def world(tmp_path_factory):
     shutil.copyfile(d / "study.h5", d / "truncated.h5")
     os.truncate(d / "truncated.h5", (d / "truncated.h5").stat().st_size // 2)
     (d / "text.h5").write_text("not hdf5\n")
+    for name, damage in DAMAGES.items():  # a study file broken in one way each
+        shutil.copyfile(d / "study.h5", d / name)
+        with h5py.File(d / name, "a") as f:
+            damage(f)
+    for name, (anchor, nth, offset) in FLIPS.items():  # one flipped bit, found by content (offsets vary by host)
+        data = bytearray((d / "study.h5").read_bytes())
+        at = -1
+        for _ in range(nth):
+            at = data.index(anchor, at + 1)
+        data[at + offset] ^= 0x10
+        (d / name).write_bytes(bytes(data))
+    shutil.copyfile(d / "study.h5", d / "named.html")  # a study named like the page `report --html` writes
+    shutil.copyfile(d / "study.h5", d / "summary.csv")  # and one named like a CSV `export` writes
     with h5py.File(d / "other.h5", "w") as f:
         f.attrs["schema"] = "someone.else"
 
@@ -154,7 +196,8 @@ BAD_DATA = {  # --data value -> words of the message
 
 
 def case(args, needle="", status=2, env=None, id=None):
-    return pytest.param(args, needle, status, env, id=id or " ".join(args))
+    return pytest.param(args, needle, status, env, id=id or " ".join(a if len(a) < 40 else f"<{len(a)} characters>"
+                                                                      for a in args))
 
 
 CASES = [
@@ -190,7 +233,28 @@ CASES = [
     case(BENCH + ["--scheduler", "tcp://nowhere:1"], "--executor dask"),
     *[case(BENCH + [opt, "bogus"], "bogus") for opt in ("--activation", "--optimizer", "--sampler", "--executor")],
     case(BENCH + ["--bogus-option"], "no such option"),
+    # ---- integers and sizes beyond every limit
+    *[case(BENCH + [opt, HUGE], words) for opt, words in (
+        ("--seeds", "401-digit"), ("--batch-sizes", "401-digit"), ("--hidden", "401-digit"),
+        ("--lr-points", "401-digit"), ("--n-val", "401-digit"), ("--threads", "--threads"),
+        ("--shard", "shard"))],
+    case(BENCH + ["--threads", "1000"], "NUMBA_NUM_THREADS"),
+    *[case(TRAIN + [opt, HUGE], "401-digit") for opt in ("--batch-size", "--seed", "--steps", "--n-val",
+                                                         "--data-seed")],
+    case(TRAIN + ["--threads", "1000"], "NUMBA_NUM_THREADS"),
+    case(["bench", "throughput", "--repeats", "1000000000"], "repeats"),
+    case(["bench", "throughput", "--repeats", HUGE], "repeats"),
+    case(["experiment", "smith", "--seeds", HUGE, "--out", "smith.h5"], "401-digit"),
+    case(["experiment", "smith", "--threads", "999", "--out", "smith.h5"], "NUMBA_NUM_THREADS"),
+    # ---- paths too long for a one-line message (shortened, still naming what is wrong)
+    case(BENCH_DATA + ["--data", LONG + ".npz"], "", id="bench --data <5000-character path>"),
+    case(["report", LONG + ".h5"], "", id="report <5000-character path>"),
+    case(["export", "study.h5", "--csv", LONG], "", id="export --csv <5000-character path>"),
+    case(["bench", "--config", "small.toml", "--out", LONG + ".h5"], "", id="bench --out <5000-character path>"),
     # ---- bench: configuration files
+    case(["bench", "--config", "fifo.toml", "--dry-run"], "not a regular file"),
+    case(["bench", "--config", "/dev/zero", "--dry-run"], "not a regular file"),
+    case(["bench", "--config", "nested.toml", "--dry-run"], "nested too deeply"),
     case(["bench", "--config", "missing.toml", "--out", "study.h5", "--overwrite"], "missing.toml"),
     case(["bench", "--config", "syntax.toml", "--out", "study.h5", "--overwrite"], "not valid TOML"),
     case(["bench", "--config", "datadir", "--out", "study.h5", "--overwrite"], "directory"),
@@ -250,6 +314,18 @@ CASES = [
         ("other.h5", "another kind"), ("train.h5", "not a study"), ("datadir", "directory"), ("x.txt", "not an HDF5"),
         ("empty.h5", "no tuning trials"))],
     case(["report"], "missing argument"),
+    # ---- a damaged study, on every command that reads one: one line naming the file
+    *[case([*command, name], name) for name in (*DAMAGES, *FLIPS) for command in (
+        ["report"], ["report", "--json"], ["experiment", "gns", "--out", "gns.h5", "--study"])],
+    # export reads any file minigrad wrote: a study whose runs lack what the analysis needs still exports
+    *[case(["export", "--csv", "csv", name], name) for name in ("no_config.h5", "list_config.h5", "runs_dataset.h5",
+                                                                "flipped_header.h5", "flipped_config.h5",
+                                                                "flipped_status.h5")],
+    *[case(["bench", "--config", "small.toml", "--out", name], name) for name in (*DAMAGES, *FLIPS)],
+    case(["report", "--json", "train.h5"], "not a study"),
+    case(["report", "--json", "other.h5"], "another kind"),
+    case(["report", "--html", "named.html"], "named.html"),
+    case(["export", "--csv", ".", "summary.csv"], "summary.csv", id="export a study named summary.csv --csv ."),
     # ---- export
     *[case(["export", name, "--csv", "csv"], needle) for name, needle in (
         ("missing.h5", "no such study file"), ("text.h5", "not an HDF5 file"), ("truncated.h5", "truncated or damaged"),

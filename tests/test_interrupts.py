@@ -39,8 +39,8 @@ def test_a_dropped_ctrl_c_stops_the_next_progress_step(sigint_handler):
     interrupts.install()
     with progress_bar("work", 10, stream=io.StringIO()) as advance:
         advance(1)
-        ctrl_c_inside_a_gc_callback()  # dropped by Python: the work would run on
-        assert sigint_handler == [KeyboardInterrupt]
+        ctrl_c_inside_a_gc_callback()  # a raise there would be dropped by Python: the handler only records it
+        assert sigint_handler == []  # nothing raised into the callback (no "Exception ignored" on stderr)
         with pytest.raises(KeyboardInterrupt):
             advance(1)
 

@@ -211,8 +211,8 @@ def test_one_writer_at_a_time_and_readers_see_the_journal(tmp_path):
 def test_overwrite_keeps_the_old_file_until_the_new_one_is_complete(tmp_path, monkeypatch):
     path = tmp_path / "study.h5"
     old = Store.create(path, CONFIG)
-    old.flush()
-    old.set_attr("note", "the old study's file exists")
+    old.write_run("old-first", ATTRS, trace())
+    old.flush()  # the old study's file exists
     old.write_run("old-run", ATTRS, trace())
     old._closed = True  # abandon the writer as a kill would: its run stays in the journal
     Store._unlock(old._lock_fd, old._journal)

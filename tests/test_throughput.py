@@ -159,7 +159,7 @@ def test_adaptive_repeats_take_at_least_the_minimum():
     (dict(sizes=[8, 2], batch_sizes=[1], threads=[10_000]), "threads must lie between 1 and"),
     (dict(sizes=[8, 2], batch_sizes=[1], dtypes="int8"), "float32 or float64"),
     (dict(sizes=[8, 2], batch_sizes=[1], optimizer="lbfgs"), "unknown optimizer"),
-    (dict(sizes=[8, 2], batch_sizes=[1], repeats=0), "repeats must be >= 1"),
+    (dict(sizes=[8, 2], batch_sizes=[1], repeats=0), r"repeats must be an integer in \[1, "),
     (dict(sizes=[8, 2], batch_sizes=[1], dtypes=[]), "no dtype given"),
     (dict(sizes=[8, 2], batch_sizes=[1], breakdown=[0]), "breakdown batch sizes must be >= 1"),
     (dict(sizes=[8, 2], batch_sizes=[1], compare="tensorflow"), "unknown framework 'tensorflow'"),

@@ -201,3 +201,30 @@ def test_keskar_holds_the_retuning_verdict_while_its_gap_is_not_shown_and_says_w
     shown = V.above("item 9: a fixed budget hurts", "gap", 0.1, 0.09, 0.12, 0.0, "n", 8)
     kept = closing_needs_a_gap(shown, retune())
     assert kept.outcome == V.REPRODUCED and "held" not in kept.line()
+
+
+def test_keskar_says_in_words_that_there_is_no_gap_to_close():
+    from minigrad.experiments.keskar import closing_needs_a_gap
+
+    no_gap = V.above("a fixed budget hurts", "gap", -0.004, -0.01, 0.002, 0.0, "n", 8)
+    undefined = closing_needs_a_gap(no_gap, V.above("re-tuning closes most of the gap", "fraction of the gap closed",
+                                                    math.nan, math.nan, math.nan, 0.5, "n", 8))
+    line = undefined.line()
+    assert undefined.outcome == V.INCONCLUSIVE and "nan" not in line and "no test-error gap to close" in line
+    # negative control: a defined fraction keeps its numbers on the line
+    defined = closing_needs_a_gap(no_gap, V.above("re-tuning", "fraction", 0.7, 0.6, 0.8, 0.5, "n", 8))
+    assert "0.7 [0.6, 0.8]" in defined.line()
+
+
+def test_smith_ratio_is_undefined_not_an_error_when_seeds_coincide():
+    """Curves that coincide between seeds (a small validation set's discrete errors) leave no yardstick: the ratio
+    is NaN, which the bootstrap drops, where it was a ZeroDivisionError shown as an internal error."""
+    from minigrad.experiments.smith import _between
+
+    same = np.tile(np.linspace(0.5, 0.1, 20), (3, 1))  # three seeds, one curve
+    assert math.isnan(_between(same, same + 0.01, np.array([0, 1, 2])))
+    lo, hi = V.bootstrap([np.arange(3)], lambda idx: _between(same, same + 0.01, idx), resamples=200)
+    assert math.isnan(lo) and math.isnan(hi)  # undefined in every resample: no interval, said as such
+    # negative control: seeds that differ give a finite ratio near 1 for one schedule against itself
+    noisy = same + np.random.default_rng(0).normal(0, 0.01, same.shape)
+    assert 0.5 < _between(noisy, noisy, np.array([0, 1, 2])) < 2

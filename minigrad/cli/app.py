@@ -60,10 +60,12 @@ def user_errors(func):
     def wrapper(*args, **kwargs):
         import os
 
-        from minigrad.machine import interrupts, notices
+        from minigrad.machine import interrupts, notices, numba_cache
 
         interrupts.install()  # so that a Ctrl-C Python drops still stops the work (machine/interrupts.py)
+        interrupts.survive_closed_stdout()  # `minigrad bench | head -1` stops the printing, not the study
         notices.install()  # a library's warning as one line, without source paths
+        numba_cache.ensure_writable(lambda line: click.echo(line, err=True))  # before anything compiles
         try:
             return func(*args, **kwargs)
         except click.ClickException:
@@ -71,9 +73,12 @@ def user_errors(func):
         except KeyboardInterrupt:
             command = click.get_current_context().command_path
             resume = any(word in command.split() for word in RESUMES)
-            click.echo("Interrupted: " + ("finished runs are stored; rerun the same command to resume"
-                                          if resume else "nothing was stored"), err=True)
-            sys.exit(130)
+            interrupts.stopped()
+            name, status = interrupts.received()
+            click.echo(("Interrupted" if name == "SIGINT" else f"Stopped by {name}") + ": " + (
+                "finished runs are stored; rerun the same command to resume" if resume else "nothing was stored"),
+                err=True)
+            sys.exit(status)
         except (ValueError, FileNotFoundError) as exc:
             _fail(exc, 2)
         except OSError as exc:
@@ -92,7 +97,9 @@ def user_errors(func):
 
 
 def _fail(exc, status):
-    message = " ".join(str(exc).split()) or type(exc).__name__
+    from minigrad.machine.text import one_line
+
+    message = one_line(exc) or type(exc).__name__
     click.echo(f"Error: {message}", err=True)
     sys.exit(status)
 
@@ -107,7 +114,9 @@ class OneLineErrors(click.Group):
         except click.ClickException as exc:
             ctx = getattr(exc, "ctx", None)
             hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
-            click.echo(f"Error: {' '.join(exc.format_message().split())}{hint}", err=True)
+            from minigrad.machine.text import one_line
+
+            click.echo(f"Error: {one_line(exc.format_message())}{hint}", err=True)
             sys.exit(exc.exit_code)
         except click.Abort:
             click.echo("Interrupted", err=True)
@@ -125,16 +134,33 @@ def main():
     """
 
 
+MAX_TOML_BYTES = 1 << 20  # a settings file is a few hundred bytes; a bound keeps /dev/zero from filling memory
+
+
 def load_toml(path):
+    """The settings of a TOML file, or a one-line error: never a hang on a FIFO, an endless read of a device, or a
+    traceback for a file nested too deeply."""
+    import os
+    import stat
+
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
         import tomli as tomllib
+    if not stat.S_ISREG(os.stat(path).st_mode):  # before open(): opening a FIFO waits for a writer
+        raise ValueError(f"{path} is not a regular file (a FIFO, a device, ...); give a TOML file")
+    with open(path, "rb") as f:
+        data = f.read(MAX_TOML_BYTES + 1)
+    if len(data) > MAX_TOML_BYTES:
+        raise ValueError(f"{path} is larger than {MAX_TOML_BYTES >> 20} MiB: not a settings file")
     try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
+        return tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not valid TOML: it is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"{path} is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ValueError(f"{path} is nested too deeply to be a settings file") from None
 
 
 def can_write(option, directory):
@@ -146,3 +172,22 @@ def can_write(option, directory):
             pass
     except OSError as exc:
         raise ValueError(f"{option}: cannot write in {directory} ({exc.strerror}); choose another place") from None
+
+
+def processes_and_threads(workers, threads, option="--threads"):
+    """--workers and --threads checked against this machine: fewer than one is refused, threads beyond Numba's
+    NUMBA_NUM_THREADS are refused, and more worker processes than cores are cut to the cores with a word (the
+    rest would only share them, each with its own copy of the data). Returns (workers, threads)."""
+    from minigrad.machine.threads import available_cores, max_threads
+
+    if workers is not None and workers < 1:
+        raise click.UsageError("--workers must be >= 1 (leave it out for one per core)")
+    if threads is not None and not 1 <= threads <= max_threads():
+        raise click.UsageError(f"{option} must lie between 1 and {max_threads()} (NUMBA_NUM_THREADS), got "
+                               f"{threads if abs(threads) < 10**12 else 'a larger number'}")
+    cores = available_cores()
+    if workers is not None and workers > cores:
+        click.echo(f"--workers {workers if workers < 10**12 else 'that many'}: this machine has {cores} core(s); "
+                   f"running {cores} worker processes", err=True)
+        workers = cores
+    return workers, threads

@@ -1,9 +1,9 @@
 """`minigrad experiment ...`: the classic experiments, one command each."""
 import click
 
-from minigrad.machine.settings import ACTIVATIONS, OPTIMIZERS, SAMPLERS
+from minigrad.machine.settings import OPTIMIZERS
 
-from minigrad.cli.app import float_list, int_list, main, user_errors
+from minigrad.cli.app import float_list, int_list, main, processes_and_threads, user_errors
 
 
 @main.group()
@@ -40,11 +40,7 @@ def experiment_options(name, data=True):
 def run_experiment(name, quick, out, overwrite, workers, threads, data_name=None, **settings):
     import minigrad.experiments as experiments
 
-    if workers is not None and workers < 1:
-        raise click.UsageError("--workers must be >= 1")
-
-    if threads < 1:
-        raise click.UsageError("--threads must be >= 1")
+    workers, threads = processes_and_threads(workers, threads)
     if data_name is not None:
         settings["data"] = data_name
     config = experiments.make_config(name, quick=quick, **settings)
@@ -104,9 +100,9 @@ def experiment_gns(quick, out, overwrite, workers, threads, data_name, study):
     if study is not None:
         if data_name is not None:
             raise ValueError("give --data or --study, not both: a study file trains on its own data")
-        from minigrad import store
+        from minigrad import api
 
-        kind = store.open(study).kind
+        kind = api.open_study(study).file.kind  # a damaged study is refused here, before any work
         if kind != "study":
             raise ValueError(f"--study {study} holds a {kind!r} file; give a study file written by `minigrad bench`")
     run_experiment("gns", quick, out, overwrite, workers, threads, data_name, study=study)

@@ -1,9 +1,10 @@
 """`minigrad bench` (the study), `bench throughput`, `report` and `merge`."""
 import click
 
-from minigrad.machine.settings import ACTIVATIONS, OPTIMIZERS, SAMPLERS
+from minigrad.machine.settings import ACTIVATIONS, OPTIMIZERS
 
-from minigrad.cli.app import can_write, int_list, load_toml, main, setting_option, str_list, user_errors
+from minigrad.cli.app import (
+    can_write, int_list, load_toml, main, processes_and_threads, setting_option, str_list, user_errors)
 
 
 STUDY_OPTIONS = [
@@ -67,17 +68,17 @@ def bench(ctx, quick, config_path, out, overwrite, dry_run, data_name, data_dir,
         raise click.UsageError("--scheduler needs --executor dask")
     if scheduler is not None and workers is not None:
         raise click.UsageError("--workers starts a LocalCluster: the cluster at --scheduler has its own workers")
-    if worker_threads is not None and worker_threads < 1:
-        raise click.UsageError("--threads (--worker-threads) must be >= 1")
-    if workers is not None and workers < 1:
-        raise click.UsageError("--workers must be >= 1 (leave it out for one per core)")
+    workers, worker_threads = processes_and_threads(workers, worker_threads, "--threads (--worker-threads)")
     try:
         shard = parse_shard(shard)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
 
     file_settings = load_toml(config_path) if config_path else {}
-    quick = quick or bool(file_settings.pop("quick", False))
+    quick_setting = file_settings.pop("quick", False)
+    if not isinstance(quick_setting, bool):  # "false" is a true string
+        raise ValueError(f"{config_path}: quick must be true or false (no quotes), got {quick_setting!r:.40}")
+    quick = quick or quick_setting
     settings = {**file_settings, **{k: v for k, v in settings.items() if v is not None}}
     if data_name is not None:
         settings["data"] = data_name
@@ -122,21 +123,32 @@ def bench(ctx, quick, config_path, out, overwrite, dry_run, data_name, data_dir,
         show_report(out)
 
 
+def open_study(path):
+    """The study in `path`, or a one-line error when it holds another kind of file (a train run, an experiment)."""
+    from minigrad import api
+
+    study = api.open_study(path)
+    if study.file.kind != "study":
+        raise ValueError(f"{path} holds a {study.file.kind!r} file, not a study: `minigrad report` reads the files of "
+                         "`minigrad bench` (`minigrad export` reads any)")
+    return study
+
+
 def show_report(path, html=False, wide=False, extra=()):
     """extra: (name, attrs, rows) of step times to answer for that are not stored (a convergence file's)."""
     from pathlib import Path
 
-    from minigrad import api
     from minigrad.study.figures import study_figures
 
-    study = api.open_study(path)
+    study = open_study(path)
     study.extra_times = tuple(extra)
-    if study.file.kind != "study":
-        raise ValueError(f"{path} holds a {study.file.kind!r} file, not a study: `minigrad report` reads the files of "
-                         "`minigrad bench` (`minigrad export` reads any)")
+    path = Path(path)
+    if html:  # refused before anything is written: a page named like the study would replace it
+        from minigrad.machine.outputs import check_target
+
+        check_target(path.with_suffix(".html"), protect=[path])
     answer = study.answer()
     study.report(wide=wide)
-    path = Path(path)
     if path.suffix.lower() == ".json":
         figures = []
         click.echo("figures: none (a convergence file holds no traces; `minigrad report STUDY.h5` draws them)")
@@ -183,9 +195,7 @@ def report_command(path, html, as_json, wide, retime, retime_threads, step_times
     if as_json:
         import json
 
-        from minigrad import api
-
-        study = api.open_study(path)
+        study = open_study(path)
         study.extra_times = tuple(extra)
         click.echo(json.dumps(study.answer().to_dict(), indent=2))
         return

@@ -5,6 +5,8 @@ import dataclasses
 
 import numpy as np
 
+from minigrad.machine.checks import LARGEST_INT, shown
+
 DATASETS = ("teacher", "mnist", "fashion-mnist", "digits")
 
 
@@ -82,8 +84,9 @@ def _int_in(value, lo: int, hi, what: str) -> int:
         ok = not isinstance(value, bool) and value == int(value)
     except (TypeError, ValueError, OverflowError):  # "3", None, NaN, inf
         ok = False
-    if not ok or value < lo or (hi is not None and value > hi):
-        raise DataError(f"{what} must be an integer in {lo}..{'' if hi is None else hi}, got {value!r}")
+    top = LARGEST_INT if hi is None else hi  # an int64 at most: larger ones overflow later, inside NumPy
+    if not ok or value < lo or value > top:
+        raise DataError(f"{what} must be an integer in {lo}..{'' if hi is None else hi}, got {shown(value)}")
     return int(value)
 
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from minigrad.data.dataset import DATASETS, DataError, Dataset, _check_X, _check_y, _finish, _int_in, split_indices
 from minigrad.data.idx import REMOTE, _load_idx_family
+from minigrad.machine.checks import unreadable
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -141,6 +142,9 @@ def _load_digits(seed, standardize, val_fraction=0.2, test_fraction=0.2):
 
 
 def _read_arrays(path: Path) -> dict:
+    reason = unreadable(path)
+    if reason is not None:
+        raise DataError(f"cannot read {path}: {reason}; check its permissions (or copy it where you can read it)")
     try:
         if path.suffix == ".npz":
             import zipfile

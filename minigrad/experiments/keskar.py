@@ -14,7 +14,10 @@ def closing_needs_a_gap(hurt, retune):
     """The re-tuning verdict, held inconclusive while the gap it closes is not itself shown (a fraction of an
     unresolved gap can come out large by chance); its line then says so, so that an interval above the threshold
     next to "inconclusive" does not read as a contradiction."""
-    if hurt.outcome != V.REPRODUCED and retune.outcome == V.REPRODUCED:
+    if not math.isfinite(retune.value):  # no seed has a positive gap: there is nothing to close
+        retune.outcome = V.INCONCLUSIVE
+        retune.rule = "there is no test-error gap to close (the large batch's test error is not above the small one's)"
+    elif hurt.outcome != V.REPRODUCED and retune.outcome == V.REPRODUCED:
         retune.outcome = V.INCONCLUSIVE
         retune.rule += f"; held inconclusive: the gap it closes is {hurt.outcome} (the first item 9 line)"
     return retune

@@ -32,6 +32,8 @@ class Verdict:
     outcome: str
 
     def line(self):
+        if not any(isinstance(x, (int, float)) and math.isfinite(x) for x in (self.value, self.lo, self.hi)):
+            return f"{self.claim}: {self.outcome} -- {self.statistic}: not defined, {self.rule}."  # not "nan [nan, nan]"
         return (f"{self.claim}: {self.outcome} -- {self.statistic} = {_num(self.value)} "
                 f"[{_num(self.lo)}, {_num(self.hi)}] ({self.noise}, {self.seeds} seed{'s' * (self.seeds != 1)}); "
                 f"{self.rule}.")

@@ -17,8 +17,12 @@ def get_cmap(name):
     return matplotlib.colormaps[name]
 
 
-def save(fig, path, dpi=110):
-    """Write `fig` as PNG at `path` (Agg renders it, whatever backend is active); returns the path."""
+def save(fig, path, dpi=110, protect=()):
+    """Write `fig` as PNG at `path` (Agg renders it, whatever backend is active), whole or not at all and never over
+    a link, a study or a file of `protect` (machine/outputs.py); returns the path."""
+    from minigrad.machine.outputs import output_file
+
     fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
+    with output_file(path, "wb", protect) as f:
+        fig.savefig(f, dpi=dpi, format="png")
     return path

@@ -50,3 +50,13 @@ def plain(value):
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+def one_line(message, width=300):
+    """`message` on one line and at most about `width` characters: whitespace runs become one space, and a word
+    longer than 80 characters (a path, a number) keeps its start and end around "..."."""
+    words = str(message).split()
+    text = " ".join(words)
+    if len(text) <= width:
+        return text
+    return " ".join(w if len(w) <= 80 else f"{w[:40]}...{w[-30:]}" for w in words)[:width * 2]

@@ -16,7 +16,9 @@ JAX's compilation for that shape included), a short warm-up, then time_calls / m
 Run as `python -m minigrad.profile.frameworks '<job as JSON>'`, the worker prints one JSON line.
 """
 import json
+import math
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -133,6 +135,19 @@ def write_inputs(path, sizes, batch_sizes, dtype, activation, seed):
     return path
 
 
+def worker_timeout():
+    """Seconds a framework's worker may take (MINIGRAD_FRAMEWORK_TIMEOUT, default 1800): an interpreter that never
+    answers must not hang the measurement."""
+    text = os.environ.get("MINIGRAD_FRAMEWORK_TIMEOUT", "1800")
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds < math.inf:
+        raise ValueError(f"MINIGRAD_FRAMEWORK_TIMEOUT must be a positive number of seconds, got {text[:40]!r}")
+    return seconds
+
+
 def run_worker(job, python):
     """Run the worker for `job` in `python`; its JSON result, or {"skipped": one-line reason}."""
     backend, T = job["backend"], job["threads"]
@@ -146,11 +161,24 @@ def run_worker(job, python):
     # this checkout's minigrad first: the repository root on the path, and as the working directory (python -m
     # puts the working directory ahead of PYTHONPATH)
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    try:
-        proc = subprocess.run([python, "-m", "minigrad.profile.frameworks", json.dumps(job)], capture_output=True,
-                              text=True, env=env, cwd=root)
+    timeout = worker_timeout()
+    python = os.path.abspath(python) if os.sep in python else python  # the worker runs in the repository's folder
+    try:  # in a process group of its own, so that a timeout or Ctrl-C ends whatever it started too
+        proc = subprocess.Popen([python, "-m", "minigrad.profile.frameworks", json.dumps(job)], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, env=env, cwd=root,
+                                start_new_session=True)
     except OSError as exc:
         return {"skipped": f"{backend}: cannot run {python} ({exc.strerror or exc}); skipped"}
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except BaseException as exc:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        if not isinstance(exc, subprocess.TimeoutExpired):
+            raise
+        return {"skipped": f"{backend}: {python} did not answer in {timeout:g} s (MINIGRAD_FRAMEWORK_TIMEOUT); "
+                           "skipped"}
+    proc = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith("{"):
             out = json.loads(line)

@@ -1,9 +1,7 @@
 """What `minigrad bench throughput` prints and writes: step times side by side per path, peak memory, the per-op
 breakdowns and their roofline, the ceilings and environment; and the result as JSON."""
 import json
-import os
 import sys
-import tempfile
 
 from minigrad.machine.text import fmt_bytes as _bytes
 from minigrad.machine.text import fmt_seconds as _seconds
@@ -241,19 +239,10 @@ def _footer(result):
 
 
 def write_json(result, path):
-    """Write the result as JSON ({"rows": [...], "ceiling_gflops": ..., "env": ...}), atomically: to a temporary
-    file in the same directory, then renamed over `path`, so a reader never sees half a file."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".throughput-", suffix=".json", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(plain(result), fh, indent=1)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    """Write the result as JSON ({"rows": [...], "ceiling_gflops": ..., "env": ...}), whole or not at all and never
+    through a link (machine/outputs.py)."""
+    from minigrad.machine.outputs import output_file
+
+    with output_file(path) as fh:
+        json.dump(plain(result), fh, indent=1)
+        fh.write("\n")

@@ -21,6 +21,7 @@ values, except through ReLU's sparsity, which standard-normal inputs keep realis
 import sys
 import time
 
+from minigrad.machine.checks import number
 from minigrad.machine.environment import environment
 from minigrad.machine.threads import available_cores, limit_threads, max_threads
 from minigrad.machine.threads import thread_settings as threads_in_effect
@@ -59,6 +60,9 @@ def _threads(threads):
     return list(dict.fromkeys(threads))
 
 
+MAX_REPEATS = 100_000  # timed steps per batch size that --repeats may ask for (at 1 ms a step: minutes)
+
+
 def _validate(sizes, batch_sizes, dtypes, activation, optimizer, repeats):
     import numpy as np
 
@@ -90,8 +94,8 @@ def _validate(sizes, batch_sizes, dtypes, activation, optimizer, repeats):
         raise ValueError(f"unknown activation {activation!r}; choose one of {', '.join(K.ACTIVATIONS)}")
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
-    if repeats is not None and int(repeats) < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    if repeats is not None:  # bounded: a billion timed steps per batch size would run for hours
+        number("repeats", repeats, 1, MAX_REPEATS, integer=True)
     return sizes, list(dict.fromkeys(batch_sizes)), list(dict.fromkeys(checked))
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from minigrad.machine.checks import unreadable
 from minigrad.machine.settings import STATUSES  # noqa: F401 - named once there
 from minigrad.machine.text import json_default
 
@@ -199,6 +200,9 @@ def _open_h5(path: Path) -> h5py.File:
     """Open a study file for reading, or raise a StoreError that says what is wrong with it."""
     if not path.is_file():
         raise StoreError(f"{path}: no such study file; check the path (a study writes it with --out)")
+    reason = unreadable(path)
+    if reason is not None:
+        raise StoreError(f"cannot read {path}: {reason}; check its permissions")
     if not h5py.is_hdf5(path):
         raise StoreError(f"{path} is not an HDF5 file; pass the .h5 file that minigrad wrote")
     try:
@@ -209,12 +213,18 @@ def _open_h5(path: Path) -> h5py.File:
                              f"rerun") from None
         raise StoreError(f"{path} cannot be read as HDF5 ({str(e).splitlines()[0]}); it is truncated or damaged, "
                          f"restore it or start again with --overwrite") from None
-    schema, version = f.attrs.get("schema"), f.attrs.get("schema_version")
+    try:
+        schema, version = f.attrs.get("schema"), f.attrs.get("schema_version")
+        version = None if version is None else int(version)
+    except Exception as e:  # noqa: BLE001 - damaged attributes: any of OSError, KeyError, TypeError, ...
+        f.close()
+        raise StoreError(f"{path} is damaged ({' '.join(str(e).split())[:200]}); restore it or start again with "
+                         "--overwrite") from None
     if schema != SCHEMA:
         f.close()
         raise StoreError(f"{path} is an HDF5 file of another kind (schema {schema!r}, not {SCHEMA!r}); "
                          f"choose another file")
-    if version is None or int(version) > SCHEMA_VERSION:
+    if version is None or version > SCHEMA_VERSION:
         f.close()
         raise StoreError(f"{path} has schema_version {version}, newer than the {SCHEMA_VERSION} this minigrad "
                          f"reads; upgrade minigrad")
@@ -231,6 +241,7 @@ def _journal_entries(journal: Path) -> list[Path]:
     return sorted(journal.glob("*.h5"))
 
 
+_THROUGHPUT = "_throughput"  # in a header: the throughput table of a new study not yet written
 _HEADER = "new-study.header"  # in the journal: the root attrs of a new study whose file is not written yet
 
 
@@ -247,6 +258,23 @@ def _write_header(journal: Path, header: dict) -> None:
         tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(journal)
+
+
+def _entry_real(entry: Path) -> bool:
+    """Whether a journal entry holds a real result: a run that did not diverge (what may replace an old study)."""
+    try:
+        with h5py.File(entry, "r") as f:
+            status = f["run"].attrs.get("status")
+    except (OSError, KeyError):
+        return False
+    return (status.decode() if isinstance(status, bytes) else status) != "DIVERGED"
+
+
+def _study_path(path) -> Path:
+    """The study file a path names: a symbolic link is followed, so a study reached through a link keeps being
+    updated in place (a rename over the link itself would leave the real study behind)."""
+    path = Path(path)
+    return Path(os.path.realpath(path)) if path.is_symlink() else path
 
 
 def _read_header(journal: Path) -> dict | None:

@@ -1,7 +1,6 @@
 """Reading a study file whole (journal first, then the file), and CSV export."""
 from __future__ import annotations
 
-import builtins  # the module-level open() below shadows the builtin
 import csv
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,8 +8,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from minigrad.machine.outputs import check_target, output_file
 from minigrad.store.files import (
-    StoreError, _STAGED, _dumps, _get_attrs, _read_table, _open_h5, _journal_dir, _journal_entries, _read_header)
+    STATUSES, StoreError, _STAGED, _THROUGHPUT, _dumps, _get_attrs, _read_table, _open_h5, _journal_dir,
+    _journal_entries, _read_header, _study_path)
 
 
 _TABLE_ATTRS = ("columns", "rows")  # what _write_table keeps on a table's group, not the caller's attrs
@@ -49,6 +50,23 @@ class StudyFile:
         return [{"run_id": rid, **{k: run.attrs.get(k) for k in keys}} for rid, run in self.runs.items()]
 
 
+def damaged(path, error) -> StoreError:
+    """The one message for a study file whose contents cannot be read as a study (a flipped bit, a missing part)."""
+    reason = " ".join(str(error).split())[:200] or type(error).__name__
+    return StoreError(f"{path} is damaged ({reason}); restore it or start again with --overwrite")
+
+
+def check_schema(path, attrs: dict, runs: dict) -> None:
+    """Refuse a file whose root attributes, or whose runs' statuses, are not what the writer writes."""
+    if not isinstance(attrs.get("config"), dict):
+        raise damaged(path, f"the config attribute is {type(attrs.get('config')).__name__}, not a table of settings")
+    if not isinstance(attrs.get("study_id"), str) or not isinstance(attrs.get("kind"), str):
+        raise damaged(path, "study_id or kind is missing")
+    for run_id, run in runs.items():
+        if run.attrs.get("status") is not None and run.attrs["status"] not in STATUSES:
+            raise damaged(path, f"run {run_id} has status {run.attrs['status']!r}")
+
+
 def _read_run(run_id: str, g) -> Run:
     trace = {k: d[()] for k, d in g.items() if isinstance(d, h5py.Dataset)}
     arrays = {k: d[()] for k, d in g["arrays"].items()} if "arrays" in g else {}
@@ -57,7 +75,7 @@ def _read_run(run_id: str, g) -> Run:
 
 def open(path) -> StudyFile:  # noqa: A001 - minigrad.store.open(path) reads like the builtin it mirrors
     """Read a study file, with any runs that a killed writer left in its journal."""
-    path = Path(path)
+    path = _study_path(path)
     staged = _STAGED.get(path.resolve())
     # The journal first: a commit deletes entries only after the file holding them is in place (module docstring).
     journal = []
@@ -65,22 +83,28 @@ def open(path) -> StudyFile:  # noqa: A001 - minigrad.store.open(path) reads lik
         try:
             with h5py.File(entry, "r") as src:
                 journal.append((src.attrs["study_id"], _read_run(src.attrs["run_id"], src["run"])))
-        except OSError:
+        except Exception:  # noqa: BLE001 - h5py reports damage as any of OSError, KeyError, RuntimeError, ...
             if entry.exists():
                 raise StoreError(f"journal entry {entry} cannot be read; delete it (its run is then rerun)") from None
     header = staged._header if staged is not None else None if path.exists() else _read_header(_journal_dir(path))
     if header is not None:  # a new study whose file is not written yet: its runs are in the journal
-        attrs, runs, throughput, step_times = dict(header), {}, [], {}
+        attrs, runs, step_times = dict(header), {}, {}
+        throughput = attrs.pop(_THROUGHPUT, None) or []
     else:
         with _open_h5(path) as f:
             try:
                 attrs = _get_attrs(f)
+                if not isinstance(f.get("runs"), h5py.Group):
+                    raise damaged(path, "/runs is not a group of runs")
                 runs = {rid: _read_run(rid, g) for rid, g in f["runs"].items()}
                 throughput = _read_table(f["throughput"]) if "throughput" in f else []
                 step_times = {name: {"attrs": {k: v for k, v in _get_attrs(g).items() if k not in _TABLE_ATTRS},
                                      "rows": _read_table(g)} for name, g in f.get("step_times", {}).items()}
-            except (OSError, KeyError) as e:
-                raise StoreError(f"{path} is damaged ({e}); restore it or start again with --overwrite") from None
+            except StoreError:
+                raise
+            except Exception as e:  # noqa: BLE001 - a flipped bit surfaces as OSError, KeyError, RuntimeError, ...
+                raise damaged(path, e) from None
+        check_schema(path, attrs, runs)
     unmerged = set()
     for study_id, run in journal:
         if study_id == attrs["study_id"]:
@@ -99,13 +123,15 @@ def export_csv(path, out_dir) -> list[Path]:
     def cell(v):
         return _dumps(v) if isinstance(v, (dict, list, tuple)) else v
 
-    def write(name, header, rows):
-        with builtins.open(out / name, "w", newline="") as f:
+    def write(name, header, rows):  # whole or not at all, never through a link or over the study (machine/outputs.py)
+        with output_file(out / name, "w", protect=[path], newline="") as f:
             w = csv.writer(f)
             w.writerow(header)
             w.writerows(rows)
         return out / name
 
+    for name in ("summary.csv", "throughput.csv", "traces.csv"):
+        check_target(out / name, protect=[path])  # all refused before any is written
     summary = study.summary()
     header = list(summary[0]) if summary else ["run_id"]
     paths = [write("summary.csv", header, ([cell(r[k]) for k in header] for r in summary))]

@@ -9,10 +9,12 @@ from pathlib import Path
 import h5py
 
 from minigrad.machine.environment import study_record
+from minigrad.store.reader import open as read_study
 from minigrad.store.files import (
     SCHEMA, SCHEMA_VERSION, STATUSES, _LIBVER, _RESERVED, _ID, StoreError, _STAGED, _os_error, _dumps, _put_attrs,
     _get_attrs, _check_array, _put_array, _write_table, _fsync, _fsync_dir, _check_space, _atomic_write, _open_h5,
-    _journal_dir, _journal_entries, _HEADER, _write_header, _read_header, _entry_study)
+    _journal_dir, _journal_entries, _HEADER, _THROUGHPUT, _write_header, _read_header, _entry_study, _entry_real,
+    _study_path)
 
 try:
     import fcntl
@@ -43,9 +45,11 @@ class Store:
         resume=False: an existing file is an error (a single `train` has nothing to resume).
         overwrite=True: start afresh. A new study is written at its first commit (a run, throughput or results), not
         here: until then an old file at `path` stays as it was, and a command that fails or is killed before it has
-        anything to store leaves nothing that blocks its rerun. open() in this process sees the new study meanwhile.
+        anything to store leaves nothing that blocks its rerun. In place of an old file, the first commit that holds
+        a real result (a run that did not diverge; or a successful close) is the one that writes it. open() in this
+        process sees the new study meanwhile. A `path` that is a symbolic link names the study it points to.
         """
-        path = Path(path)
+        path = _study_path(path)
         if not isinstance(config, dict):
             raise TypeError(f"config must be a dict, not {type(config).__name__}")
         config_json = _dumps(config)  # fails before anything is touched
@@ -69,9 +73,8 @@ class Store:
                 if header is not None:
                     study_id, old_kind, old_config = header["study_id"], header["kind"], header["config"]
                 else:
-                    with _open_h5(path) as f:
-                        study_id, old_kind = f.attrs["study_id"], f.attrs.get("kind")
-                        old_config = json.loads(f.attrs["config"])
+                    saved = read_study(path)  # any damage: one line naming the file
+                    study_id, old_kind, old_config = saved.attrs["study_id"], saved.kind, saved.config
                 new_config = json.loads(config_json)
                 if defaults:  # settings added since the file was written, at their defaults, change nothing
                     known = json.loads(_dumps(defaults))
@@ -87,6 +90,8 @@ class Store:
                 store._clean()
                 store._dirty = bool(_journal_entries(journal))
                 store._commit()  # merge what a killed writer left in the journal
+                if store._header is not None:  # still nothing real to put in place of an old file
+                    _STAGED[path.resolve()] = store
             else:
                 store = cls(path, uuid.uuid4().hex, lock_fd, resumed=False)
                 store._header = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "study_id": store.study_id,
@@ -147,14 +152,33 @@ class Store:
         """Write a new version of the study file holding the journal and the given changes; see module docstring."""
         header = self._header
         entries = [e for e in _journal_entries(self._journal) if header is None or _entry_study(e) == self.study_id]
+        replaces = header is not None and not write_empty and self.path.exists()
+        if replaces and not any(_entry_real(e) for e in entries):
+            # A new study with no real result yet (no run, or only diverged runs) does not take the place of the old
+            # file (--overwrite): its attrs and throughput wait in the journal's header until it has one.
+            if root_attrs or throughput is not None:
+                header.update(root_attrs or {})
+                for key in [k for k, v in header.items() if v is None]:
+                    del header[key]  # None deletes, as in the file
+                if throughput is not None:
+                    header[_THROUGHPUT] = throughput
+                try:
+                    _write_header(self._journal, header)
+                except OSError as e:
+                    raise _os_error(self.path, e, "write") from None
+            self._dirty = bool(entries)
+            return
 
         def fill(f):
             if header is not None:  # the new study's first version, written from nothing
                 f.attrs["schema"], f.attrs["schema_version"] = SCHEMA, SCHEMA_VERSION
                 f.attrs["study_id"], f.attrs["kind"] = header["study_id"], header["kind"]
-                _put_attrs(f, {k: v for k, v in header.items() if k not in _RESERVED or k == "config"})
+                _put_attrs(f, {k: v for k, v in header.items()
+                               if (k not in _RESERVED or k == "config") and k != _THROUGHPUT})
                 f.create_group("runs")
                 _write_table(f, "summary", [])
+                if header.get(_THROUGHPUT) is not None and throughput is None:
+                    _write_table(f, "throughput", header[_THROUGHPUT])
             runs = f["runs"]
             for entry in entries:
                 with h5py.File(entry, "r") as src:
@@ -285,12 +309,15 @@ class Store:
             return
         try:
             if self._dirty or (self._header is not None and not failed):
-                self._commit(write_empty=True)
+                self._commit(write_empty=not failed)
         finally:
             self._closed = True
-            if self._header is not None:  # a new study that never committed leaves no file and no header
-                _STAGED.pop(self.path.resolve(), None)
+            if self._header is not None:  # a new study that never committed leaves no file, no header, and none
+                _STAGED.pop(self.path.resolve(), None)  # of the diverged runs that could not replace the old file
                 (self._journal / _HEADER).unlink(missing_ok=True)
+                for entry in _journal_entries(self._journal):
+                    if _entry_study(entry) == self.study_id and not _entry_real(entry):
+                        entry.unlink()
             self._unlock(self._lock_fd, self._journal)
 
     def __enter__(self) -> "Store":

@@ -88,8 +88,11 @@ def _exit_with_parent(parent):
     import signal
     import time
 
-    # Ctrl-C reaches the whole process group: the driver stops the workers, which must not print tracebacks of it
+    # Ctrl-C (and a closed terminal's SIGHUP) reaches the whole process group: the driver stops the workers, which
+    # must not print tracebacks of it
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     from minigrad.machine import notices
 
     notices.install()  # a warning in a trial reaches the terminal as the driver's do: one line, no source path
@@ -198,6 +201,9 @@ class LocalExecutor:
         self.workers_of = {}  # run id -> the worker that computed it: host, pid, BLAS and Numba threads
 
     def _start(self):
+        from minigrad.machine.interrupts import helpers_ignore_hangup
+
+        helpers_ignore_hangup()
         # spawn, not fork: the driver has BLAS and Numba threads running after measuring throughput
         # (each worker sets its threads in trial_task)
         self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),

@@ -20,7 +20,8 @@ def study_figures(analysis, study_file, out_dir, stem="study"):
     """Write the study's figures as <stem>_<name>.png in out_dir; returns their paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    return [plt.save(fig, out_dir / f"{stem}_{name}.png") for name, fig in make_figures(analysis, study_file).items()]
+    return [plt.save(fig, out_dir / f"{stem}_{name}.png", protect=[study_file.path])
+            for name, fig in make_figures(analysis, study_file).items()]
 
 
 def make_figures(analysis, study_file):
@@ -169,7 +170,8 @@ def _ladder(ladder):
     ax.set(xlabel="validation error level (training moves right)", ylabel="batch size",
            title="The critical batch size along training"
            + (" (grey: fit does not describe the data)" if undetermined else ""))
-    ax.legend(fontsize=7)
+    if known or gns:  # a legend only for what is drawn (matplotlib warns about an empty one)
+        ax.legend(fontsize=7)
     return fig
 
 

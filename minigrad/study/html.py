@@ -229,12 +229,7 @@ def render(ans: Answer, study_file, figures):
 
 
 def write(ans: Answer, study_file, figures, path):
-    """Write the page to `path` (through a temporary name, so a failure leaves no half page); returns the path."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(render(ans, study_file, figures), encoding="utf-8")
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    """Write the page to `path`, whole or not at all, never over a link or the study (machine/outputs.py)."""
+    from minigrad.machine.outputs import write_text
+
+    return Path(write_text(path, render(ans, study_file, figures), protect=[study_file.path]))

@@ -150,13 +150,20 @@ def best_lr(results, batch_size, phase="tune"):
 
 def tune_trials(config, reference_lr, target, batch_sizes, results, reference=None):
     """The tuning trials needed now: the initial grid for every B, then one more rate beyond each edge where the
-    best rate sits on it (or where no rate reached the target: towards larger rates first, then smaller)."""
+    best rate sits on it (or where no rate reached the target: towards larger rates first, then smaller).
+
+    A grid is widened only once every seed of every rate tried at its B is stored: the choice then depends on the
+    trials alone, never on which of them a killed study had finished, so a resume widens as an uninterrupted
+    study does."""
     wanted = []
     for B in batch_sizes:
         grid = grid_for(config, reference_lr, B)
-        tried = sorted({r["lr"] for r in results if r["phase"] == "tune" and r["batch_size"] == B})
-        lrs = sorted(set(grid) | set(tried))
-        if set(grid) <= set(tried):
+        seeds = {}
+        for r in results:
+            if r["phase"] == "tune" and r["batch_size"] == B:
+                seeds.setdefault(r["lr"], set()).add(r["seed"])
+        lrs = sorted(set(grid) | set(seeds))
+        if all(seeds.get(lr, set()) >= set(range(config["seeds"])) for lr in lrs):
             lr, _ = best_lr(results, B)
             widened = len(lrs) - len(grid)
             if widened < config["max_widen"]:

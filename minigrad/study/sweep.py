@@ -69,8 +69,9 @@ def shard_slice(specs, shard):
 def stored_results(path):
     """Result rows of the runs already in the file (a resume starts from these)."""
     from minigrad import store
+    from minigrad.study.schema import check_runs
 
-    study = store.open(path)
+    study = check_runs(store.open(path))
     return [S.result_row(run_id, run.attrs, run.trace) for run_id, run in study.runs.items()], study
 
 

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
+from minigrad.machine.checks import shown
 from minigrad.machine.threads import available_cores, max_threads
 
 AUTO_GAIN = 1.3     # two threads must be this much faster than one to be chosen
@@ -36,7 +37,9 @@ def parse_threads(value):
     except (TypeError, ValueError):
         count = 0
     if count < 1 or str(value).strip() != str(count):
-        raise ValueError(f"threads must be a positive integer or 'auto', got {value!r}")
+        raise ValueError(f"threads must be a positive integer or 'auto', got {shown(value)}")
+    if count > max_threads():  # Numba would run max_threads() and the run would record the count asked for
+        raise ValueError(f"threads must lie between 1 and {max_threads()} (NUMBA_NUM_THREADS), got {shown(count)}")
     return count
 
 
