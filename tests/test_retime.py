@@ -257,3 +257,20 @@ def test_step_times_of_pytorch_answer_beside_the_study(study):
     assert result.exit_code == 0, result.output
     names = [o["name"] for o in json.loads(result.output[result.output.index("{\n"):])["other_answers"]]
     assert any(n.startswith("torch-eager") for n in names)
+
+
+def test_the_convergence_export_never_writes_through_a_link(tmp_path):
+    """It goes through the one place outputs are made (machine/outputs.py): a link at its name is refused and the
+    file it points to kept (negative control: a plain name is written)."""
+    import tomllib
+
+    from minigrad.study.config import make_config
+    from tests.test_bad_input import SMALL_TOML, _fake_study
+
+    _fake_study(tmp_path / "s.h5", make_config(**tomllib.loads(SMALL_TOML)))
+    (tmp_path / "victim.txt").write_text("keep")
+    (tmp_path / "conv.json").symlink_to(tmp_path / "victim.txt")
+    result = CliRunner().invoke(cli, ["export", str(tmp_path / "s.h5"), "--convergence", str(tmp_path / "conv.json")])
+    assert result.exit_code == 2 and "link" in result.output and (tmp_path / "victim.txt").read_text() == "keep"
+    result = CliRunner().invoke(cli, ["export", str(tmp_path / "s.h5"), "--convergence", str(tmp_path / "c.json")])
+    assert result.exit_code == 0 and (tmp_path / "c.json").read_text().startswith("{")

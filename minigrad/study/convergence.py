@@ -69,12 +69,10 @@ def export(study_file, out):
     out = Path(out)
     if not out.parent.is_dir():
         raise ValueError(f"--convergence: the directory of {out} does not exist; create it first")
-    tmp = out.with_name(f".{out.name}.tmp")
-    try:
-        tmp.write_text(json.dumps(_plain(doc), indent=1) + "\n", encoding="utf-8")
-        tmp.replace(out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    from minigrad.machine.outputs import write_text
+
+    # whole or not at all, never through a link or over the study (the one place outputs are made)
+    write_text(out, json.dumps(_plain(doc), indent=1) + "\n", protect=[study_file.path])
     return out
 
 
