@@ -112,7 +112,9 @@ def _start_and_stop(tmp_path, signum, group):
 @pytest.mark.slow
 @pytest.mark.parametrize("name,group", [("SIGTERM", False), ("SIGHUP", True), ("SIGTERM", True)])
 def test_sigterm_and_sighup_stop_a_study_like_ctrl_c(tmp_path, name, group):
-    (tmp_path / "small.toml").write_text(SMALL.replace("reference_epochs = 4.0", "reference_epochs = 40.0"))
+    # long reference trials (more than the workers), so the signal comes while some have finished and others run
+    (tmp_path / "small.toml").write_text(SMALL.replace("reference_epochs = 4.0", "reference_epochs = 400.0").replace(
+        "reference_lrs = [0.1, 0.3]", "reference_lrs = [0.03, 0.05, 0.1, 0.2, 0.3, 0.5]"))
     signum = getattr(signal, name)
     status, err, kept = _start_and_stop(tmp_path, signum, group)
     lines = _error_lines(err)

@@ -90,7 +90,9 @@ def _exit_with_parent(parent):
 
     # Ctrl-C (and a closed terminal's SIGHUP) reaches the whole process group: the driver stops the workers, which
     # must not print tracebacks of it
+    # (SIGTERM too: a scheduler's SIGTERM to the group must not kill them before the driver stops them itself)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if hasattr(signal, "SIGHUP"):
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
     from minigrad.machine import notices
@@ -221,7 +223,7 @@ class LocalExecutor:
         if self._depth == 0:
             if exc_type is not None:  # Ctrl-C or an error: stop the workers now rather than finish their trials
                 for process in list((self._pool._processes or {}).values()):
-                    process.terminate()
+                    process.kill()  # SIGKILL: the workers ignore SIGTERM (see _exit_with_parent)
             self._pool.shutdown(wait=exc_type is None, cancel_futures=True)
             self._pool = None
 
