@@ -4,6 +4,7 @@
 The numbers come from minigrad.study.analysis; every sentence and the recipe are made here, once, so no output can
 say something another does not.
 """
+import html
 import math
 from dataclasses import dataclass, field
 
@@ -216,8 +217,6 @@ class Answer:
         return self.text()
 
     def _repr_html_(self):  # a notebook cell shows the answer card
-        from minigrad.study.html import answer_card
-
         return answer_card(self)
 
     def to_dict(self):
@@ -256,6 +255,16 @@ class Answer:
                            lr=x["lr"], misfit=x["misfit"]) for x in r["rows"]]) for r in self.ladder]),
             other_answers=self.others)
         return _plain(out)
+
+
+def answer_card(ans):
+    """The answer in words, the target and the recipe as HTML: the page's first section, and a notebook's view."""
+    e = html.escape
+    recipe = (f"<p>{e(ans.recipe_intro)}</p><div class='recipe' id='recipe'>{e(ans.recipe)}</div>"
+              if ans.recipe else "")
+    return (f"<section class='answer'><h2>The answer</h2><p>{e(ans.sentence)}</p>"
+            f"<p class='note'>Target: validation error &le; {ans.target:g} ({e(ans.target_reason)}).</p>"
+            f"{recipe}</section>")
 
 
 def of(analysis: Analysis, attrs=None, others=()):

@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 
 from minigrad.study.answer import (INTERVAL_NAME, LADDER_HEADINGS, Answer, fmt_count, fmt_interval, fmt_time,
-                                   fmt_time_range, ladder_cells)
+                                   fmt_time_range, answer_card, ladder_cells)
 
 _CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 0; color: #1d2327;
@@ -104,15 +104,6 @@ def _setting(v):
     if isinstance(v, float):
         return f"{v:g}"
     return str(v)
-
-
-def answer_card(ans: Answer):
-    """The answer in words, the target and the recipe: the page's first section, and a notebook's view."""
-    recipe = (f"<p>{_e(ans.recipe_intro)}</p><div class='recipe' id='recipe'>{_e(ans.recipe)}</div>"
-              if ans.recipe else "")
-    return (f"<section class='answer'><h2>The answer</h2><p>{_e(ans.sentence)}</p>"
-            f"<p class='note'>Target: validation error &le; {ans.target:g} ({_e(ans.target_reason)}).</p>"
-            f"{recipe}</section>")
 
 
 def _rows_section(ans):

@@ -6,7 +6,7 @@ between the evaluation before and the one that reached it.
 The levels run from the hardest error that nearly every best-rate trial still had to cross after its first
 evaluation (an earlier crossing is not resolved: the trace does not say when it happened) down to the study's
 target, evenly spaced in log excess error over the best error any trial reached. At each level the statistics are
-the study's own (minigrad.study.uncertainty and analysis.fit_with_check): best rate per B, S(B) with bootstrap
+the study's own (minigrad.study.uncertainty, fit_with_check): best rate per B, S(B) with bootstrap
 intervals, the fit and its self-check, and both definitions of the critical batch size:
 
   B_crit = E_min / S_min   McCandlish et al. 2018: twice the fewest steps and twice the fewest examples
@@ -60,7 +60,6 @@ def along_training(study_file, results, times, target, best):
     """The ladder: one dict per level (easiest first). best: {B: (S(B), lr)} at the target, whose rates pick the
     traces that set the levels and measure B_simple."""
     from minigrad.instruments.noise import b_simple_near_target
-    from minigrad.study.analysis import fit_with_check
 
     tuned = {r["run_id"]: r for r in results if r["phase"] in S.TUNED}
     if not tuned or target is None:
@@ -81,7 +80,7 @@ def along_training(study_file, results, times, target, best):
         best_here = U.best_steps(cells)
         draws = U.resample(cells, times)
         rows = [dict(batch_size=B, steps=s) for B, (s, _) in sorted(best_here.items())]
-        fit = fit_with_check(rows, draws)
+        fit = U.fit_with_check(rows, draws)
         j = {B: k for k, B in enumerate(draws["batch_sizes"])}
         per_B = [dict(batch_size=row["batch_size"], steps=row["steps"], lr=best_here[row["batch_size"]][1],
                       misfit=row["misfit"], **{k: v for k, v in zip(("steps_lo", "steps_hi"), _interval(

@@ -104,6 +104,42 @@ def check_fit(batch_sizes, steps, params):
                        + "; ".join(reasons))
 
 
+# ------------------------------------------------------------------------------------------ the fit of the rows
+def fit_with_check(rows, draws):
+    """The fit of S(B), its self-check (misfit per B written into rows), and B_crit with its bootstrap interval."""
+    Bs, steps = [r["batch_size"] for r in rows], [r["steps"] for r in rows]
+    params = fit_steps(Bs, steps)
+    check = check_fit(Bs, steps, params)
+    for r in rows:
+        r["misfit"] = check["misfit"][r["batch_size"]]
+        r["fit_steps"] = params[0] + params[1] / r["batch_size"] if params else math.nan
+    fit = dict(ok=check["ok"], reason=check["reason"], max_ratio=check["max_misfit"], determined=False,
+               B_crit=math.nan, B_crit_lo=math.nan, B_crit_hi=math.nan, B_crit_note="")
+    if params is None:
+        return dict(fit, S_min=math.nan, E_min=math.nan, B_crit_note="not determined: " + check["reason"])
+    s_min, e_min = params
+    fit.update(S_min=s_min, E_min=e_min)
+    if s_min > 0 and e_min > 0:
+        fit["B_crit"] = e_min / s_min
+    a, b = fit_resamples(draws["batch_sizes"], draws["S"])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        crit = np.where((a > 0) & (b > 0), b / a, np.nan)
+    spread = interval(crit, fit["B_crit"])
+    fit.update(B_crit_lo=spread["lo"], B_crit_hi=spread["hi"], B_crit_degenerate=spread["degenerate"],
+               B_crit_resamples=float(np.isfinite(crit).mean()))
+    if not check["ok"]:
+        fit["B_crit_note"] = "not determined: the fit does not describe the data"
+    elif not math.isfinite(fit["B_crit"]):
+        fit["B_crit_note"] = "not determined: the fit has no positive S_min and E_min"
+    else:
+        fit["determined"] = True
+        notes = [spread["note"]] if spread["note"] else []
+        if not min(Bs) <= fit["B_crit"] <= max(Bs):
+            notes.append(f"outside the measured batch sizes {min(Bs)} to {max(Bs)}: an extrapolation")
+        fit["B_crit_note"] = "; ".join(notes)
+    return fit
+
+
 # ---------------------------------------------------------------------------------------------------- bootstrap
 def _median_resamples(values, reps, rng):
     """(reps,) medians of `values` resampled with replacement (inf allowed: a missed seed)."""
