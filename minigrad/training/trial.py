@@ -78,7 +78,7 @@ def run_trial(config, spec, progress=None):
                   eval_growth=spec.get("eval_growth", cfg["eval_growth"]), eval_hooks=_hooks(spec),
                   optimizer_options=optimizer_options(optimizer, spec.get("momentum", cfg["momentum"]),
                                                       cfg["weight_decay"], adam.get("beta2")),
-                  progress=progress, threads=spec.get("threads"))
+                  progress=progress, threads=spec.get("threads"), censor_steps=spec.get("censor_steps"))
     attrs = dict(trace.attrs, lr=spec["lr"], budget_epochs=spec.get("epochs"), budget_steps=spec.get("steps"),
                  **{k: spec[k] for k in RECORDED if spec.get(k) is not None}, **adam)
     if trace.status != "DIVERGED" and (spec.get("evaluate_train") or spec.get("curvature")):
