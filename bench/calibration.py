@@ -1,7 +1,7 @@
 """Is the answer's uncertainty honest? One study with many seeds per cell is the reference; split into disjoint small
 studies of the default seed count, each is analysed as a study of its own and held against the reference.
 
-    python bench/calibration.py [--dir DIR] [--data teacher,digits,mnist] [--seeds 20] [--split 5]
+    python bench/calibration.py [--dir DIR] [--data teacher,digits,mnist] [--seeds 20] [--split 5[,2]]
                                 [--batch-sizes 4,8,16,32,64,128] [--json OUT.json]
 
 Per data set it runs (or, when DIR already holds it, reuses) one reference study: --quick's grids and budgets at
@@ -218,7 +218,8 @@ def main(argv=None):
     parser.add_argument("--dir", default="calibration", help="where the reference studies are kept [./calibration]")
     parser.add_argument("--data", default="teacher,digits,mnist")
     parser.add_argument("--seeds", type=int, default=20)
-    parser.add_argument("--split", type=int, default=5, help="seeds per small study [5: the default study's]")
+    parser.add_argument("--split", default="5", help="seeds per small study, or several: 5,2 [5: the default "
+                        "study's; --quick's is 2]")
     parser.add_argument("--batch-sizes", default="4,8,16,32,64,128")
     parser.add_argument("--json", default=None, help="also write every figure to this JSON file")
     args = parser.parse_args(argv)
@@ -228,8 +229,9 @@ def main(argv=None):
     everything = {}
     for data in args.data.split(","):
         path, seconds = reference_study(root, data, args.seeds, batch_sizes)
-        everything[data] = calibrate(path, args.split)
-        show(data, everything[data], seconds)
+        for split in (int(k) for k in args.split.split(",")):
+            everything[f"{data}/{split}"] = calibrate(path, split)
+            show(f"{data}, {split} seeds per small study", everything[f"{data}/{split}"], seconds)
     if args.json:
         Path(args.json).write_text(json.dumps(everything, indent=1, default=float))
 

@@ -95,7 +95,11 @@ def test_shards_divide_the_initial_grid_evenly_and_all_run_the_reference(tmp_pat
     reference = [r for r in results if r["phase"] == "reference"]
     grid = sweep.initial_grid(config, results)
     # planned from the reference phase alone: the tuning results (a shard holds only its own) change nothing
-    assert grid == sweep.initial_grid(config, reference) == sweep.plan(config, reference)[1][1]
+    assert grid == sweep.initial_grid(config, reference) == sweep.plan(dict(config, censor="off"), reference)[1][1]
+    # an unsharded study runs each B's centre rate first (censoring); a shard its slice of the whole grid, uncensored
+    centre = sweep.plan(config, reference)[1][1]
+    assert [t for t in grid if t in centre] == centre and len(centre) < len(grid)
+    assert all("censor_steps" not in t for t in grid)
     assert [t["run_id"] for t in grid] == ["tune-B00004-lr0.008839-s0", "tune-B00004-lr0.01768-s0",
                                            "tune-B00032-lr0.07071-s0", "tune-B00032-lr0.1414-s0"]
     for n in (2, 3, 4, 5):

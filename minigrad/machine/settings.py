@@ -143,8 +143,10 @@ SETTINGS = {s.name: s for s in [
        hi=100_000, defaults={"bench": 48}, quick=16),
     _s("adaptive_seeds", "int", "Seeds the adaptive phase adds per round at a batch size's best rate.", lo=1,
        hi=1000, defaults={"bench": 2}),
-    _s("stable_fraction", "float", "The adaptive phase stops once the tie set is the same in this fraction of "
-       "resamples.", lo=0, hi=1, lo_open=True, defaults={"bench": 0.8}),
+    _s("stable_fraction", "float", "The answer calls the tie set stable once it is the same in this fraction of "
+       "resampled data sets.", lo=0, hi=1, lo_open=True, defaults={"bench": 0.8}),
+    _s("regret_goal", "float", "The adaptive phase stops once following the pick costs at most this much more time "
+       "than the fastest batch size in 90% of resamples.", lo=0, hi=10, defaults={"bench": 0.05}),
     _s("equal_epochs", "float", "Epochs of the equal-budget comparison.", lo=0, hi=1e5, lo_open=True,
        defaults={"bench": 5.0}, quick=3.0),
     _s("eval_growth", "float", "Each evaluation comes this factor more steps after the last.", lo=1, hi=10,

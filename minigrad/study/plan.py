@@ -16,7 +16,8 @@ rerun on the same file recomputes the same ids and runs only the missing ones:
   adapt      rounds of extra trials where they change the answer (adaptive_trials): more seeds at the best rate of
              the batch sizes in or next to the tie set, and rates between the best grid rate and its neighbours; a
              round is planned from the tuning trials and the earlier rounds only, so its ids are fixed and a killed
-             study resumes the same round; it stops when the tie set is stable or the trial budget is spent;
+             study resumes the same round; it stops when the pick's regret (uncertainty.regret: its time-to-target
+             over each resample's fastest, in 90% of resamples) is within regret_goal, or the budget is spent;
   equal      the equal-budget question: every B trained for the same number of examples, at its tuned rate and at
              the reference rate held fixed, final validation and test error recorded.
 
@@ -240,16 +241,15 @@ def adaptive_trials(config, results, target, reference, times):
 
 def _adaptive_round(config, results, target, reference, times, k, budget_left):
     cells = steps_per_cell(results, TUNED)
-    pick = U.point_best(cells, times)
+    pick, tied, regret = U.answer_regret(cells, times)
     if pick is None:
         return [], "no batch size reached the target"
-    tied = U.tie_set(cells, times, pick)
-    stable = U.stability(cells, times, tied)
-    if stable >= config["stable_fraction"]:
-        return [], f"the tie set {tied} is stable (the same in {stable:.0%} of resamples)"
+    where = (f"the pick B = {pick} is at most {regret:.0%} slower than the fastest in "
+             f"{U.REGRET_QUANTILE:.0%} of resamples; tied: {tied}")
+    if regret <= config["regret_goal"]:
+        return [], f"{where}, within the goal of {config['regret_goal']:.0%}"
     if budget_left <= 0:
-        return [], (f"the budget of {config['adaptive_budget']} extra trials is spent (the tie set {tied} is the same "
-                    f"in {stable:.0%} of resamples)")
+        return [], f"the budget of {config['adaptive_budget']} extra trials is spent ({where})"
     best = U.best_steps(cells)
     Bs = sorted(best)
     near = {Bs[j] for B in tied for j in (Bs.index(B) - 1, Bs.index(B) + 1) if 0 <= j < len(Bs)} - set(tied)
@@ -270,7 +270,7 @@ def _adaptive_round(config, results, target, reference, times, k, budget_left):
                 mid = float(f"{math.sqrt(lr * rates[j]):.4g}")
                 wanted += [trial("adapt", B, mid, seed, target, steps=budget, tag=f"-r{k}")
                            for seed in range(config["seeds"])]
-    return wanted[:budget_left], f"the tie set {tied} is the same in {stable:.0%} of resamples"
+    return wanted[:budget_left], where
 
 
 def equal_budget_trials(config, reference_lr, target, batch_sizes, results):
