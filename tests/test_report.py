@@ -114,7 +114,7 @@ def test_the_json_answer_has_the_promised_fields():
     row = answer["rows"][0]
     assert {"batch_size", "step_time_s", "step_time_iqr_s", "lr", "steps_to_target", "steps_interval",
             "time_to_target_s", "time_interval_s", "misfit", "status"} <= set(row)
-    assert row["status"] == {"COMPLETE": 9, "INCOMPLETE": 0, "DIVERGED": 0}
+    assert row["status"] == {"COMPLETE": 9, "INCOMPLETE": 0, "DIVERGED": 0, "CENSORED": 0}
     assert {"s_min", "e_min", "max_misfit", "ok", "reason"} <= set(answer["fit"])
     assert {"estimate", "interval", "determined"} <= set(answer["b_crit"])
     assert {"batch_size", "lr", "tied", "win_fraction", "stable"} <= set(answer["recommendation"])
