@@ -316,14 +316,19 @@ def test_the_stated_regret_holds_the_true_one_in_90_percent_of_small_studies():
     assert held[2][0] < 0.82 < held[2][1], held
 
 
-def test_pooled_sigma_is_the_seeds_spread_shared_by_all_cells():
+def test_pooled_sigma_is_the_seeds_spread_shared_by_the_best_cells():
     rng = np.random.default_rng(3)
-    cells = {(B, lr): list(1000 * np.exp(0.2 * rng.standard_normal(3))) for B in (4, 16, 64, 256)
-             for lr in (0.1, 0.2, 0.4, 0.8, 1.6)}
-    assert 0.15 < U.pooled_sigma(cells) < 0.25  # 40 degrees of freedom: within about 2.5 standard errors
-    cells[(4, 0.1)] = [1000.0, math.inf]  # a missed seed leaves one: that cell says nothing
+    cells = {(B, 0.1): list(1000 / B * np.exp(0.2 * rng.standard_normal(5))) for B in (4, 8, 16, 32, 64, 128, 256)}
+    cells.update({(B, 0.4): list(3000 / B * np.exp(1.0 * rng.standard_normal(5))) for B in (4, 16, 64)})
+    assert 0.15 < U.pooled_sigma(cells) < 0.25  # 28 degrees of freedom; the wide worse cells left out
+    cells[(4, 0.1)] = [250.0, 260.0, math.inf, 240.0, 250.0]  # a missed seed leaves four
     assert math.isfinite(U.pooled_sigma(cells))
-    assert math.isnan(U.pooled_sigma({(4, 0.1): [5.0], (8, 0.1): [3.0, math.inf]}))
+    assert math.isnan(U.pooled_sigma({(4, 0.1): [5.0], (8, 0.1): [3.0, math.inf, math.inf]}))
+    # negative control: pooled over every cell, the worse cells' wide spread would count
+    everything = math.sqrt(sum(((np.log(v) - np.log(v).mean()) ** 2).sum() for k, v in cells.items()
+                               if all(map(math.isfinite, v))) / sum(len(v) - 1 for v in cells.values()
+                                                                    if all(map(math.isfinite, v))))
+    assert everything > 0.3
 
 
 def test_the_tie_set_is_a_range_around_the_fastest():

@@ -236,11 +236,15 @@ MEDIAN_SD = math.sqrt(math.pi / 2)  # the median of n normal draws spreads about
 
 
 def pooled_sigma(cells):
-    """The seeds' spread in log steps, pooled over every cell with two or more seeds that reached the target (each
-    cell's own mean removed; divided by the degrees of freedom left): nan when no cell has two."""
+    """The seeds' spread in log steps, pooled over each batch size's best cell (the one whose median is S(B)) with
+    two or more seeds that reached the target, each cell's own mean removed, divided by the degrees of freedom
+    left: nan when no such cell has two. The best cells only: their spread is S(B)'s noise, and censoring (which
+    cuts slow seeds of other rates) leaves them as they were."""
     ss, dof = 0.0, 0
-    for v in cells.values():
-        logs = np.log([x for x in v if math.isfinite(x) and x > 0])
+    for B, (_, lr) in best_steps(cells).items():
+        if lr is None:
+            continue
+        logs = np.log([x for x in cells[(B, lr)] if math.isfinite(x) and x > 0])
         if len(logs) >= 2:
             ss += float(((logs - logs.mean()) ** 2).sum())
             dof += len(logs) - 1
@@ -249,10 +253,10 @@ def pooled_sigma(cells):
 
 def pooled_regret(cells, times, pick, reps=REPS, seed=0, quantile=REGRET_QUANTILE):
     """The pick's regret with every batch size's S(B) drawn around its point estimate with the spread the seeds of
-    all cells share (pooled_sigma, times MEDIAN_SD / sqrt(seeds of its best cell)), its step time resampled as in
-    `resample`. With two or three seeds a cell's own bootstrap can barely vary (its median takes two or three
+    the best cells share (pooled_sigma, times MEDIAN_SD / sqrt(seeds of its best cell)), its step time resampled as
+    in `resample`. With two or three seeds a cell's own bootstrap can barely vary (its median takes two or three
     values), so alone it states a regret near 0 for batch sizes 15% apart; the pooled spread is estimated from
-    every cell's seeds at once. nan without a pooled spread."""
+    every batch size's seeds at once. nan without a pooled spread."""
     sigma = pooled_sigma(cells)
     best = best_steps(cells)
     Bs = sorted(best)
