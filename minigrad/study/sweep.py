@@ -18,7 +18,9 @@ phase uses each batch size's tuned rate. So a shard runs:
 and then stops. Widening a grid needs every seed at every rate of its batch size, and the equal-budget phase needs
 every batch size's tuned rate: those need all shards' results. `minigrad merge OUT.h5 shard*.h5` combines the shard
 files, and `minigrad bench` with the same settings on OUT.h5 (any executor: the local pool or a dask cluster)
-resumes it and runs the widening rounds and the equal-budget phase, which gives the same study as one unsharded run.
+resumes it and runs the widening rounds and the equal-budget phase, which gives the same study as one unsharded run
+(the slices run uncensored, as no centre cell bounds them yet: trials an unsharded study would have censored run to
+their end, which changes no statistic; see minigrad.study.plan.censor_bound).
 """
 from minigrad.study import plan as S
 from minigrad.study.analysis import step_times
