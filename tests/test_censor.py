@@ -166,3 +166,44 @@ def test_the_centre_rate_runs_first_and_bounds_the_others():
     # a centre seed that missed the target: no bound at that B
     missed = [_row(16, centre[16], s, x) for s, x in enumerate((300, None, 350))]
     assert all("censor_steps" not in t for t in _plan(config, missed) if t["batch_size"] == 16)
+
+
+# ------------------------------------------------------------------------------------------- a real study
+STUDY = {"data_options": {"n_train": 2000, "n_val": 500, "n_test": 500}, "hidden": [16], "batch_sizes": [8, 32],
+         "reference_lrs": [0.1, 0.3], "reference_epochs": 20.0, "seeds": 3, "lr_points": 3, "lr_factor": 3.0,
+         "max_widen": 1, "budget_factor": 3.0, "adaptive_budget": 0, "equal_epochs": 0.05}
+
+
+@pytest.mark.slow
+def test_a_censored_study_answers_as_the_uncensored_one(tmp_path):
+    """The same small study with censoring on and off: the same runs, some CENSORED and each a prefix of its
+    uncensored twin, and the same S(B), intervals, best rates, fit and pick."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from minigrad import store
+    from minigrad.study import sweep
+    from minigrad.study.analysis import analyse
+
+    files = {}
+    for censor in ("on", "off"):
+        files[censor] = tmp_path / f"{censor}.h5"
+        sweep.run_study(make_config(censor=censor, **STUDY), files[censor], executor=sweep.LocalExecutor(2),
+                        measure_throughput=False, echo=lambda *a: None)
+    on, off = store.open(files["on"]), store.open(files["off"])
+    assert set(on.runs) == set(off.runs)
+    cut = [rid for rid, run in on.runs.items() if run.attrs["status"] == "CENSORED"]
+    assert cut and all(off.runs[rid].attrs["status"] != "CENSORED" for rid in cut)
+    same = subprocess.run([sys.executable, str(Path(__file__).parents[1] / "bench" / "same_study.py"),
+                           str(files["off"]), str(files["on"])], capture_output=True, text=True)
+    assert same.returncode == 0 and f"{len(cut)} runs censored after" in same.stdout, same.stdout
+    a, b = analyse(off), analyse(on)
+    keys = ("steps", "steps_lo", "steps_hi", "best_lr")
+    assert [{k: r[k] for k in keys} for r in a.rows] == [{k: r[k] for k in keys} for r in b.rows]
+    assert a.fit["B_crit"] == b.fit["B_crit"] or (math.isnan(a.fit["B_crit"]) and math.isnan(b.fit["B_crit"]))
+    assert a.recommendation["batch_size"] == b.recommendation["batch_size"]
+    # negative control: the other way round the censored runs are no longer the longer ones, and the check fails
+    swapped = subprocess.run([sys.executable, str(Path(__file__).parents[1] / "bench" / "same_study.py"),
+                              str(files["on"]), str(files["off"])], capture_output=True, text=True)
+    assert swapped.returncode == 1 and "differs" in swapped.stdout
