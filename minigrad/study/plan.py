@@ -16,8 +16,9 @@ rerun on the same file recomputes the same ids and runs only the missing ones:
   adapt      rounds of extra trials where they change the answer (adaptive_trials): more seeds at the best rate of
              the batch sizes in or next to the tie set, and rates between the best grid rate and its neighbours; a
              round is planned from the tuning trials and the earlier rounds only, so its ids are fixed and a killed
-             study resumes the same round; it stops when the pick's regret (uncertainty.regret: its time-to-target
-             over each resample's fastest, in 90% of resamples) is within regret_goal, or the budget is spent;
+             study resumes the same round; it stops when the pick's stated regret (uncertainty.stated_regret:
+             its time-to-target over each resample's fastest, in 90% of resamples) is within regret_goal, or the
+             budget is spent;
   equal      the equal-budget question: every B trained for the same number of examples, at its tuned rate and at
              the reference rate held fixed, final validation and test error recorded.
 
