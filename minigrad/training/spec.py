@@ -6,9 +6,10 @@ says what is particular to one trial. A field left at None takes the configurati
 TypeError when the spec is made, not a setting silently ignored on a worker.
 """
 import dataclasses
-import numbers
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Union
+
+from minigrad.machine import settings
 
 
 @dataclass(frozen=True)
@@ -53,14 +54,12 @@ class TrialSpec:
     keep_params: bool = False  # store the final parameters
 
     def __post_init__(self):
-        # the numbers come from numpy arithmetic and TOML alike: store plain Python numbers, checked
-        for name, kind in (("batch_size", int), ("seed", int), ("lr", float)):
+        # every field that is a setting of the table is held to the table's type and range (so a number from numpy
+        # arithmetic or TOML is stored as a plain Python number); ValueError naming the trial and the field
+        for name in CHECKED:
             value = getattr(self, name)
-            wanted = numbers.Integral if kind is int else numbers.Real
-            if isinstance(value, bool) or not isinstance(value, wanted):
-                raise TypeError(f"trial {self.run_id!r}: {name} must be {'an integer' if kind is int else 'a number'}, "
-                                f"not {value!r}")
-            object.__setattr__(self, name, kind(value))
+            if value is not None:
+                object.__setattr__(self, name, settings.check(name, value, label=f"trial {self.run_id!r}: {name}"))
 
     def replace(self, **changes):
         """A copy with `changes` applied (dataclasses.replace, so the checks run again)."""
@@ -70,3 +69,9 @@ class TrialSpec:
         """This trial's value of a setting it may override: its own, else the configuration's."""
         value = getattr(self, name)
         return config[name] if value is None else value
+
+
+# the fields checked against the settings table: all that are rows of it, but for the bookkeeping ones, which share a
+# name and not a meaning (lr_factor here is the grid's offset 2^k, not the experiments' step between rates)
+CHECKED = tuple(f.name for f in dataclasses.fields(TrialSpec)
+                if f.name in settings.SETTINGS and f.name not in ("phase", "role", "tag", "lr_factor"))
