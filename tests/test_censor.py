@@ -13,11 +13,12 @@ import pytest
 from minigrad.study import plan as S
 from minigrad.study import uncertainty as U
 from minigrad.study.config import make_config
+from minigrad.training.spec import TrialSpec
 from minigrad.training.train import censor_step
 from minigrad.training.trial import run_trial
 
 CONFIG = {"data": "teacher", "data_options": {"n_train": 2000, "n_val": 500, "n_test": 500}, "hidden": [16]}
-BASE = dict(run_id="t", phase="tune", batch_size=16, lr=0.05, seed=0, steps=1500, stop_at_target=True)
+BASE = TrialSpec(run_id="t", phase="tune", batch_size=16, lr=0.05, seed=0, steps=1500, stop_at_target=True)
 
 
 def _same_columns(a, b, rows=None):
@@ -27,45 +28,45 @@ def _same_columns(a, b, rows=None):
 @pytest.fixture(scope="module")
 def unreached():
     """A run that never reaches its (unreachable) target: it evaluates on its regular schedule throughout."""
-    return run_trial(CONFIG, dict(BASE, target=0.001))
+    return run_trial(CONFIG, BASE.replace(target=0.001))
 
 
 def test_a_censored_run_is_the_uncensored_one_cut_at_the_predicted_evaluation(unreached):
     a = unreached["attrs"]
     assert a["status"] == "INCOMPLETE"
     bound = 500
-    stop = censor_step(bound, a["eval_gap_floor"], 1.04, BASE["steps"])
-    cut = run_trial(CONFIG, dict(BASE, target=0.001, censor_steps=bound))
+    stop = censor_step(bound, a["eval_gap_floor"], 1.04, BASE.steps)
+    cut = run_trial(CONFIG, BASE.replace(target=0.001, censor_steps=bound))
     assert cut["attrs"]["status"] == "CENSORED" and cut["attrs"]["censor_steps"] == bound
     assert cut["attrs"]["steps"] == stop >= bound and cut["columns"]["step"][-1] == stop
     rows = len(cut["columns"]["step"])
     assert rows < len(unreached["columns"]["step"])
     assert _same_columns(unreached["columns"], cut["columns"], rows)
     # negative control: another seed's trace is not a prefix of this one
-    other = run_trial(CONFIG, dict(BASE, seed=1, target=0.001, censor_steps=bound))
+    other = run_trial(CONFIG, BASE.replace(seed=1, target=0.001, censor_steps=bound))
     assert not _same_columns(unreached["columns"], other["columns"], len(other["columns"]["step"]))
 
 
 def test_censor_step_names_an_evaluation_of_every_uncensored_trace(unreached):
     a, steps = unreached["attrs"], unreached["columns"]["step"]
     for bound in (1, 37, 200, 777, 1200):
-        stop = censor_step(bound, a["eval_gap_floor"], 1.04, BASE["steps"])
+        stop = censor_step(bound, a["eval_gap_floor"], 1.04, BASE.steps)
         assert stop in steps and stop >= bound
         assert steps[np.searchsorted(steps, stop) - 1] < bound or stop == steps[0]  # the first one at or past it
-    assert censor_step(BASE["steps"], a["eval_gap_floor"], 1.04, BASE["steps"]) is None  # the budget comes first
+    assert censor_step(BASE.steps, a["eval_gap_floor"], 1.04, BASE.steps) is None  # the budget comes first
 
 
 def test_a_run_that_reaches_the_target_before_the_bound_is_bit_for_bit_the_same():
-    plain = run_trial(CONFIG, dict(BASE, target=0.5))
+    plain = run_trial(CONFIG, BASE.replace(target=0.5))
     assert plain["attrs"]["status"] == "COMPLETE"
-    bounded = run_trial(CONFIG, dict(BASE, target=0.5, censor_steps=plain["attrs"]["steps_to_target"] + 1))
+    bounded = run_trial(CONFIG, BASE.replace(target=0.5, censor_steps=plain["attrs"]["steps_to_target"] + 1))
     assert bounded["attrs"]["status"] == "COMPLETE" and "censor_steps" not in bounded["attrs"]
     assert _same_columns(plain["columns"], bounded["columns"])
     timing = ("compute_s", "eval_s", "replay_s", "compile_s")
     assert {k: v for k, v in plain["attrs"].items() if k not in timing} == {
         k: v for k, v in bounded["attrs"].items() if k not in timing}
     # negative control: a bound below the steps it needs censors it
-    early = run_trial(CONFIG, dict(BASE, target=0.5, censor_steps=max(1, plain["attrs"]["steps_to_target"] // 3)))
+    early = run_trial(CONFIG, BASE.replace(target=0.5, censor_steps=max(1, plain["attrs"]["steps_to_target"] // 3)))
     assert early["attrs"]["status"] == "CENSORED"
 
 
@@ -147,25 +148,26 @@ def test_the_centre_rate_runs_first_and_bounds_the_others():
     config = make_config(quick=True, batch_sizes=[16, 64], seeds=3)
     first = _plan(config, [])
     centre = {B: S.grid_for(config, 0.1, B)[1] for B in (16, 64)}
-    assert {(t["batch_size"], t["lr"]) for t in first} == {(B, centre[B]) for B in centre}
-    assert all("censor_steps" not in t for t in first)
+    assert {(t.batch_size, t.lr) for t in first} == {(B, centre[B]) for B in centre}
+    assert all(t.censor_steps is None for t in first)
     # B = 16's centre done (slowest of its 3 seeds 400 steps); B = 64's missing a seed: only B = 16 goes on
     done = [_row(16, centre[16], s, x) for s, x in enumerate((300, 400, 350))] + [_row(64, centre[64], 0, 200)]
     second = _plan(config, done)
-    by_B = {B: [t for t in second if t["batch_size"] == B] for B in (16, 64)}
-    assert {t["lr"] for t in by_B[64]} == {centre[64]}
-    others = [t for t in by_B[16] if t["lr"] != centre[16]]
-    assert len(others) == 2 * 3 and all(t["censor_steps"] == 400 for t in others)
+    by_B = {B: [t for t in second if t.batch_size == B] for B in (16, 64)}
+    assert {t.lr for t in by_B[64]} == {centre[64]}
+    others = [t for t in by_B[16] if t.lr != centre[16]]
+    assert len(others) == 2 * 3 and all(t.censor_steps == 400 for t in others)
     # a resume with some of the second wave stored plans the same trials with the same bounds
-    partial = done + [S.result_row(t["run_id"], dict(t, status="CENSORED", best_val_error=0.3), {}) for t in others[:2]]
-    again = {t["run_id"]: t for t in _plan(config, partial)}
-    assert all(again[t["run_id"]] == t for t in second)
+    partial = done + [S.result_row(t.run_id, dict(vars(t), status="CENSORED", best_val_error=0.3), {})
+                      for t in others[:2]]
+    again = {t.run_id: t for t in _plan(config, partial)}
+    assert all(again[t.run_id] == t for t in second)
     # off: the whole grid at once, no bounds (negative control of the ordering above)
     off = _plan(dict(config, censor="off"), [])
-    assert len(off) == 2 * 3 * 3 and all("censor_steps" not in t for t in off)
+    assert len(off) == 2 * 3 * 3 and all(t.censor_steps is None for t in off)
     # a centre seed that missed the target: no bound at that B
     missed = [_row(16, centre[16], s, x) for s, x in enumerate((300, None, 350))]
-    assert all("censor_steps" not in t for t in _plan(config, missed) if t["batch_size"] == 16)
+    assert all(t.censor_steps is None for t in _plan(config, missed) if t.batch_size == 16)
 
 
 # ------------------------------------------------------------------------------------------- a real study
