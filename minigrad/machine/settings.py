@@ -151,6 +151,10 @@ SETTINGS = {s.name: s for s in [
     _s("warmup_epochs", "float", "Linear learning-rate warm-up.", lo=0, hi=1e5, defaults={"train": 0.0}),
     _s("batch_growth", "int", "Multiply the batch size by this at each milestone (instead of decaying the rate).",
        lo=1, hi=1e6, defaults={"train": 1}),
+    _s("batch_stages", "str", "A batch size and learning rate per stage, each stage after the first beginning when the "
+       "validation error first reaches its level or at a step: B:LR,B:LR@err=E,... or B:LR,B:LR@step=N,... "
+       "(replaces --batch-size, --lr and --batch-growth; the --lr-schedule's factor still applies).", nullable=True,
+       defaults={"train": None}, what="stages B:LR,B:LR@err=E,..."),
     _s("milestones", "floats", "Epochs at which the step schedule decays the rate or grows the batch.", lo=0,
        hi=1e5, empty=True, defaults={"train": []}),
     _s("steps", "int", "Budget in optimizer steps.", lo=1, hi=1e12, nullable=True, defaults={"train": None}),
