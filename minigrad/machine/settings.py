@@ -141,6 +141,8 @@ SETTINGS = {s.name: s for s in [
        "resamples.", lo=0, hi=1, lo_open=True, defaults={"bench": 0.8}),
     _s("equal_epochs", "float", "Epochs of the equal-budget comparison.", lo=0, hi=1e5, lo_open=True,
        defaults={"bench": 5.0}, quick=3.0),
+    _s("verify_seeds", "int", "Seeds per arm of the verify phase, which trains the recommended batch-size schedule "
+       "against the pick at its tuned rate (0: off).", lo=0, hi=1000, defaults={"bench": 4}, quick=3),
     _s("eval_growth", "float", "Each evaluation comes this factor more steps after the last.", lo=1, hi=10,
        lo_open=True, defaults={"bench": 1.04}),
     # one training run
