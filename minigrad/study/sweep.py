@@ -212,7 +212,7 @@ def run_study(config, out, *, overwrite=False, executor=None, echo=print, measur
                         advance(advance=1)
                 writer.flush()
             if shard is None and not shard_done:
-                _verify(config, out, results, executor, writer, where)
+                _verify(config, out, results, executor, writer, where, times)
         if getattr(executor, "restarts", 0):
             echo(f"{executor.restarts} time(s) a worker process died; its unfinished trials were rerun")
         if duplicates:
@@ -232,23 +232,23 @@ def run_study(config, out, *, overwrite=False, executor=None, echo=print, measur
     return out
 
 
-def verify_phase(config, path, results):
+def verify_phase(config, path, results, times=None):
     """The verify phase's trials (minigrad.study.schedule): the schedule the finished study recommends, against its
     pick; [] when it is off, the study unfinished, or no schedule predicts a saving."""
     from minigrad import store
     from minigrad.study import schedule as SCH
     from minigrad.study.analysis import analyse
 
-    if not config.get("verify_seeds") or next_batch(config, results)[1]:
+    if not config.get("verify_seeds") or next_batch(config, results, times=times)[1]:
         return []
     analysis = analyse(store.open(path))
     target = analysis.target
     return SCH.verify_trials(config, analysis.schedule, S.reference_cost(config, results, target), target)
 
 
-def _verify(config, out, results, executor, writer, where):
+def _verify(config, out, results, executor, writer, where, times):
     done = writer.completed_run_ids()
-    specs = [t for t in verify_phase(config, out, results) if t["run_id"] not in done]
+    specs = [t for t in verify_phase(config, out, results, times) if t["run_id"] not in done]
     if not specs:
         return
     from minigrad.machine.progress import progress_bar
