@@ -124,3 +124,51 @@ def test_three_way_rule():
     assert SCH.three_way(0.97, 1.02) == SCH.NOT_REPRODUCED   # inside the equivalence margin
     assert SCH.three_way(0.8, 1.2) == SCH.INCONCLUSIVE
     assert SCH.three_way(math.nan, 0.9) == SCH.INCONCLUSIVE
+
+
+@pytest.mark.slow
+def test_the_verify_phase_trains_the_schedule_stores_it_and_report_rebuilds_it(tmp_path, monkeypatch):
+    """A real small study whose schedule is set (choose is replaced, so the phase has a schedule whatever the tiny
+    study's curves say): the verify runs are stored with their stages, the report rebuilds the verdict from the file,
+    a rerun trains nothing more, and verify_seeds = 0 trains none."""
+    import json
+
+    from click.testing import CliRunner
+
+    import minigrad
+    from minigrad import store
+    from minigrad.cli import main
+    from minigrad.study.executors import InlineExecutor
+
+    real_choose = SCH.choose
+
+    def set_schedule(study_file, results, times, ladder, pick):
+        sch = real_choose(study_file, results, times, ladder, pick)
+        first, last = (dict(s, lr=pick[1]) for s in (sch["stages"][0], sch["stages"][-1]))
+        stages = [dict(first, batch_size=8, from_level=None), dict(last, batch_size=64, from_level=ladder[2]["level"])]
+        return dict(sch, stages=stages, saves=True, text=SCH.stages_text(stages), steps=sch["fixed"]["steps"])
+
+    monkeypatch.setattr(SCH, "choose", set_schedule)
+    settings = dict(data_options={"n_train": 1200, "n_val": 400, "n_test": 400}, hidden=[16], batch_sizes=[8, 64],
+                    reference_lrs=[0.1, 0.3], seeds=2, lr_points=2, max_widen=1, reference_epochs=20.0,
+                    equal_epochs=0.5, adaptive_budget=0, verify_seeds=2)
+    out = tmp_path / "s.h5"
+    minigrad.run_study(minigrad.make_config(**settings), out, executor=InlineExecutor(), echo=lambda *a: None)
+    runs = {rid: r for rid, r in store.open(out).runs.items() if r.attrs["phase"] == "verify"}
+    staged = [r for rid, r in runs.items() if "-schedule" in rid]
+    assert len(runs) == 4 and len(staged) == 2
+    assert all(r.attrs["batch_stages"].startswith("8:") and len(r.attrs["stage_starts"]) == 2 for r in staged)
+    result = CliRunner().invoke(main, ["report", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    v = json.loads(result.stdout)["schedule"]["verification"]
+    assert v["seeds"] == 2 and v["outcome"] in (SCH.REPRODUCED, SCH.NOT_REPRODUCED, SCH.INCONCLUSIVE)
+    assert v["text"] == staged[0].attrs["batch_stages"] and v["same"]
+    before = set(store.open(out).runs)
+    minigrad.run_study(minigrad.make_config(**settings), out, executor=InlineExecutor(), echo=lambda *a: None)
+    assert set(store.open(out).runs) == before  # resumed: nothing more to train
+    # negative control: the phase off trains no verify run, and the report says it is off
+    off = tmp_path / "off.h5"
+    minigrad.run_study(minigrad.make_config(**dict(settings, verify_seeds=0)), off, executor=InlineExecutor(),
+                       echo=lambda *a: None)
+    assert not any(r.attrs["phase"] == "verify" for r in store.open(off).runs.values())
+    assert "verify phase is off" in minigrad.open_study(off).answer().schedule_sentence

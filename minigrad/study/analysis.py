@@ -141,7 +141,7 @@ def batch_schedule(study_file, results, a: Analysis, config):
     last = next(r for r in a.rows if r["batch_size"] == out["stages"][-1]["batch_size"])
     out["recipe"] = recipe(config, last, a.target, stages=out) if out["saves"] else ""
     out["verification"] = SCH.verification(study_file, t, out)
-    out["verify_seeds"] = config.get("verify_seeds", 0)
+    out["verify_seeds"] = config.get("verify_seeds")  # None: a study made before the phase existed
     return out
 
 

@@ -189,7 +189,8 @@ def schedule_sentence(sch):
     v = sch.get("verification") or {}
     if not v:
         return text + (" Not verified: the verify phase is off (verify_seeds = 0); it would train both with fresh "
-                       "seeds." if not sch.get("verify_seeds") else " Not verified yet: the verify phase has not run.")
+                       "seeds." if sch.get("verify_seeds") == 0 else " Not verified yet: the verify phase has not run "
+                       "(`minigrad bench` on this file runs it).")
     if not v["same"]:
         text += (f" The verify phase in this file trained another schedule, {v['text']} (an older choice); what "
                  "follows is its result.")
