@@ -158,10 +158,11 @@ def _schedule_section(ans):
         return ""
     recipe = ans.schedule.get("recipe")
     return ("<section id='schedule'><h2>A batch-size schedule</h2>"
-            "<p>The training is cut at the ladder's levels into stages. A stage's steps at a batch size and rate are "
-            "read off the same tuning traces, seed by seed, as the steps between crossing the level before and "
-            "crossing its own; per stage the B (never smaller than the stage before's) and rate with the least "
-            "predicted time, steps times the step time t(B). The last row: the fixed pick, predicted the same way.</p>"
+            "<p>The training is cut at the ladder's levels into stages, each at one batch size (never smaller than "
+            "the stage before's) and that batch size's best rate at the stage's last level. A stage's steps are read "
+            "off the tuning traces at that batch size and rate, seed by seed, as the steps between crossing the level "
+            "where it begins and the level where it ends; its time is those steps times the step time t(B), and the "
+            "stages are those of the least predicted time. The last row: the fixed pick, predicted the same way.</p>"
             + _table(SCHEDULE_HEADINGS, schedule_cells(ans.schedule), [None] * len(ans.schedule["stages"]) + ["pick"])
             + f"<p>{_e(ans.schedule_sentence)}</p>"
             + (f"<div class='recipe' id='schedule-recipe'>{_e(recipe)}</div>" if recipe else "") + "</section>")
