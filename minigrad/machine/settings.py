@@ -187,6 +187,10 @@ SETTINGS = {s.name: s for s in [
     _s("widths", "ints", "Hidden widths to compare.", lo=1, hi=1e6),
     _s("width", "int", "Hidden width.", lo=1, hi=1e6),
     _s("data_fractions", "floats", "Fractions of the training set.", lo=0, hi=1, lo_open=True),
+    _s("multipliers", "ints", "Multiples of the batch size to branch with.", lo=1, hi=1e4, unique=True),
+    _s("branch_epochs", "float", "Epochs of examples each branch trains.", lo=0, hi=1e4, lo_open=True),
+    _s("tolerance", "float", "Progress this fraction short of the base branch's still counts as the same.", lo=0,
+       hi=1, hi_open=True),
     _s("move_margin", "float", "Ratio beyond which B_crit counts as moved.", lo=1, hi=100, lo_open=True),
 ]}
 

@@ -208,7 +208,7 @@ def schedule_sentence(sch):
 
 def schedule_cells(sch):
     """The schedule's stages, then the fixed batch size, as table rows."""
-    rows = [[str(i + 1), str(s["batch_size"]), f"{s['lr']:g}", "start" if s["from_level"] is None else
+    rows = [[f"#{i + 1}", str(s["batch_size"]), f"{s['lr']:g}", "start" if s["from_level"] is None else
              f"{s['from_level']:g}", f"{s['to_level']:g}", fmt_count(s["steps"]), fmt_count(s["examples"]),
              fmt_time(s["step_time_s"]), fmt_time(s["time_s"])] for i, s in enumerate(sch["stages"])]
     f = sch["fixed"]
