@@ -369,6 +369,9 @@ CASES = [
         (["--study", "train.h5"], "study"), (["--study", "study.h5", "--data", "digits"], "not both"))],
     *[case(["experiment", "momentum", *args, "--out", "momentum.h5"], n) for args, n in (
         (["--seeds", "0"], "seeds"), (["--batch-sizes", "0"], "batch sizes"), (["--data", "missing.npz"], "not found"))],
+    *[case(["experiment", "cbs", *args, "--out", "cbs.h5"], n) for args, n in (
+        (["--seeds", "0"], "seeds"), (["--at-epochs", "-1"], "at epochs"), (["--batch-size", "0"], "batch size"),
+        (["--study", "train.h5"], "study"))],
     case(["experiment", "noise", "--out", "nodir/noise.h5", "--quick"], "does not exist"),
     case(["experiment", "noise", "--out", "study.h5", "--quick"], "different configuration"),
     # ---- the group

@@ -13,7 +13,9 @@ not per seed).
 CBS(t) is the largest k B whose mean progress is at least (1 - tolerance) times the 1x branch's, together with every
 smaller k: a larger batch that costs no more examples per unit of progress. Its 90% interval comes from a
 bootstrap over seeds (all branches of a seed resampled together, since they share its prefix). Beside it, B_simple
-measured by the 1x branches (gradient noise hook) where they first reached the checkpoint's validation error.
+measured by the 1x branches (gradient noise hook) where they first reached the checkpoint's validation error, and,
+given a `minigrad bench` study of the same data (`study`), its ladder's B_crit and CBS-20% at the level nearest the
+checkpoint's validation error.
 
 The verdict on "CBS rises during training, then flattens" combines two tests over the checkpoints, all of which
 must hold: rises, CBS(middle) / CBS(first) has its interval above 1; flattens, CBS(last) / CBS(middle) has its
@@ -101,6 +103,36 @@ def cbs_of(progress, ks, batch_size, tolerance):
     return np.array(out, float)
 
 
+def check(config):
+    """A study given for its ladder must be of the same data and model: refused before any file is made."""
+    if config.get("study"):
+        from minigrad import store
+
+        study = store.open(config["study"])
+        if study.kind != "study":
+            raise ValueError(f"--study {config['study']} holds a {study.kind!r} file; give one written by "
+                             "`minigrad bench`")
+        for key in ("data", "hidden"):
+            if study.config.get(key) != config[key]:
+                raise ValueError(f"--study {config['study']} has {key} {study.config.get(key)!r}, this experiment "
+                                 f"{config[key]!r}: give a study of the same data and model")
+
+
+def ladder_beside(config, errors):
+    """Per checkpoint, the study's ladder rung nearest its validation error: (level, B_crit, lo, hi, CBS-20%)."""
+    if not config.get("study"):
+        return [None] * len(errors)
+    from minigrad import store
+    from minigrad.study.analysis import analyse
+
+    ladder = [r for r in analyse(store.open(config["study"])).ladder if r["determined"]]
+    if not ladder:
+        return [None] * len(errors)
+    return [(lambda r: dict(level=r["level"], b_crit=r["B_crit"], b_crit_lo=r["B_crit_lo"], b_crit_hi=r["B_crit_hi"],
+                            cbs_20=r["cbs"]))(min(ladder, key=lambda r: abs(math.log(r["level"] / e))))
+            for e in errors]
+
+
 def run(config, out, writer, executor, echo):
     from minigrad import store
     from minigrad.instruments.noise import b_simple_near_target
@@ -135,6 +167,8 @@ def run(config, out, writer, executor, echo):
                    cbs_lo=intervals[c][0], cbs_hi=intervals[c][1], b_simple=float(b_simple[c]),
                    progress={str(k * B): float(np.nanmean(progress[:, c, j])) for j, k in enumerate(ks)},
                    rates={str(k * B): rates[(c, k)] for k in ks}) for c in range(len(cbs))]
+    for p, rung in zip(points, ladder_beside(config, errors)):
+        p["ladder"] = rung
     summary = dict(points=points, tests=[t.as_dict() for t in tests], outcome=outcome)
     largest = max(ks) * B  # a CBS there is only a lower bound: no larger branch was tried
     for p in points:
@@ -142,7 +176,9 @@ def run(config, out, writer, executor, echo):
     verdict = [f"epoch {p['epoch']:g} (val error {p['val_error']:.4f}): CBS = {'>= ' * p['at_largest']}{p['cbs']:.0f} "
                f"[{p['cbs_lo']:.0f}, {p['cbs_hi']:.0f}], B_simple = {p['b_simple']:.0f}; mean validation-loss fall "
                "over the branch per B: " + ", ".join(f"{b}: {v:.4f}" for b, v in p["progress"].items())
-               for p in points]
+               + ("" if not p["ladder"] else f"; the study's B_crit at error {p['ladder']['level']:g}: "
+                  f"{p['ladder']['b_crit']:.0f} [{p['ladder']['b_crit_lo']:.0f}, {p['ladder']['b_crit_hi']:.0f}], "
+                  f"CBS-20% {p['ladder']['cbs_20']:.0f}") for p in points]
     verdict += [t.line() for t in tests]
     verdict.append(f"CBS rises during training, then flattens: {outcome} (both tests must hold; CBS = the largest "
                    f"k B within {tol:.0%} of the 1x branch's progress for the same examples).")

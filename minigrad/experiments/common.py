@@ -61,7 +61,7 @@ DEFAULTS = {
                           budget_factor=3.0, move_margin=1.5, resamples=400, max_widen=1),
     # branching from checkpoints of one run at B = 32, lr 0.1 (the default study's pick and rate) (cbs.py)
     "cbs": dict(_BASE, batch_size=32, lr=0.1, at_epochs=[0.25, 2.0, 6.0], multipliers=[1, 2, 4, 8, 16],
-                branch_epochs=1.0, tolerance=0.1, seeds=4, margin=1.5, resamples=1000),
+                branch_epochs=1.0, tolerance=0.1, seeds=4, margin=1.5, resamples=1000, study=None),
 }
 
 QUICK = {
