@@ -172,3 +172,16 @@ def test_the_verify_phase_trains_the_schedule_stores_it_and_report_rebuilds_it(t
                        echo=lambda *a: None)
     assert not any(r.attrs["phase"] == "verify" for r in store.open(off).runs.values())
     assert "verify phase is off" in minigrad.open_study(off).answer().schedule_sentence
+
+
+def test_a_study_made_before_the_verify_phase_says_it_has_not_run(monkeypatch):
+    monkeypatch.setattr(SCH, "MIN_SAVING", -1.0)  # any plan of two stages or more counts as a saving here
+    old = with_times(synthetic_study(e_min_power=3))
+    del old.attrs["config"]["verify_seeds"]  # a file written before the setting existed
+    a = analysis.analyse(old)
+    assert a.schedule["saves"] and len(a.schedule["stages"]) > 1 and a.schedule["recipe"]
+    assert "--batch-stages" in a.schedule["recipe"] and a.schedule["text"] in a.schedule["recipe"]
+    assert "has not run" in of(a).schedule_sentence
+    off = with_times(synthetic_study(e_min_power=3))
+    off.attrs["config"]["verify_seeds"] = 0  # negative control: switched off is said as such
+    assert "is off" in of(analysis.analyse(off)).schedule_sentence
