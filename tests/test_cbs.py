@@ -26,10 +26,10 @@ def test_branch_specs_switch_at_the_checkpoint_step():
     specs = cbs.branch_specs(config, 800)
     n_rates = 1 + 2 * (len(config["multipliers"]) - 1)
     assert len(specs) == config["seeds"] * len(config["at_epochs"]) * n_rates
-    s = next(x for x in specs if x["run_id"].startswith("c1-k4-") and x["seed"] == 0)
+    s = next(x for x in specs if x.run_id.startswith("c1-k4-") and x.seed == 0)
     n_c = round(config["at_epochs"][1] * 800 / 32)
-    assert s["batch_schedule"]["stages"].endswith(f"@step={n_c}") and s["batch_schedule"]["stages"].startswith("32:")
-    assert s["steps"] == n_c + math.ceil(config["branch_epochs"] * 800 / 128)
+    assert s.batch_schedule["stages"].endswith(f"@step={n_c}") and s.batch_schedule["stages"].startswith("32:")
+    assert s.steps == n_c + math.ceil(config["branch_epochs"] * 800 / 128)
 
 
 @pytest.mark.slow

@@ -59,7 +59,7 @@ def two_phase_study(seeds=3):
             for seed in range(seeds):
                 f = slow * (1 + 0.1 * seed)  # whole steps at the fast rate
                 t = trace([(c1 * f / 2, 0.5), (c1 * f, 0.3), (c2 * f, 0.1)])
-                run_id = S.trial("tune", B, lr, seed, 0.1)["run_id"]
+                run_id = S.trial("tune", B, lr, seed, 0.1).run_id
                 runs[run_id] = Run(run_id, dict(phase="tune", batch_size=B, lr=lr, seed=seed, status="COMPLETE",
                                                 steps_to_target=int(t["step"][-1]), best_val_error=0.1), t)
     ladder = [dict(level=0.3, rows=[dict(batch_size=B, lr=0.1) for B in (16, 256)]),

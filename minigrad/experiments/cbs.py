@@ -28,6 +28,7 @@ import numpy as np
 
 from minigrad.experiments import verdict as V
 from minigrad.experiments.common import finish, run_jobs
+from minigrad.training.spec import TrialSpec
 from minigrad.training.trial import load_data
 
 END_EVALUATIONS = 3
@@ -43,13 +44,12 @@ def branch_specs(config, n_train):
             for k in config["multipliers"]:
                 for lr_k in ([lr] if k == 1 else sorted({lr * math.sqrt(k), lr * k})):
                     steps = n_c + int(math.ceil(config["branch_epochs"] * n_train / (k * B)))
-                    spec = dict(run_id=f"c{c}-k{k}-lr{lr_k:.4g}-s{seed}", tag=f"c{c}-k{k}", batch_size=B, lr=lr,
-                                seed=seed, steps=steps, lr_factor=k)
-                    if k == 1:
-                        spec["gns"] = dict(batch_size=256, batches=2)  # B_simple along the base run
-                    else:
-                        spec["batch_schedule"] = dict(stages=f"{B}:{lr:g},{k * B}:{lr_k:g}@step={n_c}")
-                    specs.append(dict(spec, role=f"{lr_k:.6g}"))
+                    stages = None if k == 1 else dict(stages=f"{B}:{lr:g},{k * B}:{lr_k:g}@step={n_c}")
+                    # role: the branch's own rate (its lr attribute is the base run's, its first stage's)
+                    specs.append(TrialSpec(run_id=f"c{c}-k{k}-lr{lr_k:.4g}-s{seed}", tag=f"c{c}-k{k}", role=f"{lr_k:.6g}",
+                                           batch_size=B, lr=lr, seed=seed, steps=steps, lr_factor=k,
+                                           batch_schedule=stages,
+                                           gns=dict(batch_size=256, batches=2) if k == 1 else None))  # B_simple
     return specs
 
 

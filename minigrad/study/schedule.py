@@ -161,7 +161,7 @@ def verify_trials(config, schedule, reference, target):
                            tag="-fixed"))
         spec = S.trial("verify", first["batch_size"], first["lr"], seed, target, steps=sched_budget,
                        tag=schedule_tag(schedule["text"]))
-        out.append(dict(spec, batch_schedule=dict(stages=schedule["text"])))
+        out.append(spec.replace(batch_schedule=dict(stages=schedule["text"])))
     return out
 
 
