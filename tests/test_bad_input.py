@@ -294,6 +294,11 @@ CASES = [
         ("--batch-growth", ("0",)), ("--patience", ("-1", "0")), ("--milestones", ("-1", "nan")),
         ("--seed", ("-1",)), ("--data-seed", ("-1",)), ("--n-val", ("0",)), ("--reference-batch-size", ("0",)))
       for v in values],
+    *[case(TRAIN + ["--batch-stages", v], "--batch-stages") for v in (
+        "", "32", "32:0", "x:0.1", "32:0.1@err=0.2", "32:0.1,64:0.2", "32:0.1,64:0.2@err=0.1,128:0.3@err=0.2",
+        "32:0.1,64:0.2@err=0.1,128:0.3@step=9", "32:0.1,64:0.2@err=1.5", "32:0.1,64:0.2@step=0", "32:nan",
+        "32:0.1,99999999:0.2@step=5")],
+    case(TRAIN + ["--batch-stages", "32:0.1,64:0.2@step=5", "--batch-growth", "2"], "--batch-growth"),
     case(TRAIN + ["--steps", "1e30"], "--steps"),
     case(TRAIN + ["--hidden", "100000,100000"], "memory"),
     case(TRAIN + ["--hidden", "abc"], "integers"),
@@ -364,6 +369,9 @@ CASES = [
         (["--study", "train.h5"], "study"), (["--study", "study.h5", "--data", "digits"], "not both"))],
     *[case(["experiment", "momentum", *args, "--out", "momentum.h5"], n) for args, n in (
         (["--seeds", "0"], "seeds"), (["--batch-sizes", "0"], "batch sizes"), (["--data", "missing.npz"], "not found"))],
+    *[case(["experiment", "cbs", *args, "--out", "cbs.h5"], n) for args, n in (
+        (["--seeds", "0"], "seeds"), (["--at-epochs", "-1"], "at epochs"), (["--batch-size", "0"], "batch size"),
+        (["--study", "train.h5"], "study"))],
     case(["experiment", "noise", "--out", "nodir/noise.h5", "--quick"], "does not exist"),
     case(["experiment", "noise", "--out", "study.h5", "--quick"], "different configuration"),
     # ---- the group

@@ -162,3 +162,19 @@ def experiment_data_vs_width(quick, out, overwrite, workers, threads, data_name,
     width: it moves little with width and grows with the data."""
     run_experiment("data-vs-width", quick, out, overwrite, workers, threads, data_name, widths=widths,
                    data_fractions=data_fractions, seeds=seeds)
+
+
+@experiment.command("cbs")
+@experiment_options("cbs")
+@click.option("--batch-size", type=int, default=None, help="The base run's batch size [32].")
+@click.option("--lr", type=float, default=None, help="The base run's learning rate [0.1].")
+@click.option("--at-epochs", default=None, callback=float_list, help="Checkpoints, in epochs [0.25,2,6].")
+@click.option("--seeds", type=int, default=None, help="Seeds [4].")
+@click.option("--study", type=click.Path(dir_okay=False), default=None,
+              help="A `minigrad bench` study of the same data and model: its B_crit along training beside CBS(t).")
+def experiment_cbs(quick, out, overwrite, workers, threads, data_name, batch_size, lr, at_epochs, seeds, study):
+    """The critical batch size by branching (Merrill et al. 2025): from checkpoints of one run, continue with 1x to
+    8x the batch for the same examples; CBS(t) = the largest that makes the same progress; does it rise, then
+    flatten?"""
+    run_experiment("cbs", quick, out, overwrite, workers, threads, data_name, batch_size=batch_size, lr=lr,
+                   at_epochs=at_epochs, seeds=seeds, study=study)

@@ -23,7 +23,7 @@ STUDY_OPTIONS = [
     *(setting_option(name, "bench") for name in (
         "hidden", "activation", "optimizer", "momentum", "beta2", "beta2_rule", "beta2_halflife", "batch_sizes",
         "reference_lrs", "lr_points", "seeds",
-        "target", "budget_factor", "equal_epochs", "sampler")),
+        "target", "budget_factor", "equal_epochs", "verify_seeds", "sampler")),
     click.option("--workers", type=int, default=None, help="Worker processes [one per core]."),
     click.option("--executor", type=click.Choice(["local", "dask"]), default="local", show_default=True,
                  help="Where trials run: worker processes on this machine, or a dask.distributed cluster "
@@ -95,8 +95,10 @@ def bench(ctx, quick, config_path, out, overwrite, dry_run, data_name, data_dir,
         click.echo(json.dumps(config, indent=2))
         click.echo(f"trials: {n_ref} reference + {n_tune} tuning (more if a grid is widened, at most "
                    f"{len(config['batch_sizes']) * config['max_widen'] * config['seeds']}) + at most "
-                   f"{config['adaptive_budget']} adaptive + {n_equal} equal-budget = at most "
-                   f"{n_ref + n_tune + config['adaptive_budget'] + n_equal} before widening")
+                   f"{config['adaptive_budget']} adaptive + {n_equal} equal-budget + at most "
+                   f"{2 * config['verify_seeds']} verify = at most "
+                   f"{n_ref + n_tune + config['adaptive_budget'] + n_equal + 2 * config['verify_seeds']} before "
+                   "widening")
         if shard is not None:
             click.echo(f"shard {shard[0]}/{shard[1]}: the {n_ref} reference trials, then every {shard[1]}th of the "
                        f"{n_tune} of the initial tuning grid; `minigrad merge` the shards, then `minigrad bench` on the "

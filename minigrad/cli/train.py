@@ -56,6 +56,7 @@ def make_budget(steps, examples, epochs, default_epochs=20.0):
 @setting_option("gamma", "train")
 @setting_option("warmup_epochs", "train")
 @setting_option("batch_growth", "train")
+@setting_option("batch_stages", "train")
 @click.option("--scale-lr", type=click.Choice(["none", "linear", "sqrt"]), default="none", show_default=True,
               help="Scale --lr from --reference-batch-size to --batch-size.")
 @setting_option("reference_batch_size", "train")
@@ -81,13 +82,24 @@ def make_budget(steps, examples, epochs, default_epochs=20.0):
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
 @user_errors
 def train(data_name, data_dir, n_val, hidden, activation, loss, batch_size, lr, optimizer, momentum, beta2, beta2_rule,
-          beta2_halflife, weight_decay, lr_schedule, milestones, gamma, warmup_epochs, batch_growth, scale_lr,
-          reference_batch_size, steps, examples, epochs, target, keep_going, patience, sampler, keep_last, dtype,
+          beta2_halflife, weight_decay, lr_schedule, milestones, gamma, warmup_epochs, batch_growth, batch_stages,
+          scale_lr, reference_batch_size, steps, examples, epochs, target, keep_going, patience, sampler, keep_last, dtype,
           backend, threads, seed, data_seed, out, overwrite):
     """Train one run and store its trace; prints a one-line summary."""
     config = {key: value for key, value in locals().items() if key not in ("out", "overwrite")}
     check_train_settings(config)
     budget = make_budget(steps, examples, epochs)
+    batch_schedule = dict(milestones=milestones, factor=batch_growth)
+    largest = batch_size * batch_growth ** len(milestones)
+    if batch_stages is not None:
+        from minigrad.training.schedules import parse_stages
+
+        stages = parse_stages(batch_stages)
+        if batch_growth != 1 or scale_lr != "none":
+            raise click.UsageError("--batch-stages sets B and the rate of every stage: drop --batch-growth and "
+                                   "--scale-lr")
+        batch_size, lr, scale_lr = stages[0].batch_size, stages[0].lr, "none"
+        batch_schedule, largest = dict(stages=batch_stages), max(s.batch_size for s in stages)
     from minigrad.machine.checks import memory_fits
     from minigrad.training.threads import parse_threads
 
@@ -111,13 +123,15 @@ def train(data_name, data_dir, n_val, hidden, activation, loss, batch_size, lr, 
                 seed=seed, steps=budget.steps, examples=budget.examples, epochs=budget.epochs, target=target,
                 stop_at_target=not keep_going, sampler=sampler, drop_last=not keep_last, patience=patience,
                 lr_schedule=dict(kind=lr_schedule, milestones=milestones, gamma=gamma, warmup_epochs=warmup_epochs),
-                batch_schedule=dict(milestones=milestones, factor=batch_growth), keep_params=True, threads=threads)
+                batch_schedule=batch_schedule, keep_params=True, threads=threads)
     dataset = load_data(model_config)
     n_train = len(dataset.y_train)
     if not 1 <= batch_size <= n_train:
         raise ValueError(f"--batch-size must lie between 1 and the training split's {n_train} examples")
+    if largest > n_train and batch_stages is not None:
+        raise ValueError(f"--batch-stages asks for B = {largest}, more than the training split's {n_train} examples")
     memory_fits("this run", [dataset.n_features, *hidden, dataset.n_classes],
-                batch_size * batch_growth ** len(milestones), 4 if dtype == "float32" else 8)
+                largest, 4 if dtype == "float32" else 8)
     prepare(model_config, spec)  # every check before the output file is touched: a mistake leaves nothing behind
     with store.Store.create(out, config, kind="train", overwrite=overwrite, resume=False) as writer:
         with progress_bar("training", total=1.0) as advance:

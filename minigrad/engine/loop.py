@@ -19,8 +19,9 @@ from minigrad.engine.sampling import (DROP_LAST, EPOCHS, KIND, POS, REPLACEMENT,
                                       random_below, sampler_epoch, shuffle)
 from minigrad.engine.step_loops import (BUDGET_DONE, BUDGET_EPOCHS, BUDGET_EXAMPLES, BUDGET_STEPS,  # noqa: F401
                                         EXAMPLES, LAST_LOSS, LAST_LR, LOSS_COUNT, LOSS_SUM, LR_KINDS, NEED_ROWS,
-                                        NEW_ROWS, NONFINITE, REACHED, STEPS, Chunk, batch_at, batch_schedule_arrays,
-                                        budget_arrays, budget_done, lr_at, lr_schedule_arrays, run_steps)
+                                        NEW_ROWS, NONFINITE, REACHED, STAGE_START, STEPS, Chunk, batch_at,
+                                        batch_schedule_arrays, budget_arrays, budget_done, lr_at,
+                                        lr_schedule_arrays, run_steps, stage_at)
 
 
 class Stepper:
@@ -32,11 +33,12 @@ class Stepper:
     def __init__(self, model, X, y, optimizer, sampler, lr_schedule, batch_schedule, budget):
         self.model, self.X, self.y, self.opt, self.sampler = model, X, y, optimizer, sampler
         self.lr_params, self.lr_milestones = lr_schedule_arrays(lr_schedule)
-        self.batch_params, self.batch_milestones = batch_schedule_arrays(batch_schedule)
+        self.batch_params, self.batch_milestones, self.stages = batch_schedule_arrays(batch_schedule)
         self.budget_kind, self.budget_limit = budget_arrays(budget)
         self.counters = np.zeros(3, np.int64)
         self.sums = np.zeros(4, np.float64)
-        self.sums[LAST_LR] = lr_schedule(0.0)
+        self.sums[LAST_LR] = lr_schedule(0.0) if not len(self.stages) else batch_schedule.stages[0].lr * (
+            lr_schedule(0.0) / lr_schedule.base_lr)
         self.rows = int(batch_schedule(0.0))
         self.steps = {}  # rows -> the Step object of that batch size (MLP.step_for)
 
@@ -58,12 +60,26 @@ class Stepper:
             step = self.steps[rows] = self.model.step_for(rows, self.opt.bind(self.model))
         return step
 
+    @property
+    def stage(self):
+        """The stage of a staged batch schedule the run is in (0 without stages)."""
+        return int(stage_at(self.stages, self.step)) if len(self.stages) else 0
+
+    def begin_stage(self, k):
+        """Stage k (and any before it not yet begun) begins at the next step: the driver saw its level reached."""
+        for i in range(1, k + 1):
+            self.stages[i, STAGE_START] = min(self.stages[i, STAGE_START], self.step)
+
+    def stage_starts(self):
+        """The step each stage began at (None: not reached)."""
+        return [int(s) if math.isfinite(s) else None for s in self.stages[:, STAGE_START]]
+
     def replan(self):
         """Ask MLP.step_for again at the next chunk (the thread count changed: the fused step's workers with it)."""
         self.steps.clear()
 
     def run(self, stop_step):
-        schedules = (self.lr_params, self.lr_milestones, self.batch_params, self.batch_milestones)
+        schedules = (self.lr_params, self.lr_milestones, self.batch_params, self.batch_milestones, self.stages)
         budget = (self.budget_kind, self.budget_limit)
         while True:
             step = self.step_for(self.rows)
@@ -95,10 +111,11 @@ class Stepper:
         s = self.sampler
         return (self.model.params.copy(), None if self.opt.state is None else self.opt.state.copy(),
                 self.opt.hyper.copy(), tuple(getattr(s, k).copy() for k in s.MUTABLE), self.counters.copy(),
-                self.sums.copy(), self.rows)
+                self.sums.copy(), self.rows, self.stages.copy())
 
     def restore(self, snap):
-        params, state, hyper, sampler, counters, sums, rows = snap
+        params, state, hyper, sampler, counters, sums, rows, stages = snap
+        self.stages[...] = stages
         self.model.params[...] = params
         if state is not None:
             self.opt.state[...] = state

@@ -31,9 +31,13 @@ REACHED, BUDGET_DONE, NONFINITE, NEW_ROWS = range(4)
 BUDGET_STEPS, BUDGET_EXAMPLES, BUDGET_EPOCHS = range(3)
 # learning-rate schedule kinds (schedules.LR_SCHEDULES order)
 LR_KINDS = {"constant": 0, "step": 1, "cosine": 2}
+# a staged batch schedule's rows (float64, (stages, 3)): the step the stage begins at (inf while not yet known: a
+# stage keyed on the validation error begins where the training driver sees it reached), its B, its learning rate
+STAGE_START, STAGE_B, STAGE_LR = range(3)
 
 # run_steps' arguments after the step's own, in order: the training split X (n,C), y (n,); the workspace's batch
-# buffers Xb (B,C), yb (B,); SamplerState.arrays(); (lr params, lr milestones, batch params, batch milestones);
+# buffers Xb (B,C), yb (B,); SamplerState.arrays(); (lr params, lr milestones, batch params, batch milestones,
+# stages (k,3), k = 0 without stages);
 # (budget kind, limit); the step to stop at; the counters (STEPS...) and sums (LOSS_SUM...)
 HYPER = K.Update._fields.index("hyper")  # where an update tuple holds the optimizer's hyper-parameters
 Chunk = namedtuple("Chunk", "X y Xb yb sampler schedules budget stop_step counters sums")
@@ -43,7 +47,13 @@ Chunk = namedtuple("Chunk", "X y Xb yb sampler schedules budget stop_step counte
 @njit(cache=True)
 def lr_at(lr_params, milestones, epoch):
     # schedules.LRSchedule.__call__; lr_params = (kind, base, gamma, total_epochs, warmup_epochs)
-    kind, base, gamma, total, warmup = lr_params[0], lr_params[1], lr_params[2], lr_params[3], lr_params[4]
+    return lr_params[1] * lr_factor(lr_params, milestones, epoch)
+
+
+@njit(cache=True)
+def lr_factor(lr_params, milestones, epoch):
+    # the schedule's factor on its base rate (warm-up, decay) at `epoch`
+    kind, gamma, total, warmup = lr_params[0], lr_params[2], lr_params[3], lr_params[4]
     factor = 1.0
     if kind == 1:
         passed = 0
@@ -55,7 +65,17 @@ def lr_at(lr_params, milestones, epoch):
         factor = 0.5 * (1.0 + math.cos(math.pi * min(epoch / total, 1.0)))
     if warmup > 0 and epoch < warmup:
         factor *= max(epoch / warmup, 1e-3)
-    return base * factor
+    return factor
+
+
+@njit(cache=True)
+def stage_at(stages, steps):
+    # the stage a run is in after `steps` steps: the last whose start has passed (starts rise; stage 0 at 0)
+    k = 0
+    for i in range(stages.shape[0]):
+        if stages[i, STAGE_START] <= steps:
+            k = i
+    return k
 
 
 @njit(cache=True)
@@ -147,19 +167,25 @@ def prepare_step(X, y, Xb, yb, sampler, schedules, budget, counters):
     # Before a step: stop at the budget's end or where the next batch needs another workspace (counters[NEED_ROWS]
     # rows); else draw the batch into Xb (B,C), yb (B,). Returns (CONTINUE or why to stop, learning rate).
     # X (n,C), y (n,): the training split; sampler: SamplerState.arrays(); schedules: (lr params, lr milestones,
-    # batch params, batch milestones); budget: (kind, limit).
+    # batch params, batch milestones, stages (k,3)); budget: (kind, limit).
     st, rng, order, bounds, qpos, p, taken, idx = sampler
-    lr_params, lr_milestones, batch_params, batch_milestones = schedules
+    lr_params, lr_milestones, batch_params, batch_milestones, stages = schedules
     n = X.shape[0]
     epoch = sampler_epoch(st, n)
     if budget_done(budget[0], budget[1], counters[STEPS], counters[EXAMPLES], epoch):
         return BUDGET_DONE, 0.0
-    B = batch_at(batch_params, batch_milestones, epoch)
+    k = stage_at(stages, counters[STEPS]) if stages.shape[0] else -1
+    if k < 0:
+        B = batch_at(batch_params, batch_milestones, epoch)
+    else:
+        B = int(stages[k, STAGE_B])
+        B = min(B, batch_params[2]) if batch_params[2] else B
     rows = batch_rows(st, n, B)
     if rows != Xb.shape[0]:
         counters[NEED_ROWS] = rows
         return NEW_ROWS, 0.0
-    lr = lr_at(lr_params, lr_milestones, epoch)
+    lr = lr_at(lr_params, lr_milestones, epoch) if k < 0 else stages[k, STAGE_LR] * lr_factor(lr_params,
+                                                                                              lr_milestones, epoch)
     draw(st, rng, order, bounds, qpos, p, taken, idx, n, B)
     gather(Xb, yb, X, y, idx)
     return CONTINUE, lr
@@ -227,8 +253,12 @@ def lr_schedule_arrays(schedule):
 
 
 def batch_schedule_arrays(schedule):
+    """(params, milestones, stages (k,3)): a stage keyed on steps starts at its step, one keyed on the error at inf
+    until the driver records where it began (Stepper.begin_stage)."""
     params = np.array([schedule.base, schedule.factor, schedule.max_batch_size or 0], np.int64)
-    return params, np.array(sorted(schedule.milestones), np.float64)
+    stages = np.array([[0.0 if i == 0 else (float(s.step) if s.step is not None else math.inf), s.batch_size, s.lr]
+                       for i, s in enumerate(schedule.stages)], np.float64).reshape(-1, 3)
+    return params, np.array(sorted(schedule.milestones), np.float64), stages
 
 
 def budget_arrays(budget):

@@ -9,6 +9,7 @@
     adam-batch  Adam with beta2 fixed or by its half-life in samples, and plain SGD, tuned per B from B = 1 up
     lr-surge    the tuned rate against B for SGD and Adam at two targets, next to B_simple
     data-vs-width  B_crit across model widths at a fixed training set, and across training-set sizes
+    cbs         the critical batch size measured by branching from checkpoints with 1x to 8x the batch
 """
 from importlib import import_module
 from pathlib import Path

@@ -16,7 +16,8 @@ import numpy as np
 
 from minigrad.machine import settings
 
-EXPERIMENTS = ("noise", "keskar", "smith", "gns", "stratified", "momentum", "adam-batch", "lr-surge", "data-vs-width")
+EXPERIMENTS = ("noise", "keskar", "smith", "gns", "stratified", "momentum", "adam-batch", "lr-surge", "data-vs-width",
+               "cbs")
 
 _BASE = {"data": "teacher", "data_options": {}, "hidden": [64, 64], "activation": "relu", "loss": "cross_entropy",
          "dtype": "float32", "optimizer": "sgd", "momentum": 0.9, "eval_growth": 1.04}
@@ -58,6 +59,9 @@ DEFAULTS = {
                           batch_sizes=[4, 16, 64, 256, 1024], lr_grid=[-1, 0, 1], lr_step=2.0, seeds=2,
                           reference_batch=32, reference_lrs=[0.1, 0.3], reference_epochs=6.0, target_margin=0.02,
                           budget_factor=3.0, move_margin=1.5, resamples=400, max_widen=1),
+    # branching from checkpoints of one run at B = 32, lr 0.1 (the default study's pick and rate) (cbs.py)
+    "cbs": dict(_BASE, batch_size=32, lr=0.1, at_epochs=[0.25, 2.0, 6.0], multipliers=[1, 2, 4, 8, 16],
+                branch_epochs=1.0, tolerance=0.1, seeds=4, margin=1.5, resamples=1000, study=None),
 }
 
 QUICK = {
@@ -73,6 +77,7 @@ QUICK = {
     "lr-surge": dict(batch_sizes=[8, 64, 512, 2048], seeds=2, reference_epochs=3.0, max_widen=1, resamples=200),
     "data-vs-width": dict(widths=[16, 256], data_fractions=[0.25, 1.0], batch_sizes=[4, 32, 256, 1024],
                           reference_epochs=3.0, resamples=200),
+    "cbs": dict(seeds=3, at_epochs=[0.25, 1.0, 4.0], multipliers=[1, 2, 4, 8], branch_epochs=0.5, resamples=500),
 }
 
 # The small study the gns experiment runs when it is given none: `minigrad bench --quick` (default), or smaller
@@ -105,10 +110,10 @@ def make_config(name, quick=False, **overrides):
 
 
 # the experiments' settings that are checked (their ranges are the settings table's)
-CHECKED = ("at_epochs", "batch_sizes", "draws", "epochs", "lr", "seeds", "factor", "checkpoints", "hidden",
+CHECKED = ("at_epochs", "batch_size", "batch_sizes", "draws", "epochs", "lr", "seeds", "factor", "checkpoints", "hidden",
            "momentum", "momenta", "margin", "resamples", "beta2", "adam_lr", "lr_step", "basin_tolerance",
            "same_margin", "max_widen", "target_margin", "loose_margin", "fall_margin", "peak_range", "widths", "width",
-           "data_fractions", "move_margin")
+           "data_fractions", "move_margin", "multipliers", "branch_epochs", "tolerance")
 
 
 @dataclass

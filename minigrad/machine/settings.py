@@ -149,6 +149,8 @@ SETTINGS = {s.name: s for s in [
        "than the fastest batch size in 90% of resamples.", lo=0, hi=10, defaults={"bench": 0.05}),
     _s("equal_epochs", "float", "Epochs of the equal-budget comparison.", lo=0, hi=1e5, lo_open=True,
        defaults={"bench": 5.0}, quick=3.0),
+    _s("verify_seeds", "int", "Seeds per arm of the verify phase, which trains the recommended batch-size schedule "
+       "against the pick at its tuned rate (0: off).", lo=0, hi=1000, defaults={"bench": 4}, quick=3),
     _s("eval_growth", "float", "Each evaluation comes this factor more steps after the last.", lo=1, hi=10,
        lo_open=True, defaults={"bench": 1.04}),
     # one training run
@@ -159,6 +161,10 @@ SETTINGS = {s.name: s for s in [
     _s("warmup_epochs", "float", "Linear learning-rate warm-up.", lo=0, hi=1e5, defaults={"train": 0.0}),
     _s("batch_growth", "int", "Multiply the batch size by this at each milestone (instead of decaying the rate).",
        lo=1, hi=1e6, defaults={"train": 1}),
+    _s("batch_stages", "str", "A batch size and learning rate per stage, each stage after the first beginning when the "
+       "validation error first reaches its level or at a step: B:LR,B:LR@err=E,... or B:LR,B:LR@step=N,... "
+       "(replaces --batch-size, --lr and --batch-growth; the --lr-schedule's factor still applies).", nullable=True,
+       defaults={"train": None}, what="stages B:LR,B:LR@err=E,..."),
     _s("milestones", "floats", "Epochs at which the step schedule decays the rate or grows the batch.", lo=0,
        hi=1e5, empty=True, defaults={"train": []}),
     _s("steps", "int", "Budget in optimizer steps.", lo=1, hi=1e12, nullable=True, defaults={"train": None}),
@@ -189,6 +195,10 @@ SETTINGS = {s.name: s for s in [
     _s("widths", "ints", "Hidden widths to compare.", lo=1, hi=1e6),
     _s("width", "int", "Hidden width.", lo=1, hi=1e6),
     _s("data_fractions", "floats", "Fractions of the training set.", lo=0, hi=1, lo_open=True),
+    _s("multipliers", "ints", "Multiples of the batch size to branch with.", lo=1, hi=1e4, unique=True),
+    _s("branch_epochs", "float", "Epochs of examples each branch trains.", lo=0, hi=1e4, lo_open=True),
+    _s("tolerance", "float", "Progress this fraction short of the base branch's still counts as the same.", lo=0,
+       hi=1, hi_open=True),
     _s("move_margin", "float", "Ratio beyond which B_crit counts as moved.", lo=1, hi=100, lo_open=True),
 ]}
 

@@ -36,6 +36,7 @@ class Analysis:
     adaptive: dict = field(default_factory=dict)  # trials, rounds, state
     busy: str = None        # one line when the step times came from a busy machine
     ladder: list = field(default_factory=list)  # the answer at easier error levels (minigrad.study.ladder)
+    schedule: dict = field(default_factory=dict)  # the batch-size schedule and its verification (study.schedule)
 
 
 def step_times(table):
@@ -123,7 +124,25 @@ def analyse(study_file):
     from minigrad.study.ladder import along_training
 
     analysis.ladder = along_training(study_file, results, times if have_times else {}, target, best)
+    analysis.schedule = batch_schedule(study_file, results, analysis, config)
     return analysis
+
+
+def batch_schedule(study_file, results, a: Analysis, config):
+    """The schedule the ladder's curves recommend (minigrad.study.schedule), its recipe, and the verify phase's
+    result when the file holds one; {} without a ladder, step times or a pick."""
+    from minigrad.study import schedule as SCH
+
+    t = {r["batch_size"]: r["step_time_s"] for r in a.rows if math.isfinite(r["step_time_s"])}
+    rec = a.recommendation
+    out = SCH.choose(study_file, results, t, a.ladder, (rec["batch_size"], rec["lr"]) if rec else None)
+    if not out:
+        return {}
+    last = next(r for r in a.rows if r["batch_size"] == out["stages"][-1]["batch_size"])
+    out["recipe"] = recipe(config, last, a.target, stages=out) if out["saves"] else ""
+    out["verification"] = SCH.verification(study_file, t, out)
+    out["verify_seeds"] = config.get("verify_seeds")  # None: a study made before the phase existed
+    return out
 
 
 
@@ -183,11 +202,18 @@ def recommend(rows, T, cells, times, config, target):
     return out, pick
 
 
-def recipe(config, row, target):
+def recipe(config, row, target, stages=None):
     """The `minigrad train` line that trains the pick to the target: its measured rate, a step budget of 1.5x the
     most steps any seed or resample needed (training stops at the target; one run varies more than the median), and
-    the thread count its step time t(B) was measured with, when known."""
-    steps_hi = max(x for x in (row["steps"], row["steps_hi"], row["seed_steps"][1]) if math.isfinite(x))
+    the thread count its step time t(B) was measured with, when known. stages: a schedule of
+    minigrad.study.schedule instead (its --batch-stages, a budget of 1.5x its predicted steps; row: its last
+    stage's)."""
+    if stages:
+        steps_hi = stages["steps"]
+        size = ["--batch-stages", stages["text"]]
+    else:
+        steps_hi = max(x for x in (row["steps"], row["steps_hi"], row["seed_steps"][1]) if math.isfinite(x))
+        size = ["--batch-size", str(row["batch_size"]), "--lr", f"{row['best_lr']:g}"]
     args = ["minigrad", "train", "--data", str(config["data"]), "--hidden", ",".join(map(str, config["hidden"])),
             "--activation", config["activation"], "--loss", config["loss"], "--optimizer", config["optimizer"]]
     if config["optimizer"] != "sgd":
@@ -198,8 +224,8 @@ def recipe(config, row, target):
         beta2 = scaled_beta2(config.get("beta2", 0.999), row["batch_size"], config.get("beta2_rule", "fixed"),
                              config.get("beta2_halflife"), config["reference_batch_size"])
         args += ["--beta2", f"{beta2:.12g}"]
-    args += ["--sampler", config["sampler"], "--dtype", config["dtype"], "--batch-size", str(row["batch_size"]),
-             "--lr", f"{row['best_lr']:g}", "--steps", str(int(math.ceil(1.5 * steps_hi))), "--target", f"{target:g}"]
+    args += ["--sampler", config["sampler"], "--dtype", config["dtype"], *size,
+             "--steps", str(int(math.ceil(1.5 * steps_hi))), "--target", f"{target:g}"]
     if timed_threads(row):  # the thread count t(B) was timed with: the recipe runs at the time the answer promises
         args += ["--threads", str(timed_threads(row))]
     if config.get("data_seed"):

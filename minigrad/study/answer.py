@@ -171,6 +171,55 @@ def ladder_cells(r):
             "yes" if r["ok"] else "no"]
 
 
+def schedule_sentence(sch):
+    """What the schedule predicts and, after the verify phase, what training it showed and which to use."""
+    if not sch:
+        return ""
+    f = sch["fixed"]
+    fixed = f"B = {f['batch_size']} at learning rate {f['lr']:g}"
+    predicted = (f"predicted {fmt_count(sch['steps'])} steps, {fmt_time(sch['time_s'])} of compute, against "
+                 f"{fmt_count(f['steps'])} steps and {fmt_time(f['time_s'])} for {fixed} "
+                 f"(ratio {sch['predicted_ratio']:.2f})")
+    if not sch["saves"]:
+        return (f"Batch-size schedule: the ladder's curves predict no saving over the fixed {fixed} ({predicted}): "
+                "use the fixed batch size.")
+    stages = " then ".join(f"B = {s['batch_size']}" + (f" from error {s['from_level']:g}" if s["from_level"]
+                                                       is not None else "") for s in sch["stages"])
+    text = f"Batch-size schedule from the ladder's curves: {stages}; {predicted}."
+    v = sch.get("verification") or {}
+    if not v:
+        return text + (" Not verified: the verify phase is off (verify_seeds = 0); it would train both with fresh "
+                       "seeds." if sch.get("verify_seeds") == 0 else " Not verified yet: the verify phase has not run "
+                       "(`minigrad bench` on this file runs it).")
+    if not v["same"]:
+        text += (f" The verify phase in this file trained another schedule, {v['text']} (an older choice); what "
+                 "follows is its result.")
+    span = _range(v["time_ratio_lo"], v["time_ratio_hi"], lambda x: f"{x:.2f}")
+    steps = _range(v["steps_ratio_lo"], v["steps_ratio_hi"], lambda x: f"{x:.2f}")
+    text += (f" Verified with {v['seeds']} fresh seeds each: time to target schedule / fixed = {v['time_ratio']:.2f} "
+             f"({INTERVAL_NAME} {span}), steps {v['steps_ratio']:.2f} ({steps}); \"the schedule saves time\": "
+             f"{v['outcome']}. ")
+    if v["use"] == "schedule":
+        return text + (f"Use the schedule: it reaches the target in {1 - v['time_ratio']:.0%} less time "
+                       f"({1 - v['time_ratio_hi']:.0%} to {1 - v['time_ratio_lo']:.0%}).")
+    why = ("the saving is within noise" if v["outcome"] == "inconclusive" else "it saves no time worth having")
+    return text + f"Use the fixed {fixed}: {why}."
+
+
+def schedule_cells(sch):
+    """The schedule's stages, then the fixed batch size, as table rows."""
+    rows = [[f"#{i + 1}", str(s["batch_size"]), f"{s['lr']:g}", "start" if s["from_level"] is None else
+             f"{s['from_level']:g}", f"{s['to_level']:g}", fmt_count(s["steps"]), fmt_count(s["examples"]),
+             fmt_time(s["step_time_s"]), fmt_time(s["time_s"])] for i, s in enumerate(sch["stages"])]
+    f = sch["fixed"]
+    rows.append(["fixed", str(f["batch_size"]), f"{f['lr']:g}", "start", f"{sch['levels'][-1]:g}",
+                 fmt_count(f["steps"]), fmt_count(f["examples"]), "-", fmt_time(f["time_s"])])
+    return rows
+
+
+SCHEDULE_HEADINGS = ["stage", "B", "lr", "from error", "to error", "steps", "examples", "step time", "time"]
+
+
 LADDER_HEADINGS = ["val error", "S_min", "E_min", "B_crit", "interval", "CBS-20%", "interval ", "B_simple", "fit ok"]
 
 
@@ -203,6 +252,8 @@ class Answer:
     machine: dict = field(default_factory=dict)
     ladder: list = field(default_factory=list)   # per error level: S_min, E_min, B_crit, CBS-20%, B_simple, rows
     ladder_sentence: str = ""
+    schedule: dict = field(default_factory=dict)  # the batch-size schedule, its prediction and verification
+    schedule_sentence: str = ""
     others: list = field(default_factory=list)  # the answers for further step-time tables (other_answer)
 
     @property
@@ -253,6 +304,7 @@ class Answer:
                 b_simple_trials=r["gns_trials"], unresolved_fraction=r["unresolved"],
                 rows=[dict(batch_size=x["batch_size"], steps=x["steps"], steps_interval=[x["steps_lo"], x["steps_hi"]],
                            lr=x["lr"], misfit=x["misfit"]) for x in r["rows"]]) for r in self.ladder]),
+            schedule=None if not self.schedule else dict(self.schedule, sentence=self.schedule_sentence),
             other_answers=self.others)
         return _plain(out)
 
@@ -280,6 +332,7 @@ def of(analysis: Analysis, attrs=None, others=()):
         equal_epochs=a.config.get("equal_epochs", math.nan), adaptive=a.adaptive,
         adaptive_sentence=adaptive_sentence(a), gns=a.gns, busy=a.busy or "", config=a.config,
         machine=machine(attrs or {}), ladder=a.ladder, ladder_sentence=trend_sentence(a.ladder),
+        schedule=a.schedule, schedule_sentence=schedule_sentence(a.schedule),
         others=[own_answer(a, attrs or {})] + [other_answer(*o) for o in others] if others else [])
 
 

@@ -9,8 +9,8 @@ import html
 import math
 from pathlib import Path
 
-from minigrad.study.answer import (INTERVAL_NAME, LADDER_HEADINGS, Answer, fmt_count, fmt_interval, fmt_time,
-                                   fmt_time_range, answer_card, ladder_cells)
+from minigrad.study.answer import (INTERVAL_NAME, LADDER_HEADINGS, SCHEDULE_HEADINGS, Answer, fmt_count,
+                                   fmt_interval, fmt_time, fmt_time_range, answer_card, ladder_cells, schedule_cells)
 
 _CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 0; color: #1d2327;
@@ -153,6 +153,21 @@ def _ladder_section(ans):
             + _table(LADDER_HEADINGS, rows, ["pick" if r["is_target"] else None for r in ans.ladder]) + "</section>")
 
 
+def _schedule_section(ans):
+    if not ans.schedule:
+        return ""
+    recipe = ans.schedule.get("recipe")
+    return ("<section id='schedule'><h2>A batch-size schedule</h2>"
+            "<p>The training is cut at the ladder's levels into stages, each at one batch size (never smaller than "
+            "the stage before's) and that batch size's best rate at the stage's last level. A stage's steps are read "
+            "off the tuning traces at that batch size and rate, seed by seed, as the steps between crossing the level "
+            "where it begins and the level where it ends; its time is those steps times the step time t(B), and the "
+            "stages are those of the least predicted time. The last row: the fixed pick, predicted the same way.</p>"
+            + _table(SCHEDULE_HEADINGS, schedule_cells(ans.schedule), [None] * len(ans.schedule["stages"]) + ["pick"])
+            + f"<p>{_e(ans.schedule_sentence)}</p>"
+            + (f"<div class='recipe' id='schedule-recipe'>{_e(recipe)}</div>" if recipe else "") + "</section>")
+
+
 def _equal_section(ans):
     if not ans.equal:
         return ""
@@ -197,7 +212,7 @@ def render(ans: Answer, study_file, figures):
     attrs = study_file.attrs
     name = Path(study_file.path).name
     sections = [answer_card(ans), _rows_section(ans), _others_section(ans), _fit_section(ans), _ladder_section(ans),
-                _equal_section(ans)]
+                _schedule_section(ans), _equal_section(ans)]
     if ans.adaptive_sentence:
         sections.append(f"<section><h2>Adaptive phase</h2><p>{_e(ans.adaptive_sentence)}</p></section>")
     if figures:

@@ -6,8 +6,8 @@ import os
 import sys
 
 from minigrad.study.analysis import Analysis, analyse, time_gaps  # noqa: F401 - the report's public names
-from minigrad.study.answer import (INTERVAL_NAME, LADDER_HEADINGS, Answer, fmt_count, fmt_interval,  # noqa: F401
-                                   fmt_time, fmt_time_range, ladder_cells, of)
+from minigrad.study.answer import (INTERVAL_NAME, LADDER_HEADINGS, SCHEDULE_HEADINGS, Answer, fmt_count,  # noqa: F401
+                                   fmt_interval, fmt_time, fmt_time_range, ladder_cells, of, schedule_cells)
 from minigrad.study.uncertainty import INTERVAL, fit_steps  # noqa: F401
 
 
@@ -116,6 +116,18 @@ def print_report(a, console=None, wide=False):
         console.print(lad)
         if ans.ladder_sentence:
             console.print(ans.ladder_sentence, soft_wrap=soft)
+    if ans.schedule:
+        sch = Table(title="a batch-size schedule from the ladder: per stage the B and rate with the least predicted "
+                          "time (steps in the stage from the same traces, times t(B)); then the fixed pick",
+                    box=box.SIMPLE_HEAD, padding=(0, 1), title_justify="left")
+        for name in SCHEDULE_HEADINGS:
+            sch.add_column(name, justify="right", no_wrap=True)
+        for row in schedule_cells(ans.schedule):
+            sch.add_row(*row, style="dim" if row[0] == "fixed" else None)
+        console.print(sch)
+        console.print(ans.schedule_sentence, soft_wrap=soft)
+        if ans.schedule.get("recipe"):
+            console.print(f"To train the schedule: {ans.schedule['recipe']}", soft_wrap=soft, markup=False)
     if ans.equal:
         eq = Table(title=f"equal budget: {ans.equal_epochs:g} epochs at every B (median over seeds)")
         for name in ("B", "tuned lr", "val error", "test error", "fixed lr", "val error ", "test error "):

@@ -213,6 +213,8 @@ def run_study(config, out, *, overwrite=False, executor=None, echo=print, measur
                         results.append(S.result_row(result["run_id"], result["attrs"], result["columns"]))
                         advance(advance=1)
                 writer.flush()
+            if shard is None and not shard_done:
+                _verify(config, out, results, executor, writer, where, times)
         if getattr(executor, "restarts", 0):
             echo(f"{executor.restarts} time(s) a worker process died; its unfinished trials were rerun")
         if duplicates:
@@ -230,6 +232,37 @@ def run_study(config, out, *, overwrite=False, executor=None, echo=print, measur
             writer.set_attrs({"adaptive_state": state})
             echo(f"adaptive phase: {state}")
     return out
+
+
+def verify_phase(config, path, results, times=None):
+    """The verify phase's trials (minigrad.study.schedule): the schedule the finished study recommends, against its
+    pick; [] when it is off, the study unfinished, or no schedule predicts a saving."""
+    from minigrad import store
+    from minigrad.study import schedule as SCH
+    from minigrad.study.analysis import analyse
+
+    if not config.get("verify_seeds") or next_batch(config, results, times=times)[1]:
+        return []
+    analysis = analyse(store.open(path))
+    target = analysis.target
+    return SCH.verify_trials(config, analysis.schedule, S.reference_cost(config, results, target), target)
+
+
+def _verify(config, out, results, executor, writer, where, times):
+    done = writer.completed_run_ids()
+    specs = [t for t in verify_phase(config, out, results, times) if t.run_id not in done]
+    if not specs:
+        return
+    from minigrad.machine.progress import progress_bar
+
+    with progress_bar(f"verify trials ({where})", total=len(specs)) as advance:
+        for result in executor.run(config, specs):
+            if result["run_id"] in writer.completed_run_ids():
+                continue
+            writer.write_run(result["run_id"], result["attrs"], result["columns"])
+            results.append(S.result_row(result["run_id"], result["attrs"], result["columns"]))
+            advance(advance=1)
+    writer.flush()
 
 
 def study_complete(config, path):

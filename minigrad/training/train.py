@@ -276,7 +276,7 @@ def _train(stack, threads, model, data, batch_size, lr, optimizer, *, budget, ta
         epoch = stepper.epoch
         for name, value in (("step", step), ("examples", stepper.examples), ("epoch", epoch),
                             ("train_loss", train_loss), ("val_loss", val_loss), ("val_error", val_error),
-                            ("lr", stepper.lr), ("batch_size", batch_schedule(epoch)),
+                            ("lr", stepper.lr), ("batch_size", batch_schedule(epoch, stepper.stage)),
                             ("grad_norm", float(np.linalg.norm(model.grads)))):
             rows[name].append(value)
         for hook in eval_hooks:
@@ -311,6 +311,12 @@ def _train(stack, threads, model, data, batch_size, lr, optimizer, *, budget, ta
         if (status is None and censor_steps is not None and target is not None and reached is None
                 and step >= max(censor_steps, replay_until)):
             status = CENSORED  # never inside a replay: that one is locating a crossing already seen
+        if status is None and batch_schedule.stages:
+            # a stage keyed on the error begins at the first evaluation at or below its level (the furthest such)
+            crossed = [i for i, st in enumerate(batch_schedule.stages)
+                       if i > stepper.stage and st.error is not None and val_error <= st.error]
+            if crossed:
+                stepper.begin_stage(max(crossed))
         if status is None and target is not None and reached is None:
             last = (step, stepper.snapshot())
         next_eval = next_eval_step(step, eval_growth)
@@ -334,6 +340,11 @@ def _train(stack, threads, model, data, batch_size, lr, optimizer, *, budget, ta
                  test_loss=float(test_loss), compute_s=compute_s, eval_s=eval_s, replay_s=timing["replay"],
                  initial_val_loss=float(initial_val_loss), eval_gap_floor=floor, compile_s=compile_s,
                  step_path=model.step_path(batch_schedule(0.0), optimizer))
+    if batch_schedule.stages:
+        from minigrad.training.schedules import format_stages
+
+        attrs["batch_stages"] = format_stages(batch_schedule.stages)
+        attrs["stage_starts"] = stepper.stage_starts()  # the step each stage began at (None: never)
     if pool.count is not None:
         attrs["threads"] = pool.count
     if pool.times:
