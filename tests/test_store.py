@@ -341,7 +341,8 @@ def test_sigkill_at_random_moments_loses_no_finished_run(tmp_path):
         proc = subprocess.run(WRITER + [str(path), str(POINTS), "3", str(before + 2)], capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr
         s = check_study(path, [run_id(i) for i in range(before + 2)])
-        assert s.unmerged == set() and not Path(f"{path}.pending").exists()
+        journal = Path(f"{path}.pending")
+        assert s.unmerged == set() and not journal.exists(), sorted(p.name for p in journal.iterdir())
     print(f"\n{kills} kills, {verified} reported runs verified after their kill, {total} runs in the final files, "
           f"{in_write} kills inside write_run, {in_commit} inside a commit")
     assert verified > 20 and in_write >= 1  # the kills did hit the dangerous window
