@@ -11,7 +11,8 @@ from the same weights and steps on the same data. The worker needs only numpy an
 The step matches MLP.train_step: forward, mean softmax cross-entropy, backward, and the optimizer's update (sgd,
 momentum, nesterov, adam with minigrad's default hyper-parameters and no weight decay). GELU is the tanh
 approximation, as in minigrad's kernels. Timing is throughput.measure's: the first call timed apart (first_call_s,
-JAX's compilation for that shape included), a short warm-up, then time_calls / median_iqr.
+JAX's compilation for that shape included), a short warm-up, then timing.time_rounds: the median of every
+call, and each round's median (rounds_s), the repeated measurements the answer's intervals resample.
 
 Run as `python -m minigrad.profile.frameworks '<job as JSON>'`, the worker prints one JSON line.
 """
@@ -409,7 +410,7 @@ def worker(job):
         if job.get("check"):
             losses = [float(make_step(inputs[f"X{B}"], inputs[f"y{B}"])()) for B in job["batch_sizes"]]
             return {"losses": losses, "params": np.concatenate([a.ravel() for wb in get_params() for a in wb]).tolist()}
-        from minigrad.machine.timing import median_iqr, time_calls
+        from minigrad.machine.timing import BUSY_SPREAD, median_iqr, time_calls, time_rounds
 
         rows = []
         for B in job["batch_sizes"]:
@@ -418,11 +419,21 @@ def worker(job):
             step()  # compiles what this B needs (JAX, torch.compile)
             first = time.perf_counter() - t0
             time_calls(step, min_time=0.02, min_repeats=2)  # warm-up
-            samples = time_calls(step, job.get("repeats"), job.get("min_time", 0.3), job.get("min_repeats", 5))
-            median, iqr = median_iqr(samples)
+            # in rounds, as minigrad's own step times: their medians carry the timing's spread into the answer;
+            # rounds too far apart are measured once more, and marked busy if they stay so
+            for attempt in range(2):
+                rounds = time_rounds(step, job.get("repeats"), job.get("min_time", 0.3), job.get("min_repeats", 5))
+                medians = [median_iqr(r)[0] for r in rounds]
+                spread = max(medians) / min(medians) - 1.0
+                if spread <= BUSY_SPREAD:
+                    break
+            median, iqr = median_iqr([t for r in rounds for t in r])
             rows.append(dict(backend=backend, threads=job["threads"], dtype=weights[0].dtype.name, batch_size=B,
-                             step_time_s=median, iqr_s=iqr, samples_per_s=B / median, repeats=len(samples),
-                             first_call_s=first, version=version))
+                             step_time_s=median, iqr_s=iqr, samples_per_s=B / median,
+                             repeats=sum(map(len, rounds)), first_call_s=first, version=version,
+                             rounds_s=" ".join(repr(m) for m in medians), remeasured=attempt,
+                             busy=int(spread > BUSY_SPREAD),
+                             busy_reason=f"rounds {spread:.0%} apart" if spread > BUSY_SPREAD else ""))
         return {"rows": rows, "version": version}
     except Exception as exc:  # e.g. torch.compile without a C++ compiler
         return {"error": _one_line(exc)}

@@ -36,6 +36,7 @@ class Analysis:
     adaptive: dict = field(default_factory=dict)  # trials, rounds, state
     busy: str = None        # one line when the step times came from a busy machine
     ladder: list = field(default_factory=list)  # the answer at easier error levels (minigrad.study.ladder)
+    trial_cost: dict = field(default_factory=dict)  # the trials' compute at these step times (trial_cost)
 
 
 def step_times(table):
@@ -49,6 +50,20 @@ def step_times(table):
         values = [float(x) for x in rounds.split()] if rounds else [float(row["step_time_s"])]
         out[int(row["batch_size"])] = np.array(values)
     return out
+
+
+def trial_cost(study_file):
+    """The study's trials and the step times of its table, for what they cost (answer.study_costs): {"steps": {B:
+    steps run by every stored run at B, all phases}, "runs": {B: how many}, "t": {B: t(B), where the table has
+    it}}."""
+    t = {int(r["batch_size"]): float(r["step_time_s"]) for r in table_rows(study_file.throughput)}
+    steps, runs = {}, {}
+    for run in study_file.runs.values():
+        if run.attrs.get("steps") is not None:
+            B = int(run.attrs["batch_size"])
+            steps[B] = steps.get(B, 0) + int(run.attrs["steps"])
+            runs[B] = runs.get(B, 0) + 1
+    return {"steps": steps, "runs": runs, "t": {B: t[B] for B in steps if B in t}}
 
 
 def table_rows(table):
@@ -107,6 +122,7 @@ def analyse(study_file):
     analysis.recommendation, analysis.recommended = recommend(rows, draws["T"] if have_times else draws["S"], cells,
                                                               times if have_times else {}, config, target)
     analysis.equal = equal_budget(study_file)
+    analysis.trial_cost = trial_cost(study_file)
     analysis.heat = {"cells": {k: float(np.median(v)) for k, v in cells.items()},
                      "diverged": {(r["batch_size"], r["lr"]) for r in tuned if r["status"] == "DIVERGED"}}
     adapt = [r for r in results if r["phase"] == "adapt"]
