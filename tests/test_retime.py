@@ -430,3 +430,31 @@ def test_framework_step_times_answer_with_their_rounds(study, name, backend):
     with_rounds = widths(rows)
     without = widths([{k: v for k, v in r.items() if k != "rounds_s"} for r in rows])
     assert all(w >= v - 1e-15 for w, v in zip(with_rounds, without)) and with_rounds != without
+
+
+def test_the_recipe_evaluates_where_its_trials_did(study, tmp_path):
+    """The recipe's budget is its trials' (the budget sets the floor on steps between evaluations, and with it where
+    a run evaluates and so the step at which it meets the target): the printed line runs with its trials' floor; the
+    budget it had before (1.5x the most steps needed) gives another (the control). bench/recipe_time.py shows the
+    steps then match on the default study; this study's n_train is not a `minigrad train` option."""
+    import math
+    import shlex
+
+    from minigrad import store
+
+    file = minigrad.open_study(study).file
+    answer = minigrad.open_study(study).answer()
+    row = next(r for r in answer.rows if r["batch_size"] == answer.pick)
+    trials = [r.attrs for r in file.runs.values() if r.attrs["phase"] in ("tune", "adapt")
+              and r.attrs["batch_size"] == answer.pick and r.attrs["lr"] == row["best_lr"]]
+    words = shlex.split(answer.recipe.split("  #")[0])[2:]
+    assert int(words[words.index("--steps") + 1]) == max(int(t["budget_steps"]) for t in trials)
+    floors = {}
+    for name, steps in (("recipe", words[words.index("--steps") + 1]),
+                        ("before", str(math.ceil(1.5 * max(row["steps_hi"], row["seed_steps"][1]))))):
+        words[words.index("--steps") + 1] = steps
+        result = CliRunner().invoke(cli, ["train", *words, "--out", str(tmp_path / f"{name}.h5")])
+        assert result.exit_code == 0, result.output
+        run, = store.open(tmp_path / f"{name}.h5").runs.values()
+        floors[name] = run.attrs["eval_gap_floor"]
+    assert floors["recipe"] == trials[0]["eval_gap_floor"] != floors["before"]

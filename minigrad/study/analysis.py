@@ -52,6 +52,15 @@ def step_times(table):
     return out
 
 
+def trial_budget(study_file, B, lr):
+    """The largest step budget the study's tuning trials at (B, lr) had (None when not stored): it sets where a run
+    evaluates (training.train.eval_gap_floor), so a run given it reaches the target at its trial's step."""
+    budgets = [int(r.attrs["budget_steps"]) for r in study_file.runs.values()
+               if r.attrs.get("phase") in S.TUNED and int(r.attrs["batch_size"]) == B and float(r.attrs["lr"]) == lr
+               and r.attrs.get("budget_steps") is not None]
+    return max(budgets, default=None)
+
+
 def trial_cost(study_file):
     """The study's trials and the step times of its table, for what they cost (answer.study_costs): {"steps": {B:
     steps run by every stored run at B, all phases}, "runs": {B: how many}, "t": {B: t(B), where the table has
@@ -114,7 +123,8 @@ def analyse(study_file):
             seeds=len(cells.get((B, lr), ())), seed_steps=_finite_range(cells.get((B, lr), ())),
             status=_status_word([r["status"] for r in trials if r["lr"] == lr]),
             counts={s: sum(r["status"] == s for r in trials) for s in STATUSES},
-            n_trials=len(trials), n_diverged=sum(r["status"] == "DIVERGED" for r in trials)))
+            n_trials=len(trials), n_diverged=sum(r["status"] == "DIVERGED" for r in trials),
+            budget_steps=trial_budget(study_file, B, lr)))
 
     fit = U.fit_with_check(rows, draws)
     analysis = Analysis(config=config, target=target, target_reason=reason, rows=rows, fit=fit,
@@ -198,10 +208,12 @@ def recommend(rows, T, cells, times, config, target):
 
 
 def recipe(config, row, target):
-    """The `minigrad train` line that trains the pick to the target: its measured rate, a step budget of 1.5x the
-    most steps any seed or resample needed (training stops at the target; one run varies more than the median), and
-    the thread count its step time t(B) was measured with, when known."""
+    """The `minigrad train` line that trains the pick to the target: its measured rate, the step budget its trials
+    had (training stops at the target; the budget sets where a run evaluates, so with it seed 0 reaches the target at
+    the step its trial did; without it, 1.5x the most steps any seed or resample needed), and the thread count its
+    step time t(B) was measured with, when known."""
     steps_hi = max(x for x in (row["steps"], row["steps_hi"], row["seed_steps"][1]) if math.isfinite(x))
+    budget = row.get("budget_steps") or int(math.ceil(1.5 * steps_hi))
     args = ["minigrad", "train", "--data", str(config["data"]), "--hidden", ",".join(map(str, config["hidden"])),
             "--activation", config["activation"], "--loss", config["loss"], "--optimizer", config["optimizer"]]
     if config["optimizer"] != "sgd":
@@ -213,7 +225,7 @@ def recipe(config, row, target):
                              config.get("beta2_halflife"), config["reference_batch_size"])
         args += ["--beta2", f"{beta2:.12g}"]
     args += ["--sampler", config["sampler"], "--dtype", config["dtype"], "--batch-size", str(row["batch_size"]),
-             "--lr", f"{row['best_lr']:g}", "--steps", str(int(math.ceil(1.5 * steps_hi))), "--target", f"{target:g}"]
+             "--lr", f"{row['best_lr']:g}", "--steps", str(budget), "--target", f"{target:g}"]
     if timed_threads(row):  # the thread count t(B) was timed with: the recipe runs at the time the answer promises
         args += ["--threads", str(timed_threads(row))]
     if config.get("data_seed"):
