@@ -243,6 +243,7 @@ def test_step_times_of_a_missing_framework_are_refused_in_one_line(study, monkey
     assert result.exit_code == 2, result.output
     last = result.output.strip().splitlines()[-1]
     assert "torch is not installed" in last and "MINIGRAD_COMPARE_PYTHON" in last
+    assert [line for line in result.output.splitlines() if "not installed" in line] == [last]  # said once
     assert study.read_bytes() == before
     monkeypatch.setenv("MINIGRAD_COMPARE_PYTHON", "/nonexistent/python")
     result = CliRunner().invoke(cli, ["report", str(study), "--step-times", "jax", "--threads", "1"])

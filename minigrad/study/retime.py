@@ -99,8 +99,10 @@ def measure_framework(study, name, *, threads=None, echo=print):
          f"threads {', '.join(map(str, threads))}")
     start = time.perf_counter()
     dtype = step.pop("dtype")
+    # the framework's skip reason is said once, in the error below
+    quiet = (lambda msg: None if msg.endswith("; skipped") else echo(msg))  # noqa: E731
     rows, skipped = frameworks.measure([name], step.pop("sizes"), step.pop("batch_sizes"), threads, [dtype],
-                                       echo=echo, **step)
+                                       echo=quiet, **step)
     if skipped:
         raise ValueError(f"--step-times {name}: {skipped[name].removesuffix('; skipped')}; or set "
                          "MINIGRAD_COMPARE_PYTHON to an interpreter that has it")
