@@ -297,6 +297,8 @@ def test_the_study_cost_is_steps_run_times_step_time_on_each_table(study, tmp_pa
     assert lib["library"] == "file lib.csv" and lib["seconds"] == pytest.approx(expected, rel=1e-12)
     assert lib["trials"] == own["trials"] == trials and lib["left_out"] == [32]  # the reference runs' B is untimed
     with h5py.File(study, "r") as f:
+        assert lib["left_out_trials"] == sum(int(g.attrs["batch_size"]) == 32 for g in f["runs"].values()) > 0
+    with h5py.File(study, "r") as f:
         t = {int(B): float(s) for B, s in zip(f["throughput"]["batch_size"][()], f["throughput"]["step_time_s"][()])}
     assert own["library"] == "minigrad" and own["seconds"] == pytest.approx(_cost_by_hand(study, t)[0], rel=1e-9)
     # the same sentence in every output

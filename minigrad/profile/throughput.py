@@ -239,9 +239,7 @@ def measure(sizes, batch_sizes, backends="blas", threads=None, dtypes="float32",
             "env": environment()}
 
 
-
-
-_rounds = round_sizes
+_rounds = round_sizes  # the split into rounds lives in machine/timing.py, shared with the frameworks' timing
 
 
 def _time_step(model, opt, X, y, repeats, min_time, min_repeats, ceiling=None, flops=None, chunk=None):

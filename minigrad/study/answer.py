@@ -298,6 +298,7 @@ def study_costs(a: Analysis, others=()):
     common = sorted(set(steps).intersection(*(an.trial_cost["t"] for _, _, an in tables)))
     left_out = sorted(set(steps) - set(common))
     return [dict(name=name, library=library_name(attrs), trials=sum(runs[B] for B in common), left_out=left_out,
+                 left_out_trials=sum(runs[B] for B in left_out),
                  seconds=sum(steps[B] * an.trial_cost["t"][B] for B in common)) for name, attrs, an in tables]
 
 
@@ -327,8 +328,9 @@ def cost_sentence(costs):
     parts = [f"{fmt_minutes(c['seconds'])} {'of compute ' if i == 0 else ''}on {c['library']}"
              for i, c in enumerate(costs)]
     left = costs[0]["left_out"]
+    why = "the step-time table has no time for it" if len(costs) == 1 else "not every table times it"
     return (f"This study's trials: {', '.join(parts)} (steps run x t(B), summed over its {costs[0]['trials']} "
-            "trials" + (f"; those at B = {', '.join(map(str, left))} are left out: not every table times it"
+            "trials" + (f"; the {costs[0]['left_out_trials']} at B = {', '.join(map(str, left))} are left out: {why}"
                         if left else "") + ").")
 
 
