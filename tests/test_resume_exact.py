@@ -39,7 +39,7 @@ def _split_decision():
 
 
 def _planned_rates(config, results):
-    return sorted({t["lr"] for t in S.tune_trials(config, 0.1, 0.2, [16], results, (100.0, 1600.0))})
+    return sorted({t.lr for t in S.tune_trials(config, 0.1, 0.2, [16], results, (100.0, 1600.0))})
 
 
 def test_a_grid_is_widened_only_once_every_seed_of_it_is_stored():
@@ -47,7 +47,7 @@ def test_a_grid_is_widened_only_once_every_seed_of_it_is_stored():
     widened_up = float(f"{hi * config['lr_factor']:.4g}")
     assert _planned_rates(config, seed0 + seed1) == [lo, hi, widened_up]  # the complete grid's decision
     assert _planned_rates(config, seed0) == [lo, hi]  # half stored (a kill): no decision yet, only the missing seeds
-    missing = {t["run_id"] for t in S.tune_trials(config, 0.1, 0.2, [16], seed0, (100.0, 1600.0))} - {
+    missing = {t.run_id for t in S.tune_trials(config, 0.1, 0.2, [16], seed0, (100.0, 1600.0))} - {
         r["run_id"] for r in seed0}
     assert missing == {r["run_id"] for r in seed1}
 

@@ -157,7 +157,7 @@ def results_from(cells, phase="tune"):
     out = []
     for (B, lr), steps in cells.items():
         for seed, s in enumerate(steps):
-            out.append(dict(run_id=S.trial(phase, B, lr, seed, 0.1)["run_id"], phase=phase, batch_size=B, lr=lr,
+            out.append(dict(run_id=S.trial(phase, B, lr, seed, 0.1).run_id, phase=phase, batch_size=B, lr=lr,
                             seed=seed, status="COMPLETE", steps_to_target=int(s), best_val_error=0.05))
     return out
 
@@ -166,8 +166,8 @@ def run_round(specs, truth, rng):
     """Results of adaptive trials drawn from `truth` {B: mean steps at the middle rate} with 15% noise."""
     rows = []
     for t in specs:
-        s = truth[t["batch_size"]] * (1 + 3 * abs(math.log(t["lr"] / 0.1))) * math.exp(0.15 * rng.standard_normal())
-        rows.append(dict(S.result_row(t["run_id"], dict(t, status="COMPLETE", steps_to_target=int(s),
+        s = truth[t.batch_size] * (1 + 3 * abs(math.log(t.lr / 0.1))) * math.exp(0.15 * rng.standard_normal())
+        rows.append(dict(S.result_row(t.run_id, dict(vars(t), status="COMPLETE", steps_to_target=int(s),
                                                        best_val_error=0.05), {})))
     return rows
 
@@ -183,22 +183,22 @@ def test_adaptive_rounds_add_trials_near_the_tie_set_and_stop_within_budget():
     rng = np.random.default_rng(0)
     specs, state = S.adaptive_trials(config, results, 0.1, (100, 3200), times)
     assert specs and state.startswith("round 1")
-    assert all(t["phase"] == "adapt" and t["run_id"].endswith("-r1") for t in specs)
-    assert {t["batch_size"] for t in specs} <= {16, 64, 256}
-    assert {round(t["lr"], 4) for t in specs} >= {0.0707, 0.1414}  # halfway to the neighbours in log lr
+    assert all(t.phase == "adapt" and t.run_id.endswith("-r1") for t in specs)
+    assert {t.batch_size for t in specs} <= {16, 64, 256}
+    assert {round(t.lr, 4) for t in specs} >= {0.0707, 0.1414}  # halfway to the neighbours in log lr
     # deterministic: the same results plan the same round; a partial round resumes the same trials
-    assert [t["run_id"] for t in S.adaptive_trials(config, results, 0.1, (100, 3200), times)[0]] == \
-        [t["run_id"] for t in specs]
+    assert [t.run_id for t in S.adaptive_trials(config, results, 0.1, (100, 3200), times)[0]] == \
+        [t.run_id for t in specs]
     partial = results + run_round(specs[:3], truth, rng)
-    assert [t["run_id"] for t in S.adaptive_trials(config, partial, 0.1, (100, 3200), times)[0]] == \
-        [t["run_id"] for t in specs]
+    assert [t.run_id for t in S.adaptive_trials(config, partial, 0.1, (100, 3200), times)[0]] == \
+        [t.run_id for t in specs]
     # run rounds until it stops: never beyond the budget, and it says why it stopped
     spent = 0
     for _ in range(40):
         specs, state = S.adaptive_trials(config, results, 0.1, (100, 3200), times)
         if not specs:
             break
-        new = [t for t in specs if t["run_id"] not in {r["run_id"] for r in results}]
+        new = [t for t in specs if t.run_id not in {r["run_id"] for r in results}]
         results += run_round(new, truth, rng)
         spent += len(new)
     assert not specs and spent <= 30
@@ -214,7 +214,7 @@ def test_adaptive_plan_does_not_depend_on_the_order_results_arrived_in():
     orders = (results, results[::-1], results[1::2] + results[::2])
     stabilities = {U.stability(S.steps_per_cell(order, S.TUNED), times, [16, 64]) for order in orders}
     assert len(stabilities) == 1
-    plans = {tuple(t["run_id"] for t in S.adaptive_trials(config, order, 0.1, (100, 3200), times)[0])
+    plans = {tuple(t.run_id for t in S.adaptive_trials(config, order, 0.1, (100, 3200), times)[0])
              for order in orders}
     assert len(plans) == 1 and next(iter(plans))
 

@@ -27,6 +27,7 @@ import numpy as np
 
 from minigrad.study import uncertainty as U
 from minigrad.study.config import COMPLETE
+from minigrad.training.spec import TrialSpec
 
 # -------------------------------------------------------------------------------------------------- trial ids
 def lr_key(lr):
@@ -36,14 +37,12 @@ def lr_key(lr):
 def trial(phase, batch_size, lr, seed, target, *, epochs=None, steps=None, stop_at_target=True, tag=""):
     """One trial's settings; its budget is `epochs` or `steps`."""
     run_id = f"{phase}-B{batch_size:05d}-lr{lr_key(lr)}-s{seed}{tag}"
-    spec = dict(run_id=run_id, phase=phase, batch_size=int(batch_size), lr=float(lr), seed=int(seed),
-                epochs=None if epochs is None else float(epochs), steps=None if steps is None else int(steps),
-                target=target, stop_at_target=stop_at_target)
-    if phase == "tune":
-        # gradient noise scale at each evaluation (gns_* columns): 2 x 256 examples, about 4% of a trial's time,
-        # its own random stream, so the trajectory is the one without it (minigrad.instruments.noise)
-        spec["gns"] = dict(batch_size=256, batches=2)
-    return spec
+    # tuning trials record the gradient noise scale at each evaluation (gns_* columns): 2 x 256 examples, about 4%
+    # of a trial's time, its own random stream, so the trajectory is the one without it (minigrad.instruments.noise)
+    return TrialSpec(run_id=run_id, phase=phase, batch_size=batch_size, lr=lr, seed=seed,
+                     epochs=None if epochs is None else float(epochs), steps=None if steps is None else int(steps),
+                     target=target, stop_at_target=stop_at_target,
+                     gns=dict(batch_size=256, batches=2) if phase == "tune" else None)
 
 
 def reference_trials(config):
@@ -198,7 +197,7 @@ def adaptive_trials(config, results, target, reference, times):
         specs, state = _adaptive_round(config, before, target, reference, times, k, config["adaptive_budget"] - spent)
         if not specs:
             return [], f"{spent} extra trials in {k - 1} round(s); stopped: {state}"
-        if not all(t["run_id"] in done for t in specs):
+        if not all(t.run_id in done for t in specs):
             return specs, f"round {k}: {state}"
         spent += len(specs)
     raise AssertionError("every adaptive round adds at least one trial, so the budget ends the loop")

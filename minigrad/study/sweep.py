@@ -80,14 +80,14 @@ def plan(config, results, times=None):
     once the earlier ones are complete. times: {B: step times per measurement round} (None: decide on steps)."""
     phases = [("reference", S.reference_trials(config))]
     done = {r["run_id"] for r in results}
-    if not all(t["run_id"] in done for t in phases[0][1]):
+    if not all(t.run_id in done for t in phases[0][1]):
         return phases
     target, _ = S.choose_target(config, results)
     _, reference_lr = S.best_reference(results)
     reference = S.reference_cost(config, results, target)
     tune = S.tune_trials(config, reference_lr, target, config["batch_sizes"], results, reference)
     phases.append(("tune", tune))
-    if not all(t["run_id"] in done for t in tune):
+    if not all(t.run_id in done for t in tune):
         return phases
     adapt, _ = S.adaptive_trials(config, results, target, reference, times or {})
     phases.append(("adapt", adapt))
@@ -103,10 +103,10 @@ def next_batch(config, results, shard=None, times=None):
     done = {r["run_id"] for r in results}
     phases = plan(config, results, times)
     if shard is not None and len(phases) > 1:  # the reference phase is complete: the shard's slice of the grid
-        mine = [t for t in shard_slice(initial_grid(config, results), shard) if t["run_id"] not in done]
+        mine = [t for t in shard_slice(initial_grid(config, results), shard) if t.run_id not in done]
         return ("tune", mine, False) if mine else (None, [], True)
     for name, specs in phases:
-        missing = [t for t in specs if t["run_id"] not in done]
+        missing = [t for t in specs if t.run_id not in done]
         if missing:
             return name, missing, False
     return None, [], False
