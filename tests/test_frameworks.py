@@ -20,7 +20,7 @@ from minigrad.profile.batches import make_batches
 
 SIZES, BATCH_SIZES = [8, 8, 2], [1, 4]
 ROW_KEYS = {"backend", "threads", "dtype", "batch_size", "step_time_s", "iqr_s", "samples_per_s", "repeats",
-            "first_call_s", "version"}
+            "first_call_s", "version", "rounds_s", "remeasured", "busy", "busy_reason"}
 
 
 def _installed(name):
@@ -104,6 +104,9 @@ def test_worker_rows_and_errors(tmp_path, monkeypatch):
     for r in out["rows"]:
         assert set(r) == ROW_KEYS and r["backend"] == "stub" and r["dtype"] == "float64" and r["repeats"] == 3
         assert r["samples_per_s"] == pytest.approx(r["batch_size"] / r["step_time_s"]) and r["iqr_s"] >= 0
+        # timed in rounds, as minigrad's own step times: one median per round, the answer resamples them
+        assert len(r["rounds_s"].split()) == 3 and all(float(t) > 0 for t in r["rounds_s"].split())
+        assert r["busy"] == int(r["remeasured"] == 1 and bool(r["busy_reason"]))
     assert frameworks.worker(job | {"backend": "stub-fails"}) == {"error": "RuntimeError: boom"}
     # check mode: one step per batch, then the parameters in MLP.params' layout (the stub leaves them as they were)
     out = frameworks.worker(job | {"check": True})

@@ -243,6 +243,7 @@ def test_step_times_of_a_missing_framework_are_refused_in_one_line(study, monkey
     assert result.exit_code == 2, result.output
     last = result.output.strip().splitlines()[-1]
     assert "torch is not installed" in last and "MINIGRAD_COMPARE_PYTHON" in last
+    assert [line for line in result.output.splitlines() if "not installed" in line] == [last]  # said once
     assert study.read_bytes() == before
     monkeypatch.setenv("MINIGRAD_COMPARE_PYTHON", "/nonexistent/python")
     result = CliRunner().invoke(cli, ["report", str(study), "--step-times", "jax", "--threads", "1"])
@@ -274,3 +275,189 @@ def test_the_convergence_export_never_writes_through_a_link(tmp_path):
     assert result.exit_code == 2 and "link" in result.output and (tmp_path / "victim.txt").read_text() == "keep"
     result = CliRunner().invoke(cli, ["export", str(tmp_path / "s.h5"), "--convergence", str(tmp_path / "c.json")])
     assert result.exit_code == 0 and (tmp_path / "c.json").read_text().startswith("{")
+
+
+# ------------------------------------------------------------------------------------ what the study's trials cost
+def _cost_by_hand(path, times):
+    """Sum over the file's runs (read with h5py, not minigrad) of steps run x times[B], for B in times."""
+    with h5py.File(path, "r") as f:
+        runs = [(int(g.attrs["batch_size"]), int(g.attrs["steps"])) for g in f["runs"].values()]
+    return sum(steps * times[B] for B, steps in runs if B in times), sum(B in times for B, _ in runs)
+
+
+def test_the_study_cost_is_steps_run_times_step_time_on_each_table(study, tmp_path):
+    times = tmp_path / "lib.csv"
+    times.write_text("batch_size,step_time_s\n8,0.002\n8,0.0022\n8,0.0018\n64,0.003\n")
+    result = CliRunner().invoke(cli, ["report", str(study), "--step-times", str(times), "--html"],
+                                terminal_width=200)
+    assert result.exit_code == 0, result.output
+    answer = minigrad.open_study(study).answer()
+    own, lib = answer.costs
+    expected, trials = _cost_by_hand(study, {8: 0.002, 64: 0.003})  # the median of each batch size's rounds
+    assert lib["library"] == "file lib.csv" and lib["seconds"] == pytest.approx(expected, rel=1e-12)
+    assert lib["trials"] == own["trials"] == trials and lib["left_out"] == [32]  # the reference runs' B is untimed
+    with h5py.File(study, "r") as f:
+        assert lib["left_out_trials"] == sum(int(g.attrs["batch_size"]) == 32 for g in f["runs"].values()) > 0
+    with h5py.File(study, "r") as f:
+        t = {int(B): float(s) for B, s in zip(f["throughput"]["batch_size"][()], f["throughput"]["step_time_s"][()])}
+    assert own["library"] == "minigrad" and own["seconds"] == pytest.approx(_cost_by_hand(study, t)[0], rel=1e-9)
+    # the same sentence in every output
+    assert answer.cost_sentence.startswith("This study's trials: ") and "on file lib.csv" in answer.cost_sentence
+    assert answer.cost_sentence in " ".join(result.output.split())
+    printed = json.loads(CliRunner().invoke(cli, ["report", str(study), "--json"]).output)
+    assert printed["study_cost"]["sentence"] == answer.cost_sentence
+    assert [c["seconds"] for c in printed["study_cost"]["tables"]] == pytest.approx([own["seconds"], expected])
+    assert answer.cost_sentence in study.with_suffix(".html").read_text().replace("&#x27;", "'")
+    # negative control: times twice as long cost twice as much, and the sum by hand sees it
+    double = tmp_path / "double.csv"
+    double.write_text("batch_size,step_time_s\n8,0.004\n64,0.006\n")
+    assert CliRunner().invoke(cli, ["report", str(study), "--step-times", str(double)]).exit_code == 0
+    costs = {c["name"]: c["seconds"] for c in minigrad.open_study(study).answer().costs}
+    assert costs["file-double"] == pytest.approx(2 * expected) and costs["file-double"] != pytest.approx(expected)
+
+
+def test_a_study_alone_states_its_own_cost(study):
+    answer = minigrad.open_study(study).answer()
+    assert [c["name"] for c in answer.costs] == ["study"] and "of compute on minigrad" in answer.cost_sentence
+    assert "PyTorch" not in answer.cost_sentence
+
+
+# ------------------------------------------------------------------------------------ merge keeps every table
+def _tables(path):
+    """{name: its attrs and rows as text} (text, so that a NaN equals a NaN)"""
+    return {name: repr((t["attrs"], t["rows"])) for name, t in minigrad.open_study(path).file.step_times.items()}
+
+
+def test_merge_keeps_every_machines_step_time_table(study, tmp_path):
+    a, b = tmp_path / "a.h5", tmp_path / "b.h5"
+    shutil.copyfile(study, a)
+    shutil.copyfile(study, b)
+    for path, name, times in ((a, "gpu.csv", "8,0.5\n64,0.001\n"), (b, "tpu.csv", "8,0.4\n8,0.41\n64,0.002\n")):
+        (tmp_path / name).write_text("batch_size,step_time_s\n" + times)
+        assert CliRunner().invoke(cli, ["report", str(path), "--step-times", str(tmp_path / name)]).exit_code == 0
+    out = tmp_path / "merged.h5"
+    result = CliRunner().invoke(cli, ["merge", str(out), str(a), str(b)])
+    assert result.exit_code == 0, result.output
+    merged = _tables(out)
+    assert set(merged) == {"file-gpu", "file-tpu"} and "2 step-time table(s)" in result.output
+    assert merged["file-gpu"] == _tables(a)["file-gpu"] and merged["file-tpu"] == _tables(b)["file-tpu"]
+    names = [o["name"] for o in minigrad.open_study(out).answer().others]
+    assert names == ["study", "file-gpu", "file-tpu"]
+    # merged again into the same file: each table once
+    assert CliRunner().invoke(cli, ["merge", str(out), str(a)]).exit_code == 0 and set(_tables(out)) == set(merged)
+
+
+def test_merge_refuses_one_table_name_with_other_times(study, tmp_path):
+    """Negative control: the same table name with other times in two files is refused, and nothing written."""
+    a, b = tmp_path / "a.h5", tmp_path / "b.h5"
+    for path, times in ((a, "8,0.5\n64,0.001\n"), (b, "8,0.5\n64,0.002\n")):
+        shutil.copyfile(study, path)
+        folder = tmp_path / path.stem
+        folder.mkdir()
+        (folder / "gpu.csv").write_text("batch_size,step_time_s\n" + times)
+        assert CliRunner().invoke(cli, ["report", str(path), "--step-times", str(folder / "gpu.csv")]).exit_code == 0
+    out = tmp_path / "merged.h5"
+    result = CliRunner().invoke(cli, ["merge", str(out), str(a), str(b)])
+    assert result.exit_code == 2 and "step-time table 'file-gpu' differs" in result.output, result.output
+    assert not out.exists()
+    shutil.copyfile(study, b)  # the positive control: without the conflicting table the merge goes through
+    assert CliRunner().invoke(cli, ["merge", str(out), str(a), str(b)]).exit_code == 0 and set(_tables(out)) == {
+        "file-gpu"}
+
+
+# ------------------------------------------------------------------------- the real frameworks (skip without them)
+def _minigrad_steps(step, lr, seed=0, **options):
+    from minigrad import MLP, make_optimizer
+    from minigrad.profile.batches import make_batches
+
+    model = MLP(step["sizes"], activation=step["activation"], dtype=step["dtype"], seed=seed)
+    opt = make_optimizer(step["optimizer"], lr, **options)
+    losses = [model.train_step(X, y, opt) for X, y in
+              make_batches(step["sizes"], step["batch_sizes"], step["dtype"], seed).values()]
+    return losses, model.params
+
+
+@pytest.mark.parametrize("name", ["torch", "jax"])
+def test_the_framework_times_the_studys_own_step(study, name):
+    """framework_step is what --step-times torch|jax times: the framework's steps from it are minigrad's steps on the
+    same batches (the study's model, and a momentum study's momentum); other seeds or momenta are told apart."""
+    import types
+
+    import numpy as np
+
+    pytest.importorskip(name)
+    from minigrad.profile import frameworks
+    from minigrad.study.retime import framework_step
+
+    file = minigrad.open_study(study).file
+    for config, options, wrong in ((file.config, {}, dict(seed=1)),
+                                   (dict(file.config, optimizer="momentum", momentum=0.5), dict(momentum=0.5),
+                                    dict(momentum=0.9))):
+        step = framework_step(types.SimpleNamespace(config=config))
+        assert step["sizes"] == [32, 16, 10] and step["batch_sizes"] == [8, 64]
+        kw = {k: step[k] for k in ("activation", "optimizer", "momentum", "beta2")}
+        losses, params = frameworks.train_steps(name, step["sizes"], step["batch_sizes"], step["dtype"], lr=0.3, **kw)
+        ours = _minigrad_steps(step, 0.3, **options)
+        assert np.allclose(losses, ours[0], rtol=1e-5, atol=1e-5) and np.allclose(params, ours[1], atol=1e-5)
+        other = _minigrad_steps(step, 0.3, **{**options, **wrong})  # negative control
+        assert not np.allclose(params, other[1], atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, backend", [("torch", "torch-eager"), ("jax", "jax-jit")])
+def test_framework_step_times_answer_with_their_rounds(study, name, backend):
+    """A real framework's table answers beside the study's, its step times in rounds whose spread widens T(B)'s
+    interval (against the same table with the rounds dropped: the control)."""
+    import dataclasses
+
+    from minigrad.study.analysis import analyse
+
+    pytest.importorskip(name)
+    result = CliRunner().invoke(cli, ["report", str(study), "--step-times", name, "--threads", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    file = minigrad.open_study(study).file
+    (table_name, table), = file.step_times.items()
+    assert table_name.startswith(backend) and table["attrs"]["source"].startswith(f"{backend} {name} ")
+    rows = table["rows"]
+    assert [r["batch_size"] for r in rows] == [8, 64] and all(len(r["rounds_s"].split()) == 3 for r in rows)
+    answer = json.loads(result.output[result.output.index("{\n"):])
+    assert [o["name"] for o in answer["other_answers"]] == ["study", table_name]
+    cost = answer["study_cost"]["tables"][1]
+    assert cost["library"] == {"torch": "PyTorch eager", "jax": "JAX jit"}[name] and cost["seconds"] > 0
+    assert cost["seconds"] == pytest.approx(_cost_by_hand(study, {r["batch_size"]: r["step_time_s"] for r in rows})[0])
+
+    def widths(rows):
+        a = analyse(dataclasses.replace(file, throughput=rows))
+        return [r["time_hi"] - r["time_lo"] for r in a.rows]
+
+    with_rounds = widths(rows)
+    without = widths([{k: v for k, v in r.items() if k != "rounds_s"} for r in rows])
+    assert all(w >= v - 1e-15 for w, v in zip(with_rounds, without)) and with_rounds != without
+
+
+def test_the_recipe_evaluates_where_its_trials_did(study, tmp_path):
+    """The recipe's budget is its trials' (the budget sets the floor on steps between evaluations, and with it where
+    a run evaluates and so the step at which it meets the target): the printed line runs with its trials' floor; the
+    budget it had before (1.5x the most steps needed) gives another (the control). bench/recipe_time.py shows the
+    steps then match on the default study; this study's n_train is not a `minigrad train` option."""
+    import math
+    import shlex
+
+    from minigrad import store
+
+    file = minigrad.open_study(study).file
+    answer = minigrad.open_study(study).answer()
+    row = next(r for r in answer.rows if r["batch_size"] == answer.pick)
+    trials = [r.attrs for r in file.runs.values() if r.attrs["phase"] in ("tune", "adapt")
+              and r.attrs["batch_size"] == answer.pick and r.attrs["lr"] == row["best_lr"]]
+    words = shlex.split(answer.recipe.split("  #")[0])[2:]
+    assert int(words[words.index("--steps") + 1]) == max(int(t["budget_steps"]) for t in trials)
+    floors = {}
+    for name, steps in (("recipe", words[words.index("--steps") + 1]),
+                        ("before", str(math.ceil(1.5 * max(row["steps_hi"], row["seed_steps"][1]))))):
+        words[words.index("--steps") + 1] = steps
+        result = CliRunner().invoke(cli, ["train", *words, "--out", str(tmp_path / f"{name}.h5")])
+        assert result.exit_code == 0, result.output
+        run, = store.open(tmp_path / f"{name}.h5").runs.values()
+        floors[name] = run.attrs["eval_gap_floor"]
+    assert floors["recipe"] == trials[0]["eval_gap_floor"] != floors["before"]

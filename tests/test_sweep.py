@@ -305,7 +305,7 @@ def test_shards_merge_into_the_same_study(tmp_path_factory, tmp_path, executor):
     lines = []
     summary = merge(out, [tmp_path / "shard0.h5", tmp_path / "shard1.h5"], echo=lines.append)
     n = len(reference_ids) + len(grid)
-    assert summary == {"runs": n, "added": n, "duplicates": len(reference_ids), "complete": False}
+    assert summary == {"runs": n, "added": n, "duplicates": len(reference_ids), "complete": False, "step_times": []}
     assert "shard" not in store.open(out).attrs and store.open(out).attrs["target"] == want.attrs["target"]
     log = []
     sweep.run_study(config, out, executor=executor, measure_throughput=False, echo=log.append)

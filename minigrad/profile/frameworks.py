@@ -11,7 +11,8 @@ from the same weights and steps on the same data. The worker needs only numpy an
 The step matches MLP.train_step: forward, mean softmax cross-entropy, backward, and the optimizer's update (sgd,
 momentum, nesterov, adam with minigrad's default hyper-parameters and no weight decay). GELU is the tanh
 approximation, as in minigrad's kernels. Timing is throughput.measure's: the first call timed apart (first_call_s,
-JAX's compilation for that shape included), a short warm-up, then time_calls / median_iqr.
+JAX's compilation for that shape included), a short warm-up, then timing.time_rounds: the median of every
+call, and each round's median (rounds_s), the repeated measurements the answer's intervals resample.
 
 Run as `python -m minigrad.profile.frameworks '<job as JSON>'`, the worker prints one JSON line.
 """
@@ -47,7 +48,7 @@ def parse_compare(names):
 
 # --------------------------------------------------------------------------------------------------- parent side
 def measure(names, sizes, batch_sizes, threads, dtypes, *, activation="relu", optimizer="sgd", lr=1e-4, seed=0,
-            repeats=None, min_time=0.3, min_repeats=5, python=None, echo=None):
+            repeats=None, min_time=0.3, min_repeats=5, python=None, echo=None, momentum=None, beta2=None):
     """Time each framework's train step per (framework, thread count, dtype, batch size); see the module docstring.
 
     Returns (rows, skipped): rows are flat dicts (backend, threads, dtype, batch_size, step_time_s, iqr_s,
@@ -75,7 +76,7 @@ def measure(names, sizes, batch_sizes, threads, dtypes, *, activation="relu", op
                         break
                     echo(f"timing {backend}, {T} thread(s), {dtype} ...")
                     job = make_job(backend, inputs[dtype], batch_sizes, T, activation, optimizer, lr, repeats=repeats,
-                                   min_time=min_time, min_repeats=min_repeats)
+                                   min_time=min_time, min_repeats=min_repeats, momentum=momentum, beta2=beta2)
                     out = run_worker(job, python)
                     if "skipped" in out:
                         skipped[name] = out["skipped"]
@@ -86,7 +87,7 @@ def measure(names, sizes, batch_sizes, threads, dtypes, *, activation="relu", op
 
 
 def train_steps(name, sizes, batch_sizes, dtype="float32", *, activation="relu", optimizer="sgd", lr=1e-4, seed=0,
-                python=None):
+                python=None, momentum=None, beta2=None):
     """One train step of framework `name` ("torch", "jax" or a backend name) on each batch of make_batches, in
     order, from MLP(sizes, activation, dtype, seed)'s parameters: (losses, flat parameters in MLP.params' layout).
     What MLP.train_step gives on the same batches, for checking that the timed step is the same computation.
@@ -100,7 +101,8 @@ def train_steps(name, sizes, batch_sizes, dtype="float32", *, activation="relu",
 
     with tempfile.TemporaryDirectory(prefix="minigrad-compare-") as tmp:
         path = write_inputs(os.path.join(tmp, "inputs.npz"), sizes, batch_sizes, dtype, activation, seed)
-        out = run_worker(make_job(backend, path, batch_sizes, 1, activation, optimizer, lr, check=True),
+        out = run_worker(make_job(backend, path, batch_sizes, 1, activation, optimizer, lr, check=True,
+                                  momentum=momentum, beta2=beta2),
                          python or default_python())
     if "skipped" in out:
         raise RuntimeError(out["skipped"])
@@ -112,11 +114,13 @@ def default_python():
 
 
 def make_job(backend, inputs, batch_sizes, threads, activation="relu", optimizer="sgd", lr=1e-4, *, repeats=None,
-             min_time=0.3, min_repeats=5, check=False):
+             min_time=0.3, min_repeats=5, check=False, momentum=None, beta2=None):
     """What the worker runs: `backend` (a key of BUILDERS) on the inputs saved at `inputs` by write_inputs, pinned to
-    the first `threads` cores of this process; check: one step per batch, reporting losses and parameters."""
+    the first `threads` cores of this process; check: one step per batch, reporting losses and parameters.
+    momentum (Adam's beta1) and beta2: the optimizer's, None for minigrad's defaults."""
     return {"backend": backend, "inputs": inputs, "batch_sizes": list(batch_sizes), "threads": threads,
-            "cores": _cores()[:threads], "activation": activation, "hyper": _hyper(optimizer, lr), "repeats": repeats,
+            "cores": _cores()[:threads], "activation": activation, "hyper": _hyper(optimizer, lr, momentum, beta2),
+            "repeats": repeats,
             "min_time": min_time, "min_repeats": min_repeats, "check": check}
 
 
@@ -199,11 +203,17 @@ def _check_step_config(activation, optimizer):
         raise ValueError(f"optimizer {optimizer!r} can't be compared; the frameworks run {', '.join(OPTIMIZERS)}")
 
 
-def _hyper(optimizer, lr):
-    # minigrad's own defaults (momentum 0.9, Adam's betas and eps), so the frameworks take the same update
+def _hyper(optimizer, lr, momentum=None, beta2=None):
+    # the optimizer's values (minigrad's defaults where None: momentum 0.9, Adam's betas and eps), read back from
+    # minigrad's own optimizer, so the frameworks take the same update
     from minigrad.engine.optim import BETA2, EPS, MOMENTUM, make_optimizer
 
-    h = make_optimizer(optimizer, lr).hyper
+    options = {}
+    if momentum is not None and optimizer != "sgd":
+        options["beta1" if optimizer == "adam" else "momentum"] = momentum
+    if beta2 is not None and optimizer == "adam":
+        options["beta2"] = beta2
+    h = make_optimizer(optimizer, lr, **options).hyper
     return dict(optimizer=optimizer, lr=float(lr), momentum=float(h[MOMENTUM]), beta2=float(h[BETA2]),
                 eps=float(h[EPS]))
 
@@ -409,7 +419,7 @@ def worker(job):
         if job.get("check"):
             losses = [float(make_step(inputs[f"X{B}"], inputs[f"y{B}"])()) for B in job["batch_sizes"]]
             return {"losses": losses, "params": np.concatenate([a.ravel() for wb in get_params() for a in wb]).tolist()}
-        from minigrad.machine.timing import median_iqr, time_calls
+        from minigrad.machine.timing import BUSY_SPREAD, median_iqr, time_calls, time_rounds
 
         rows = []
         for B in job["batch_sizes"]:
@@ -418,11 +428,21 @@ def worker(job):
             step()  # compiles what this B needs (JAX, torch.compile)
             first = time.perf_counter() - t0
             time_calls(step, min_time=0.02, min_repeats=2)  # warm-up
-            samples = time_calls(step, job.get("repeats"), job.get("min_time", 0.3), job.get("min_repeats", 5))
-            median, iqr = median_iqr(samples)
+            # in rounds, as minigrad's own step times: their medians carry the timing's spread into the answer;
+            # rounds too far apart are measured once more, and marked busy if they stay so
+            for attempt in range(2):
+                rounds = time_rounds(step, job.get("repeats"), job.get("min_time", 0.3), job.get("min_repeats", 5))
+                medians = [median_iqr(r)[0] for r in rounds]
+                spread = max(medians) / min(medians) - 1.0
+                if spread <= BUSY_SPREAD:
+                    break
+            median, iqr = median_iqr([t for r in rounds for t in r])
             rows.append(dict(backend=backend, threads=job["threads"], dtype=weights[0].dtype.name, batch_size=B,
-                             step_time_s=median, iqr_s=iqr, samples_per_s=B / median, repeats=len(samples),
-                             first_call_s=first, version=version))
+                             step_time_s=median, iqr_s=iqr, samples_per_s=B / median,
+                             repeats=sum(map(len, rounds)), first_call_s=first, version=version,
+                             rounds_s=" ".join(repr(m) for m in medians), remeasured=attempt,
+                             busy=int(spread > BUSY_SPREAD),
+                             busy_reason=f"rounds {spread:.0%} apart" if spread > BUSY_SPREAD else ""))
         return {"rows": rows, "version": version}
     except Exception as exc:  # e.g. torch.compile without a C++ compiler
         return {"error": _one_line(exc)}

@@ -25,7 +25,7 @@ from minigrad.machine.checks import number
 from minigrad.machine.environment import environment
 from minigrad.machine.threads import available_cores, limit_threads, max_threads
 from minigrad.machine.threads import thread_settings as threads_in_effect
-from minigrad.machine.timing import median_iqr, settle, time_calls
+from minigrad.machine.timing import BUSY_SPREAD, ROUNDS, median_iqr, round_sizes, settle, time_calls
 from minigrad.profile.batches import make_batches
 
 BACKEND_NAMES = ("blas", "blas-unfused", "loops", "loops-parallel", "per-example")
@@ -239,16 +239,7 @@ def measure(sizes, batch_sizes, backends="blas", threads=None, dtypes="float32",
             "env": environment()}
 
 
-ROUNDS = 3          # a step time is measured in this many rounds; their medians are its repeated measurements
-BUSY_SPREAD = 0.25  # rounds whose medians differ by more than 25% (max/min - 1) mean another program took the cores
-
-
-def _rounds(repeats):
-    """Timed calls per round: `repeats` split over ROUNDS rounds (exactly `repeats` in all), None when adaptive."""
-    if repeats is None:
-        return [None] * ROUNDS
-    n = min(ROUNDS, repeats)
-    return [repeats // n + (k < repeats % n) for k in range(n)]
+_rounds = round_sizes  # the split into rounds lives in machine/timing.py, shared with the frameworks' timing
 
 
 def _time_step(model, opt, X, y, repeats, min_time, min_repeats, ceiling=None, flops=None, chunk=None):

@@ -37,6 +37,7 @@ class Analysis:
     busy: str = None        # one line when the step times came from a busy machine
     ladder: list = field(default_factory=list)  # the answer at easier error levels (minigrad.study.ladder)
     schedule: dict = field(default_factory=dict)  # the batch-size schedule and its verification (study.schedule)
+    trial_cost: dict = field(default_factory=dict)  # the trials' compute at these step times (trial_cost)
 
 
 def step_times(table):
@@ -50,6 +51,29 @@ def step_times(table):
         values = [float(x) for x in rounds.split()] if rounds else [float(row["step_time_s"])]
         out[int(row["batch_size"])] = np.array(values)
     return out
+
+
+def trial_budget(study_file, B, lr):
+    """The largest step budget the study's tuning trials at (B, lr) had (None when not stored): it sets where a run
+    evaluates (training.train.eval_gap_floor), so a run given it reaches the target at its trial's step."""
+    budgets = [int(r.attrs["budget_steps"]) for r in study_file.runs.values()
+               if r.attrs.get("phase") in S.TUNED and int(r.attrs["batch_size"]) == B and float(r.attrs["lr"]) == lr
+               and r.attrs.get("budget_steps") is not None]
+    return max(budgets, default=None)
+
+
+def trial_cost(study_file):
+    """The study's trials and the step times of its table, for what they cost (answer.study_costs): {"steps": {B:
+    steps run by every stored run at B, all phases}, "runs": {B: how many}, "t": {B: t(B), where the table has
+    it}}."""
+    t = {int(r["batch_size"]): float(r["step_time_s"]) for r in table_rows(study_file.throughput)}
+    steps, runs = {}, {}
+    for run in study_file.runs.values():
+        if run.attrs.get("steps") is not None:
+            B = int(run.attrs["batch_size"])
+            steps[B] = steps.get(B, 0) + int(run.attrs["steps"])
+            runs[B] = runs.get(B, 0) + 1
+    return {"steps": steps, "runs": runs, "t": {B: t[B] for B in steps if B in t}}
 
 
 def table_rows(table):
@@ -100,7 +124,8 @@ def analyse(study_file):
             seeds=len(cells.get((B, lr), ())), seed_steps=_finite_range(cells.get((B, lr), ())),
             status=_status_word([r["status"] for r in trials if r["lr"] == lr]),
             counts={s: sum(r["status"] == s for r in trials) for s in STATUSES},
-            n_trials=len(trials), n_diverged=sum(r["status"] == "DIVERGED" for r in trials)))
+            n_trials=len(trials), n_diverged=sum(r["status"] == "DIVERGED" for r in trials),
+            budget_steps=trial_budget(study_file, B, lr)))
 
     fit = U.fit_with_check(rows, draws)
     analysis = Analysis(config=config, target=target, target_reason=reason, rows=rows, fit=fit,
@@ -108,6 +133,7 @@ def analyse(study_file):
     analysis.recommendation, analysis.recommended = recommend(rows, draws["T"] if have_times else draws["S"], cells,
                                                               times if have_times else {}, config, target)
     analysis.equal = equal_budget(study_file)
+    analysis.trial_cost = trial_cost(study_file)
     analysis.heat = {"cells": {k: float(np.median(v)) for k, v in cells.items()},
                      "diverged": {(r["batch_size"], r["lr"]) for r in tuned if r["status"] == "DIVERGED"}}
     adapt = [r for r in results if r["phase"] == "adapt"]
@@ -203,16 +229,17 @@ def recommend(rows, T, cells, times, config, target):
 
 
 def recipe(config, row, target, stages=None):
-    """The `minigrad train` line that trains the pick to the target: its measured rate, a step budget of 1.5x the
-    most steps any seed or resample needed (training stops at the target; one run varies more than the median), and
-    the thread count its step time t(B) was measured with, when known. stages: a schedule of
-    minigrad.study.schedule instead (its --batch-stages, a budget of 1.5x its predicted steps; row: its last
-    stage's)."""
+    """The `minigrad train` line that trains the pick to the target: its measured rate, the step budget its trials
+    had (training stops at the target; the budget sets where a run evaluates, so with it seed 0 reaches the target at
+    the step its trial did; without it, 1.5x the most steps any seed or resample needed), and the thread count its
+    step time t(B) was measured with, when known. stages: a schedule of minigrad.study.schedule instead (its
+    --batch-stages, a budget of 1.5x its predicted steps; row: its last stage's)."""
     if stages:
-        steps_hi = stages["steps"]
+        budget = int(math.ceil(1.5 * stages["steps"]))
         size = ["--batch-stages", stages["text"]]
     else:
         steps_hi = max(x for x in (row["steps"], row["steps_hi"], row["seed_steps"][1]) if math.isfinite(x))
+        budget = row.get("budget_steps") or int(math.ceil(1.5 * steps_hi))
         size = ["--batch-size", str(row["batch_size"]), "--lr", f"{row['best_lr']:g}"]
     args = ["minigrad", "train", "--data", str(config["data"]), "--hidden", ",".join(map(str, config["hidden"])),
             "--activation", config["activation"], "--loss", config["loss"], "--optimizer", config["optimizer"]]
@@ -225,7 +252,7 @@ def recipe(config, row, target, stages=None):
                              config.get("beta2_halflife"), config["reference_batch_size"])
         args += ["--beta2", f"{beta2:.12g}"]
     args += ["--sampler", config["sampler"], "--dtype", config["dtype"], *size,
-             "--steps", str(int(math.ceil(1.5 * steps_hi))), "--target", f"{target:g}"]
+             "--steps", str(budget), "--target", f"{target:g}"]
     if timed_threads(row):  # the thread count t(B) was timed with: the recipe runs at the time the answer promises
         args += ["--threads", str(timed_threads(row))]
     if config.get("data_seed"):

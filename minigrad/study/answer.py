@@ -255,6 +255,8 @@ class Answer:
     schedule: dict = field(default_factory=dict)  # the batch-size schedule, its prediction and verification
     schedule_sentence: str = ""
     others: list = field(default_factory=list)  # the answers for further step-time tables (other_answer)
+    costs: list = field(default_factory=list)   # the trials' compute on each step-time table (study_costs)
+    cost_sentence: str = ""
 
     @property
     def pick(self):
@@ -305,7 +307,7 @@ class Answer:
                 rows=[dict(batch_size=x["batch_size"], steps=x["steps"], steps_interval=[x["steps_lo"], x["steps_hi"]],
                            lr=x["lr"], misfit=x["misfit"]) for x in r["rows"]]) for r in self.ladder]),
             schedule=None if not self.schedule else dict(self.schedule, sentence=self.schedule_sentence),
-            other_answers=self.others)
+            other_answers=self.others, study_cost=dict(sentence=self.cost_sentence, tables=self.costs))
         return _plain(out)
 
 
@@ -325,6 +327,7 @@ def of(analysis: Analysis, attrs=None, others=()):
     a = analysis
     rec = a.recommendation or {}
     notes = [line for line in (gap_line(a), a.busy or "") if line]
+    costs = study_costs(a, others)
     return Answer(
         target=a.target, target_reason=a.target_reason, rows=a.rows, fit=a.fit or {}, recommendation=rec,
         sentence=recommendation_sentence(a), recipe=rec.get("recipe", ""), recipe_intro=recipe_intro(a),
@@ -333,7 +336,55 @@ def of(analysis: Analysis, attrs=None, others=()):
         adaptive_sentence=adaptive_sentence(a), gns=a.gns, busy=a.busy or "", config=a.config,
         machine=machine(attrs or {}), ladder=a.ladder, ladder_sentence=trend_sentence(a.ladder),
         schedule=a.schedule, schedule_sentence=schedule_sentence(a.schedule),
-        others=[own_answer(a, attrs or {})] + [other_answer(*o) for o in others] if others else [])
+        others=[own_answer(a, attrs or {})] + [other_answer(*o) for o in others] if others else [],
+        costs=costs, cost_sentence=cost_sentence(costs))
+
+
+def study_costs(a: Analysis, others=()):
+    """What the study's trials cost on each step-time table: sum over trials of steps run x t(B), the study's own
+    table first, then `others` ([(name, table attrs, Analysis)]), over the same trials for every table: those at the
+    batch sizes every table times (the rest are named in left_out). [{name, library, seconds, trials, left_out}]."""
+    tables = [("study", {"source": "minigrad"}, a), *others]
+    if not a.trial_cost or not a.trial_cost["steps"]:
+        return []
+    steps, runs = a.trial_cost["steps"], a.trial_cost["runs"]
+    common = sorted(set(steps).intersection(*(an.trial_cost["t"] for _, _, an in tables)))
+    left_out = sorted(set(steps) - set(common))
+    return [dict(name=name, library=library_name(attrs), trials=sum(runs[B] for B in common), left_out=left_out,
+                 left_out_trials=sum(runs[B] for B in left_out),
+                 seconds=sum(steps[B] * an.trial_cost["t"][B] for B in common)) for name, attrs, an in tables]
+
+
+def library_name(attrs):
+    """What a step-time table times, in a few words: 'minigrad', 'PyTorch eager', 'JAX jit', 'minigrad on host h
+    (BLAS b)' for a re-timing, 'file gpu.csv' (its source when it gives one)."""
+    source = str(attrs.get("source") or "")
+    for prefix, name in (("torch-eager", "PyTorch eager"), ("torch-compile", "PyTorch compile"),
+                         ("jax-jit", "JAX jit")):
+        if source.startswith(prefix):
+            return name
+    if source.startswith("minigrad (re-timed)"):
+        return f"minigrad on {attrs.get('host', '?')} ({attrs.get('blas', '?')}, threads {attrs.get('threads', '?')})"
+    if attrs.get("file"):
+        return source if source != "step times from a file" else f"file {attrs['file']}"
+    return source or "minigrad"
+
+
+def fmt_minutes(seconds):
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.1f} s"
+
+
+def cost_sentence(costs):
+    """"This study's trials: 2.1 min of compute on minigrad, 9.8 min on PyTorch eager, ..." ('' without costs)."""
+    if not costs:
+        return ""
+    parts = [f"{fmt_minutes(c['seconds'])} {'of compute ' if i == 0 else ''}on {c['library']}"
+             for i, c in enumerate(costs)]
+    left = costs[0]["left_out"]
+    why = "the step-time table has no time for it" if len(costs) == 1 else "not every table times it"
+    return (f"This study's trials: {', '.join(parts)} (steps run x t(B), summed over its {costs[0]['trials']} "
+            "trials" + (f"; the {costs[0]['left_out_trials']} at B = {', '.join(map(str, left))} are left out: {why}"
+                        if left else "") + ").")
 
 
 def other_answer(name, table_attrs, a: Analysis):

@@ -28,7 +28,7 @@ from minigrad.study.answer import _plain
 
 FORMAT, VERSION = "minigrad.convergence", 1
 RUN_KEYS = ("phase", "batch_size", "lr", "seed", "status", "steps_to_target", "best_val_error", "final_val_error",
-            "test_error", "steps")
+            "test_error", "steps", "budget_steps")
 CURVE = ("step", "examples", "val_error")
 MACHINE = ("host", "cpu", "step_blas", "throughput_host", "created", "minigrad_version")
 TIME_KEYS = ("batch_size", "step_time_s", "iqr_s", "rounds_s", "threads", "busy", "busy_reason", "host")

@@ -183,8 +183,9 @@ def _equal_section(ans):
 
 def _others_section(ans):
     """The answers side by side, one per step-time table, each saying where its times come from."""
+    cost = f"<p class='study-cost'>{_e(ans.cost_sentence)}</p>" if ans.cost_sentence else ""
     if not ans.others:
-        return ""
+        return f"<section id='study-cost'>{cost}</section>" if cost else ""
     Bs = [r["batch_size"] for r in ans.others[0]["rows"]]
     heads = ["step times", "where from", "pick", "tied"] + [f"T({B})" for B in Bs]
     rows = []
@@ -197,7 +198,7 @@ def _others_section(ans):
             "<p>The same stored convergence (steps to target per batch size) with the step times of each table: the "
             "study's own, re-timed on another machine (<code>minigrad report STUDY --retime</code>) or given "
             f"(<code>--step-times FILE</code>). Time to target with its {INTERVAL_NAME}.</p>"
-            + _table(heads, rows) + "</section>")
+            + _table(heads, rows) + cost + "</section>")
 
 
 def _figure(path):

@@ -51,6 +51,15 @@ def run_difference(a, b):
     return None
 
 
+def _same_table(a, b):
+    """Whether two step-time tables ({"attrs", "rows"}) hold the same measurements."""
+    rows_a, rows_b = a["rows"], b["rows"]
+    return (len(rows_a) == len(rows_b) and all(r.keys() == q.keys() and all(_same_value(r[k], q[k]) for k in r)
+                                               for r, q in zip(rows_a, rows_b))
+            and a["attrs"].keys() == b["attrs"].keys() and all(_same_value(a["attrs"][k], b["attrs"][k])
+                                                                for k in a["attrs"]))
+
+
 def _config_difference(a, b):
     return ", ".join(sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k)))
 
@@ -101,6 +110,17 @@ def merge(out, inputs, *, overwrite=False, echo=print):
     if len(trial_targets) > 1:
         raise ValueError(f"merge: the runs were planned for different targets {sorted(trial_targets)}")
 
+    # every machine's and library's step-time table once (`report --retime`, `--step-times`): one name holding
+    # other times in two files is refused, before anything is written
+    tables, table_origin = {}, {}
+    for s in studies:
+        for name, table in s.step_times.items():
+            if name in tables and not _same_table(tables[name], table):
+                raise ValueError(f"merge: step-time table {name!r} differs between {table_origin[name]} and "
+                                 f"{s.path}; rename one (a table's name says where it was measured)")
+            tables.setdefault(name, table)
+            table_origin.setdefault(name, s.path)
+
     shards = sorted({s.attrs["shard"] for s in studies if s.attrs.get("shard")})
     if shards:
         counts = {int(t.split("/")[1]) for t in shards}
@@ -119,6 +139,9 @@ def merge(out, inputs, *, overwrite=False, echo=print):
             why = run_difference(present.runs[run_id], runs[run_id])
             if why is not None:
                 raise ValueError(f"merge: run {run_id} differs between {out} and {origin[run_id]} ({why})")
+        for name in tables.keys() & present.step_times.keys():
+            if not _same_table(present.step_times[name], tables[name]):
+                raise ValueError(f"merge: step-time table {name!r} differs between {out} and {table_origin[name]}")
         duplicates += len(runs.keys() & present.runs.keys())
         added = 0
         for run_id, run in runs.items():
@@ -132,6 +155,9 @@ def merge(out, inputs, *, overwrite=False, echo=print):
                 echo(f"merge: compute speed from {measured.path}"
                      + (f" (measured on {measured.attrs['throughput_host']})"
                         if measured.attrs.get("throughput_host") else ""))
+        for name, table in tables.items():
+            if name not in present.step_times:
+                writer.write_step_times(name, table["rows"], table["attrs"])
         carried = {k: next((s.attrs[k] for s in studies if s.attrs.get(k) is not None), None) for k in CARRIED_ATTRS}
         writer.set_attrs({k: v for k, v in carried.items() if v is not None and present.attrs.get(k) is None})
 
@@ -142,10 +168,11 @@ def merge(out, inputs, *, overwrite=False, echo=print):
     except ValueError:  # the reference phase alone cannot set a target: bench says why
         phase, todo = "reference", [None]
     echo(f"merged {len(inputs)} file(s) into {out}: {len(merged.runs)} runs ({added} added, {duplicates} duplicate "
-         f"copies kept once)")
+         f"copies kept once)" + (f", {len(merged.step_times)} step-time table(s)" if merged.step_times else ""))
     if phase is None:
         echo("the study is complete: `minigrad report` shows it")
     else:
         echo(f"the study is not complete ({len(todo)} {phase} trial(s) to run next): run `minigrad bench --out "
              f"{out}` with the same settings to finish it")
-    return {"runs": len(merged.runs), "added": added, "duplicates": duplicates, "complete": phase is None}
+    return {"runs": len(merged.runs), "added": added, "duplicates": duplicates, "complete": phase is None,
+            "step_times": sorted(merged.step_times)}

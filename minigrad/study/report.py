@@ -138,6 +138,8 @@ def print_report(a, console=None, wide=False):
                        _e(r.get("fixed_test"), r.get("fixed_diverged")))
         console.print(eq)
     console.print(ans.text(), soft_wrap=soft)
+    if ans.cost_sentence:
+        console.print(ans.cost_sentence, soft_wrap=soft, markup=False)
     if ans.others:
         console.print(others_table(ans))
         for i, o in enumerate(ans.others):

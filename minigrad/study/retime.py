@@ -67,26 +67,42 @@ def measure(study, *, threads=None, echo=print):
     return name, rows, dict(attrs, ceiling_gflops=measured.get("ceiling_gflops"))
 
 
-def measure_framework(study, name, *, threads=None, echo=print):
-    """(name, rows, attrs) of step times of PyTorch eager ("torch") or JAX jit ("jax") on this machine, for the
-    study's model, optimizer and batch sizes: `bench throughput --compare`'s timing (minigrad.profile.frameworks,
-    in a subprocess of $MINIGRAD_COMPARE_PYTHON or this interpreter), the faster thread count kept per B.
-    ValueError (one line) when the framework is missing or fails."""
-    from minigrad.profile import frameworks
+def framework_step(study):
+    """The step `--step-times torch|jax` times for a study: its model (sizes, activation, dtype), optimizer (with
+    its momentum and beta2) and batch sizes, in frameworks.measure's keywords; ValueError for a study whose step the
+    frameworks' worker does not write (a loss other than softmax cross-entropy)."""
     from minigrad.profile.throughput import LR
     from minigrad.training.trial import load_data
 
     config = study.config
+    if config.get("loss", "cross_entropy") != "cross_entropy":
+        raise ValueError(f"--step-times torch|jax times a softmax cross-entropy step, and this study trains with "
+                         f"loss {config['loss']!r}; time its step yourself and pass --step-times FILE")
     dataset = load_data(config)
-    sizes = [dataset.n_features, *config["hidden"], dataset.n_classes]
+    return dict(sizes=[dataset.n_features, *config["hidden"], dataset.n_classes],
+                batch_sizes=list(config["batch_sizes"]), dtype=config["dtype"], activation=config["activation"],
+                optimizer=config["optimizer"], lr=LR, momentum=config.get("momentum"),
+                beta2=config.get("beta2") if config.get("beta2_rule", "fixed") == "fixed" else None)
+
+
+def measure_framework(study, name, *, threads=None, echo=print):
+    """(name, rows, attrs) of step times of PyTorch eager ("torch") or JAX jit ("jax") on this machine, for the
+    study's model, optimizer and batch sizes (framework_step): `bench throughput --compare`'s timing
+    (minigrad.profile.frameworks, in a subprocess of $MINIGRAD_COMPARE_PYTHON or this interpreter), in rounds, the
+    faster thread count kept per B. ValueError (one line) when the framework is missing or fails."""
+    from minigrad.profile import frameworks
+
+    step = framework_step(study)
     threads = sorted(set(threads or {1, os.cpu_count() or 1}))
     backend = frameworks.FRAMEWORKS[frameworks.parse_compare(name)[0]]
-    echo(f"timing {backend}: one training step of {sizes} at {len(config['batch_sizes'])} batch sizes, threads "
-         f"{', '.join(map(str, threads))}")
+    echo(f"timing {backend}: one training step of {step['sizes']} at {len(step['batch_sizes'])} batch sizes, "
+         f"threads {', '.join(map(str, threads))}")
     start = time.perf_counter()
-    rows, skipped = frameworks.measure([name], sizes, config["batch_sizes"], threads, [config["dtype"]],
-                                       activation=config["activation"], optimizer=config["optimizer"], lr=LR,
-                                       echo=echo)
+    dtype = step.pop("dtype")
+    # the framework's skip reason is said once, in the error below
+    quiet = (lambda msg: None if msg.endswith("; skipped") else echo(msg))  # noqa: E731
+    rows, skipped = frameworks.measure([name], step.pop("sizes"), step.pop("batch_sizes"), threads, [dtype],
+                                       echo=quiet, **step)
     if skipped:
         raise ValueError(f"--step-times {name}: {skipped[name].removesuffix('; skipped')}; or set "
                          "MINIGRAD_COMPARE_PYTHON to an interpreter that has it")
