@@ -33,6 +33,9 @@ def forget():
 def machine_key():
     """What a choice depends on besides the model: CPU, BLAS libraries and versions (a dict of strings)."""
     if "key" not in _memo:
+        import scipy.linalg.cython_blas  # noqa: F401  (loads scipy's OpenBLAS, so every process lists the same BLAS)
+
+        from minigrad.engine import kernels_large  # noqa: F401  (binds the large step's BLAS: machine/blas.py)
         from minigrad.machine.environment import environment
 
         env = environment()
