@@ -10,6 +10,7 @@ from minigrad.study import plan
 from minigrad.study.analysis import recipe
 from minigrad.study.config import make_config
 from minigrad.training.schedules import beta2_halflife, scaled_beta2
+from minigrad.training.spec import TrialSpec
 from minigrad.training.trial import run_trial
 
 from tests.test_cli import minigrad, one_error_line
@@ -56,7 +57,7 @@ def test_adam_grid_centres_on_the_square_root_rule_and_sgd_keeps_its_own():
 
 
 def trial(config, B, **spec):
-    return run_trial(config, dict(run_id="r", batch_size=B, lr=3e-3, seed=0, steps=60, **spec))
+    return run_trial(config, TrialSpec(run_id="r", batch_size=B, lr=3e-3, seed=0, steps=60, **spec))
 
 
 def test_every_adam_run_records_and_uses_its_beta2():

@@ -39,7 +39,7 @@ def warm_up(client):
     config = small_config()
     config["reference_epochs"] = 1.0
     spec = S.reference_trials(config)[0]
-    futures = [client.submit(trial_task, config, dict(spec, run_id=f"warm-{i}"), pure=False, workers=[address],
+    futures = [client.submit(trial_task, config, spec.replace(run_id=f"warm-{i}"), pure=False, workers=[address],
                              allow_other_workers=False) for i, address in enumerate(client.scheduler_info()["workers"])]
     return [f.result() for f in futures]
 
@@ -112,7 +112,7 @@ def test_a_failing_trial_is_retried_then_reported(client):
     bad = S.trial("tune", 5000, 0.1, 0, 0.5, steps=10)  # B larger than the training split: train() raises
     with sweep.DaskExecutor(client, retries=1) as executor, pytest.raises(sweep.TrialError) as info:
         list(executor.run(small_config(), [bad]))
-    assert info.value.failures[0][0] == bad["run_id"] and "batch size 5000" in str(info.value)
+    assert info.value.failures[0][0] == bad.run_id and "batch size 5000" in str(info.value)
 
 
 def test_unreachable_scheduler_is_one_clear_error():

@@ -148,13 +148,13 @@ def test_grid_widens_towards_the_side_of_the_best_rate():
     def fake(k, steps):  # a stored run whose trace first reaches the target at `steps`
         spec = grids.spec(config, "sgd", arm["sgd"], 8, k, 0, 0.1, 100)
         trace = {"step": np.array([steps]), "val_error": np.array([0.05])}
-        return SimpleNamespace(run_id=spec["run_id"], attrs=dict(spec, status="COMPLETE"), trace=trace)
+        return SimpleNamespace(run_id=spec.run_id, attrs=dict(vars(spec), status="COMPLETE"), trace=trace)
 
     saved = SimpleNamespace(runs={r.run_id: r for r in (fake(-1, 300), fake(0, 200), fake(1, 100))})
-    ks = sorted(s["lr_factor"] for s in grids.plan(config, arm, [8], saved, 0.1, lambda B: 100))
+    ks = sorted(s.lr_factor for s in grids.plan(config, arm, [8], saved, 0.1, lambda B: 100))
     assert ks == [0.5, 1.0, 2.0, 4.0]  # the best (largest) rate got a neighbour above it
     saved = SimpleNamespace(runs={r.run_id: r for r in (fake(-1, 300), fake(0, 100), fake(1, 200))})
-    ks = sorted(s["lr_factor"] for s in grids.plan(config, arm, [8], saved, 0.1, lambda B: 100))
+    ks = sorted(s.lr_factor for s in grids.plan(config, arm, [8], saved, 0.1, lambda B: 100))
     assert ks == [0.5, 1.0, 2.0]  # control: an interior best widens nothing
 
 

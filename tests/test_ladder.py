@@ -50,7 +50,7 @@ def synthetic_study(e_min_power, seeds=(0.95, 1.0, 1.05), batch_sizes=(4, 16, 64
                 steps = np.unique(np.geomspace(max(1.0, s_target / 60), s_target, 80).astype(int))
                 errors = np.array([error_at(s / (factor * slow), B) for s in steps])
                 errors[-1] = min(errors[-1], target)
-                run_id = S.trial("tune", B, lr, seed, target)["run_id"]
+                run_id = S.trial("tune", B, lr, seed, target).run_id
                 runs[run_id] = Run(run_id, dict(phase="tune", batch_size=B, lr=lr, seed=seed, status="COMPLETE",
                                                 steps_to_target=int(steps[-1]), best_val_error=float(errors.min())),
                                    {"step": steps, "val_error": errors, "examples": steps * B})

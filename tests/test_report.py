@@ -41,7 +41,7 @@ def fake_study(steps_by_B, step_times, seeds_noise=(1.0,), target=0.1, lrs=(0.05
         for lr in lrs:
             for seed, factor in enumerate(seeds_noise):
                 s = steps * factor * (1.0 if lr == 0.1 else 1.5)
-                run_id = S.trial("tune", B, lr, seed, target)["run_id"]
+                run_id = S.trial("tune", B, lr, seed, target).run_id
                 reached = math.isfinite(s)
                 runs[run_id] = Run(run_id, dict(phase="tune", batch_size=B, lr=lr, seed=seed,
                                                 status="COMPLETE" if reached else "INCOMPLETE",
@@ -114,7 +114,7 @@ def test_the_json_answer_has_the_promised_fields():
     row = answer["rows"][0]
     assert {"batch_size", "step_time_s", "step_time_iqr_s", "lr", "steps_to_target", "steps_interval",
             "time_to_target_s", "time_interval_s", "misfit", "status"} <= set(row)
-    assert row["status"] == {"COMPLETE": 9, "INCOMPLETE": 0, "DIVERGED": 0}
+    assert row["status"] == {"COMPLETE": 9, "INCOMPLETE": 0, "DIVERGED": 0, "CENSORED": 0}
     assert {"s_min", "e_min", "max_misfit", "ok", "reason"} <= set(answer["fit"])
     assert {"estimate", "interval", "determined"} <= set(answer["b_crit"])
     assert {"batch_size", "lr", "tied", "win_fraction", "stable"} <= set(answer["recommendation"])
@@ -137,26 +137,26 @@ def test_grid_is_widened_where_the_best_rate_is_on_its_edge():
     grid = S.grid_for(config, 0.1, 32)
     assert grid == [0.05, 0.1, 0.2]
     results = [result(32, 0.05, 0, 300), result(32, 0.1, 0, 200), result(32, 0.2, 0, 100)]
-    wanted = {t["lr"] for t in S.tune_trials(config, 0.1, 0.2, [32], results, (100, 3200))}
+    wanted = {t.lr for t in S.tune_trials(config, 0.1, 0.2, [32], results, (100, 3200))}
     assert wanted == {0.05, 0.1, 0.2, 0.4}
     # best in the middle: no widening
     results[2] = result(32, 0.2, 0, 250)
-    assert {t["lr"] for t in S.tune_trials(config, 0.1, 0.2, [32], results, (100, 3200))} == {0.05, 0.1, 0.2}
+    assert {t.lr for t in S.tune_trials(config, 0.1, 0.2, [32], results, (100, 3200))} == {0.05, 0.1, 0.2}
     # the largest rate diverged: widen downwards only if the best is at the bottom
     results = [result(32, 0.05, 0, 100), result(32, 0.1, 0, 200), result(32, 0.2, 0, None, "DIVERGED")]
-    assert {t["lr"] for t in S.tune_trials(config, 0.1, 0.2, [32], results, (100, 3200))} == {0.025, 0.05, 0.1, 0.2}
+    assert {t.lr for t in S.tune_trials(config, 0.1, 0.2, [32], results, (100, 3200))} == {0.025, 0.05, 0.1, 0.2}
 
 
 def test_grid_widening_stops_after_max_widen():
     config = make_config(batch_sizes=[32], lr_points=2, seeds=1, max_widen=1)
     results = [result(32, lr, 0, 1000 / lr) for lr in (0.07071, 0.1414, 0.2828)]
-    assert len({t["lr"] for t in S.tune_trials(config, 0.1, 0.2, [32], results, (100, 3200))}) == 3
+    assert len({t.lr for t in S.tune_trials(config, 0.1, 0.2, [32], results, (100, 3200))}) == 3
 
 
 def test_trial_ids_are_stable_and_store_safe():
     t = S.trial("tune", 64, 0.1234567, 2, 0.1, steps=10)
-    assert t["run_id"] == "tune-B00064-lr0.1235-s2"
-    assert S.trial("equal", 8, 0.5, 0, 0.1, epochs=5.0, tag="-tuned")["run_id"].endswith("-tuned")
+    assert t.run_id == "tune-B00064-lr0.1235-s2"
+    assert S.trial("equal", 8, 0.5, 0, 0.1, epochs=5.0, tag="-tuned").run_id.endswith("-tuned")
 
 
 @pytest.mark.parametrize("overrides,match", [

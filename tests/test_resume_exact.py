@@ -31,7 +31,7 @@ def _tune_row(B, lr, seed, steps):
 def _split_decision():
     """A grid of two rates at B = 16 where seed 0 alone and both seeds pick different edges: seed 0 is fastest at
     the low rate (100 vs 200 steps), the median of both seeds at the high rate (300 vs 200)."""
-    config = make_config(batch_sizes=[16], reference_batch_size=16, lr_points=2, seeds=2, max_widen=1)
+    config = make_config(batch_sizes=[16], reference_batch_size=16, lr_points=2, seeds=2, max_widen=1, censor="off")
     lo, hi = S.grid_for(config, 0.1, 16)
     seed0 = [_tune_row(16, lo, 0, 100), _tune_row(16, hi, 0, 200)]
     seed1 = [_tune_row(16, lo, 1, 500), _tune_row(16, hi, 1, 200)]
@@ -39,7 +39,7 @@ def _split_decision():
 
 
 def _planned_rates(config, results):
-    return sorted({t["lr"] for t in S.tune_trials(config, 0.1, 0.2, [16], results, (100.0, 1600.0))})
+    return sorted({t.lr for t in S.tune_trials(config, 0.1, 0.2, [16], results, (100.0, 1600.0))})
 
 
 def test_a_grid_is_widened_only_once_every_seed_of_it_is_stored():
@@ -47,7 +47,7 @@ def test_a_grid_is_widened_only_once_every_seed_of_it_is_stored():
     widened_up = float(f"{hi * config['lr_factor']:.4g}")
     assert _planned_rates(config, seed0 + seed1) == [lo, hi, widened_up]  # the complete grid's decision
     assert _planned_rates(config, seed0) == [lo, hi]  # half stored (a kill): no decision yet, only the missing seeds
-    missing = {t["run_id"] for t in S.tune_trials(config, 0.1, 0.2, [16], seed0, (100.0, 1600.0))} - {
+    missing = {t.run_id for t in S.tune_trials(config, 0.1, 0.2, [16], seed0, (100.0, 1600.0))} - {
         r["run_id"] for r in seed0}
     assert missing == {r["run_id"] for r in seed1}
 

@@ -49,7 +49,7 @@ def baseline(tmp_path_factory):
 def planned_ids(config, path):
     """Every trial id the study plans given what the file holds (all phases, widening included)."""
     results, _ = sweep.stored_results(path)
-    return {t["run_id"] for _, specs in sweep.plan(config, results) for t in specs}
+    return {t.run_id for _, specs in sweep.plan(config, results) for t in specs}
 
 
 def assert_same_study(path, reference):
@@ -95,13 +95,17 @@ def test_shards_divide_the_initial_grid_evenly_and_all_run_the_reference(tmp_pat
     reference = [r for r in results if r["phase"] == "reference"]
     grid = sweep.initial_grid(config, results)
     # planned from the reference phase alone: the tuning results (a shard holds only its own) change nothing
-    assert grid == sweep.initial_grid(config, reference) == sweep.plan(config, reference)[1][1]
-    assert [t["run_id"] for t in grid] == ["tune-B00004-lr0.008839-s0", "tune-B00004-lr0.01768-s0",
+    assert grid == sweep.initial_grid(config, reference) == sweep.plan(dict(config, censor="off"), reference)[1][1]
+    # an unsharded study runs each B's centre rate first (censoring); a shard its slice of the whole grid, uncensored
+    centre = sweep.plan(config, reference)[1][1]
+    assert [t for t in grid if t in centre] == centre and len(centre) < len(grid)
+    assert all(t.censor_steps is None for t in grid)
+    assert [t.run_id for t in grid] == ["tune-B00004-lr0.008839-s0", "tune-B00004-lr0.01768-s0",
                                            "tune-B00032-lr0.07071-s0", "tune-B00032-lr0.1414-s0"]
     for n in (2, 3, 4, 5):
         slices = [sweep.shard_slice(grid, (i, n)) for i in range(n)]
-        ids = [t["run_id"] for part in slices for t in part]
-        assert sorted(ids) == sorted(t["run_id"] for t in grid)  # disjoint, and together the whole grid
+        ids = [t.run_id for part in slices for t in part]
+        assert sorted(ids) == sorted(t.run_id for t in grid)  # disjoint, and together the whole grid
         assert max(map(len, slices)) - min(map(len, slices)) <= 1
         for i in range(n):  # before the reference phase is complete, every shard runs all of it
             name, specs, done = sweep.next_batch(config, reference[:1], (i, n))
@@ -119,7 +123,7 @@ def test_local_study_stores_every_planned_trial_once(tmp_path_factory):
     assert len(s.runs) == 12 and s.unmerged == set()
     assert {r.attrs["phase"] for r in s.runs.values()} == {"reference", "tune", "equal"}
     tuned = {(int(r.attrs["batch_size"]), r.attrs["lr"]) for r in s.runs.values() if r.attrs["phase"] == "tune"}
-    initial = {(t["batch_size"], t["lr"]) for t in sweep.initial_grid(small_config(), list(sweep.stored_results(path)[0]))}
+    initial = {(t.batch_size, t.lr) for t in sweep.initial_grid(small_config(), list(sweep.stored_results(path)[0]))}
     assert tuned - initial  # a widened grid, so widening is exercised
     assert not (path.parent / (path.name + ".pending")).exists()
     assert sweep.study_complete(small_config(), path)
@@ -130,7 +134,7 @@ def test_a_trial_that_keeps_failing_is_reported_after_its_retries(tmp_path):
     bad = S.trial("tune", 5000, 0.1, 0, 0.5, steps=10)  # B larger than the training split: train() raises
     with sweep.LocalExecutor(1, retries=1) as executor, pytest.raises(sweep.TrialError) as info:
         list(executor.run(config, [bad]))
-    assert info.value.failures[0][0] == bad["run_id"] and "batch size 5000" in str(info.value)
+    assert info.value.failures[0][0] == bad.run_id and "batch size 5000" in str(info.value)
 
 
 def warm_up(executor, n):
@@ -139,7 +143,7 @@ def warm_up(executor, n):
     config = small_config()
     config["reference_epochs"] = 1.0
     spec = S.reference_trials(config)[0]
-    return list(executor.run(config, [dict(spec, run_id=f"warm{j}") for j in range(n)]))
+    return list(executor.run(config, [spec.replace(run_id=f"warm{j}") for j in range(n)]))
 
 
 def kill_mid_trial(pid, cpu_before, still_running, out, into=0.3, timeout=120):
@@ -284,7 +288,7 @@ def test_shards_merge_into_the_same_study(tmp_path_factory, tmp_path, executor):
     shards = [store.open(tmp_path / f"shard{i}.h5") for i in range(2)]
     want = store.open(reference)
     reference_ids = {k for k, r in want.runs.items() if r.attrs["phase"] == "reference"}
-    grid = [t["run_id"] for t in sweep.initial_grid(config, sweep.stored_results(reference)[0])]
+    grid = [t.run_id for t in sweep.initial_grid(config, sweep.stored_results(reference)[0])]
     for i, s in enumerate(shards):
         assert s.attrs["shard"] == f"{i}/2" and s.config == config
         assert set(s.runs) == reference_ids | set(grid[i::2])  # the reference phase and every 2nd grid trial

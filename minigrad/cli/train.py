@@ -98,6 +98,7 @@ def train(data_name, data_dir, n_val, hidden, activation, loss, batch_size, lr, 
     from minigrad import store
     from minigrad.machine.progress import progress_bar
     from minigrad.training.schedules import scaled_lr
+    from minigrad.training.spec import TrialSpec
     from minigrad.training.trial import load_data, prepare, run_trial
 
     options = {**({"data_dir": str(data_dir)} if data_dir is not None else {}),
@@ -106,7 +107,7 @@ def train(data_name, data_dir, n_val, hidden, activation, loss, batch_size, lr, 
                         activation=activation, loss=loss, dtype=dtype, backend=backend, optimizer=optimizer,
                         momentum=momentum, weight_decay=weight_decay, beta2=beta2, beta2_rule=beta2_rule,
                         beta2_halflife=beta2_halflife, reference_batch_size=reference_batch_size)
-    spec = dict(run_id="run", batch_size=batch_size, lr=scaled_lr(lr, batch_size, reference_batch_size, scale_lr),
+    spec = TrialSpec(run_id="run", batch_size=batch_size, lr=scaled_lr(lr, batch_size, reference_batch_size, scale_lr),
                 seed=seed, steps=budget.steps, examples=budget.examples, epochs=budget.epochs, target=target,
                 stop_at_target=not keep_going, sampler=sampler, drop_last=not keep_last, patience=patience,
                 lr_schedule=dict(kind=lr_schedule, milestones=milestones, gamma=gamma, warmup_epochs=warmup_epochs),

@@ -127,7 +127,7 @@ def run_jobs(config, specs, writer, executor, label="runs"):
     storing each as it finishes. Every run also records its training-set error (evaluate_train)."""
     from minigrad.machine.progress import progress_bar
 
-    todo = [dict(s, evaluate_train=True) for s in specs if s["run_id"] not in writer.completed_run_ids()]
+    todo = [s.replace(evaluate_train=True) for s in specs if s.run_id not in writer.completed_run_ids()]
     if not todo:
         return
     with executor, progress_bar(f"{config['experiment']}: {label}", total=len(todo)) as advance:

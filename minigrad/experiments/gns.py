@@ -9,6 +9,7 @@ from minigrad.experiments.common import MINI_STUDY, finish, run_jobs, stem
 from minigrad.study.config import make_config as make_study_config
 from minigrad.study import plan
 from minigrad.training.trial import load_data
+from minigrad.training.spec import TrialSpec
 
 
 def study_config(quick, data=None):
@@ -51,7 +52,7 @@ def run(config, out, writer, executor, echo, overwrite=False):
     # trained past the target (no stop) for `long_factor` times the study's reference budget, so that the rise up
     # to the target and the rise after it are measured on one trajectory
     epochs = sconf["reference_epochs"] * config["long_factor"]
-    spec = dict(run_id="gns-run", batch_size=B_ref, lr=ref_lr, seed=config["seed"], epochs=epochs,
+    spec = TrialSpec(run_id="gns-run", batch_size=B_ref, lr=ref_lr, seed=config["seed"], epochs=epochs,
                 target=analysis.target, stop_at_target=False, total_steps=int(epochs * n_train / B_ref),
                 gns=dict(batch_size=config["gns_batch_size"], batches=config["gns_batches"],
                          smoothing=config["smoothing"]),

@@ -14,6 +14,7 @@ import numpy as np
 from minigrad.experiments import verdict as V
 from minigrad.experiments.common import run_jobs
 from minigrad.experiments.stratified import steps_to
+from minigrad.training.spec import TrialSpec
 
 
 def batch_sizes(config, n_train, least, name):
@@ -44,7 +45,7 @@ def run_id(arm, B, k, seed, prefix=""):
 
 def spec(config, arm, settings, B, k, seed, target, steps, prefix=""):
     lr = settings["centre"](B) * config["lr_step"] ** k
-    return dict(run_id=run_id(arm, B, k, seed, prefix), tag=arm, batch_size=B, lr=float(f"{lr:.6g}"),
+    return TrialSpec(run_id=run_id(arm, B, k, seed, prefix), tag=arm, batch_size=B, lr=float(f"{lr:.6g}"),
                 lr_factor=config["lr_step"] ** k, seed=seed, steps=int(steps), target=target, stop_at_target=True,
                 optimizer=settings["optimizer"], **settings.get("spec", lambda B: {})(B))
 

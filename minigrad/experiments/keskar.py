@@ -8,6 +8,7 @@ import numpy as np
 from minigrad.experiments import verdict as V
 from minigrad.experiments.common import finish, median, run_jobs, stem
 from minigrad.training.trial import load_data
+from minigrad.training.spec import TrialSpec
 
 
 def closing_needs_a_gap(hurt, retune):
@@ -45,11 +46,11 @@ def run(config, out, writer, executor, echo):
     for seed in range(config["seeds"]):
         for B in batch_sizes:
             role = "small" if B == small else ("large" if B == large else "between")
-            specs.append(dict(run_id=f"fixed-B{B:05d}-s{seed}", role=role, tag="fixed", batch_size=B, lr=config["lr"],
+            specs.append(TrialSpec(run_id=f"fixed-B{B:05d}-s{seed}", role=role, tag="fixed", batch_size=B, lr=config["lr"],
                               seed=seed, epochs=config["epochs"], curvature=curv, keep_params=B in (small, large),
                               lr_factor=1.0))
         for f in config["retune_factors"]:
-            specs.append(dict(run_id=f"retune-B{large:05d}-x{f:g}-s{seed}", role="large", tag="retune",
+            specs.append(TrialSpec(run_id=f"retune-B{large:05d}-x{f:g}-s{seed}", role="large", tag="retune",
                               batch_size=large, lr=config["lr"] * f, lr_factor=float(f), seed=seed,
                               epochs=config["epochs"], curvature=curv, keep_params=True))
     run_jobs(config, specs, writer, executor, label=f"{len(specs)} runs")
@@ -201,7 +202,7 @@ def matched_specs(config, saved, small, large, curv):
             continue
         hit = np.flatnonzero(sb.trace["train_loss"] <= lb.attrs["train_loss_final"])
         steps = int(sb.trace["step"][hit[0]]) if len(hit) else int(sb.attrs["steps"])
-        specs.append(dict(run_id=f"matched-B{small:05d}-s{seed}", role="small", tag="matched", batch_size=small,
+        specs.append(TrialSpec(run_id=f"matched-B{small:05d}-s{seed}", role="small", tag="matched", batch_size=small,
                           lr=config["lr"], seed=seed, steps=steps, curvature=curv, lr_factor=1.0))
     return specs
 

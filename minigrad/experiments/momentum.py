@@ -18,10 +18,11 @@ from minigrad.experiments import verdict as V
 from minigrad.experiments.common import finish, run_jobs, stem
 from minigrad.experiments.stratified import steps_to
 from minigrad.training.trial import load_data
+from minigrad.training.spec import TrialSpec
 
 
 def reference_specs(config, tag="reference"):
-    return [dict(run_id=f"{tag}-lr{lr:g}-s{seed}", tag=tag, batch_size=config["reference_batch"],
+    return [TrialSpec(run_id=f"{tag}-lr{lr:g}-s{seed}", tag=tag, batch_size=config["reference_batch"],
                  lr=lr, seed=seed, epochs=config["reference_epochs"], stop_at_target=False, momentum=0.0)
             for lr in config["reference_lrs"] for seed in range(2)]
 
@@ -51,7 +52,7 @@ def tuning_spec(config, B, m, k, seed, target, lr_ref, S_ref, E_ref):
     """One tuning trial: batch size B, momentum m (0 = plain SGD), effective rate 2^k x the centre."""
     effective = centre_lr(lr_ref, B, config["reference_batch"]) * 2.0 ** k
     steps = int(math.ceil(config["budget_factor"] * max(S_ref, E_ref / B)))
-    return dict(run_id=f"tune-B{B:05d}-m{m:g}-k{k:+d}-s{seed}", tag="sgd" if m == 0 else "momentum", batch_size=B,
+    return TrialSpec(run_id=f"tune-B{B:05d}-m{m:g}-k{k:+d}-s{seed}", tag="sgd" if m == 0 else "momentum", batch_size=B,
                 lr=effective * (1 - m), momentum=float(m), lr_factor=2.0 ** k, seed=seed, steps=steps,
                 target=target, stop_at_target=True, optimizer="sgd" if m == 0 else "momentum")
 

@@ -6,6 +6,7 @@ import numpy as np
 from minigrad.experiments import verdict as V
 from minigrad.experiments.common import finish, median, run_jobs, stem
 from minigrad.training.trial import load_data
+from minigrad.training.spec import TrialSpec
 
 
 def run(config, out, writer, executor, echo):
@@ -14,14 +15,14 @@ def run(config, out, writer, executor, echo):
     f, milestones = config["factor"], config["milestones"]
     specs = []
     for seed in range(config["seeds"]):
-        specs.append(dict(run_id=f"decay-s{seed}", tag="decay", batch_size=config["batch_size"], lr=config["lr"],
+        specs.append(TrialSpec(run_id=f"decay-s{seed}", tag="decay", batch_size=config["batch_size"], lr=config["lr"],
                           seed=seed, epochs=config["epochs"],
                           lr_schedule=dict(kind="step", milestones=milestones, gamma=1.0 / f)))
-        specs.append(dict(run_id=f"grow-s{seed}", tag="grow", batch_size=config["batch_size"], lr=config["lr"],
+        specs.append(TrialSpec(run_id=f"grow-s{seed}", tag="grow", batch_size=config["batch_size"], lr=config["lr"],
                           seed=seed, epochs=config["epochs"], batch_schedule=dict(milestones=milestones, factor=f)))
         # negative control: neither decays nor grows; if it matched the decay as well as growing B does, the
         # comparison could not tell schedules apart
-        specs.append(dict(run_id=f"constant-s{seed}", tag="constant", batch_size=config["batch_size"],
+        specs.append(TrialSpec(run_id=f"constant-s{seed}", tag="constant", batch_size=config["batch_size"],
                           lr=config["lr"], seed=seed, epochs=config["epochs"]))
     run_jobs(config, specs, writer, executor, label=f"{len(specs)} runs")
     saved = store.open(out)

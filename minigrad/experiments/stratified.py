@@ -19,6 +19,7 @@ import numpy as np
 
 from minigrad.experiments import verdict as V
 from minigrad.experiments.common import finish, run_jobs, stem
+from minigrad.training.spec import TrialSpec
 
 STATISTICS = {  # name -> (what it is, the function of one sampler's steps-to-target over seeds)
     "steps": ("median steps-to-target, stratified / shuffled", np.median),
@@ -59,7 +60,7 @@ def run(config, out, writer, executor, echo):
     for B in config["batch_sizes"]:
         for sampler in ("shuffle", "stratified"):
             for seed in range(config["seeds"]):
-                specs.append(dict(run_id=f"{sampler}-B{B:05d}-s{seed}", tag=sampler, sampler=sampler, batch_size=B,
+                specs.append(TrialSpec(run_id=f"{sampler}-B{B:05d}-s{seed}", tag=sampler, sampler=sampler, batch_size=B,
                                   lr=config["lr_per_example"] * B, seed=seed, epochs=config["epochs"]))
     run_jobs(config, specs, writer, executor, label=f"{len(specs)} runs")
     saved = store.open(out)

@@ -15,9 +15,12 @@ LOSSES = ("cross_entropy", "mse")
 DTYPES = ("float32", "float64")
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")
 SAMPLERS = ("shuffle", "replacement", "stratified")
-STATUSES = ("COMPLETE", "INCOMPLETE", "DIVERGED")
+# CENSORED: a tuning trial stopped early at a step count that already makes it slower than its batch size's best
+# cell (minigrad.study.plan.censor_bound); every statistic reads it as "more than that many steps"
+STATUSES = ("COMPLETE", "INCOMPLETE", "DIVERGED", "CENSORED")
 BETA2_RULES = ("fixed", "halflife")
-COMPLETE, INCOMPLETE, DIVERGED = STATUSES
+COMPLETE, INCOMPLETE, DIVERGED, CENSORED = STATUSES
+SWITCHES = ("on", "off")
 
 _SEED_MAX = 2**63 - 1
 
@@ -133,12 +136,17 @@ SETTINGS = {s.name: s for s in [
        defaults={"bench": 3}, quick=2),
     _s("budget_factor", "float", "A tuning trial may take this many times the reference run's steps "
        "(examples/B below B_ref).", lo=0, hi=1e4, lo_open=True, defaults={"bench": 3.0}, quick=2.5),
+    _s("censor", "choice", "Stop a tuning trial once it has taken more steps than a bound that makes it slower than "
+       "its batch size's best cell (status CENSORED); off: every trial runs to the target or its budget.",
+       choices=SWITCHES, defaults={"bench": "on"}),
     _s("adaptive_budget", "int", "Extra trials the adaptive phase may spend where they change the answer.", lo=0,
        hi=100_000, defaults={"bench": 48}, quick=16),
     _s("adaptive_seeds", "int", "Seeds the adaptive phase adds per round at a batch size's best rate.", lo=1,
        hi=1000, defaults={"bench": 2}),
-    _s("stable_fraction", "float", "The adaptive phase stops once the tie set is the same in this fraction of "
-       "resamples.", lo=0, hi=1, lo_open=True, defaults={"bench": 0.8}),
+    _s("stable_fraction", "float", "The answer calls the tie set stable once it is the same in this fraction of "
+       "resampled data sets.", lo=0, hi=1, lo_open=True, defaults={"bench": 0.8}),
+    _s("regret_goal", "float", "The adaptive phase stops once following the pick costs at most this much more time "
+       "than the fastest batch size in 90% of resamples.", lo=0, hi=10, defaults={"bench": 0.05}),
     _s("equal_epochs", "float", "Epochs of the equal-budget comparison.", lo=0, hi=1e5, lo_open=True,
        defaults={"bench": 5.0}, quick=3.0),
     _s("eval_growth", "float", "Each evaluation comes this factor more steps after the last.", lo=1, hi=10,

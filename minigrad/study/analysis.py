@@ -147,9 +147,10 @@ def time_gaps(rows):
             and abs(r["trial_step_s"] / r["step_time_s"] - 1) > TIME_GAP]
 
 def recommend(rows, T, cells, times, config, target):
-    """(recommendation dict, the pick's row). The tie set: batch sizes within uncertainty.NEAR_TIE of the fastest
-    in at least uncertainty.TIE_FRACTION of resamples, always with the point-estimate fastest; the pick: the member
-    that wins the most resamples (fewer steps on an equal count)."""
+    """(recommendation dict, the pick's row). The tie set: the range of neighbouring batch sizes around the
+    point-estimate fastest that are within uncertainty.NEAR_TIE of the fastest in at least uncertainty.TIE_FRACTION
+    of resamples (uncertainty.tie_range); the pick: the member that wins the most resamples (fewer steps on an equal
+    count)."""
     timed = [r for r in rows if math.isfinite(r["time_s"] if times else r["steps"])]
     if not timed:
         return {}, None
@@ -157,8 +158,8 @@ def recommend(rows, T, cells, times, config, target):
     by_B = {r["batch_size"]: r for r in rows}
     fastest = min(timed, key=lambda r: ((r["time_s"] if times else r["steps"]), r["batch_size"]))
     wins, near, tied = U.choice(T, Bs)
-    tied = sorted(set(tied) | {fastest["batch_size"]})
-    pick = by_B[max(tied, key=lambda B: (wins[B], -by_B[B]["steps"]))]
+    tied = U.tie_range(tied, Bs, fastest["batch_size"])
+    pick = by_B[U.pick_of(tied, wins, {B: r["steps"] for B, r in by_B.items()})]
     stable = U.stability(cells, times, tied)
     for r in rows:
         r["win_fraction"], r["tied"] = wins[r["batch_size"]], r["batch_size"] in tied
@@ -176,7 +177,8 @@ def recommend(rows, T, cells, times, config, target):
     out = dict(batch_size=pick["batch_size"], lr=pick["best_lr"], lr_interpolated=pick["lr_interpolated"],
                steps=pick["steps"], tied=tied, win_fraction=wins, near_fraction=near, stable_fraction=stable,
                stable=stable >= config.get("stable_fraction", 0.8), reason=reason,
-               regret=U.regret(T, Bs, pick["batch_size"]), flat=U.flat_range(T, Bs, pick["batch_size"]),
+               regret=U.stated_regret(T, Bs, pick["batch_size"], cells, times),
+               regret_bootstrap=U.regret(T, Bs, pick["batch_size"]), flat=U.flat_range(T, Bs, pick["batch_size"]),
                measure=measure, recipe=recipe(config, pick, target))
     return out, pick
 

@@ -178,7 +178,7 @@ class InlineExecutor:
                 yield result
                 break
             else:
-                failures.append((spec["run_id"], error))
+                failures.append((spec.run_id, error))
         if failures:
             raise TrialError(failures, self.name) from failures[0][1]
 
@@ -239,7 +239,7 @@ class LocalExecutor:
         return _on_host(func, args)
 
     def run(self, config, specs):
-        attempts = {spec["run_id"]: 0 for spec in specs}
+        attempts = {spec.run_id: 0 for spec in specs}
         pending, failures = list(specs), []
         while pending:
             futures = {self._pool.submit(trial_task, config, spec, self.threads): spec for spec in pending}
@@ -252,11 +252,11 @@ class LocalExecutor:
                     # A dead worker fails every unfinished future of the pool; which trial it was running cannot
                     # be told, so each of them is charged one attempt.
                     broken = broken or isinstance(exc, BrokenProcessPool)
-                    attempts[spec["run_id"]] += 1
-                    if attempts[spec["run_id"]] <= self.retries:
+                    attempts[spec.run_id] += 1
+                    if attempts[spec.run_id] <= self.retries:
                         pending.append(spec)
                     else:
-                        failures.append((spec["run_id"], exc))
+                        failures.append((spec.run_id, exc))
                     continue
                 self.workers_of[result["run_id"]] = result["worker"]
                 yield result
@@ -391,7 +391,7 @@ class DaskExecutor:
         distributed = _need_distributed()
         token = uuid.uuid4().hex[:8]
         futures = {self.client.submit(trial_task, config, spec, self.threads, __version__, pure=False,
-                                      retries=self.retries, key=f"{spec['run_id']}-{token}"): spec
+                                      retries=self.retries, key=f"{spec.run_id}-{token}"): spec
                    for spec in specs}
         failures = []
         try:
@@ -404,7 +404,7 @@ class DaskExecutor:
                     yield result
                 else:
                     exc = future.exception() if future.status == "error" else RuntimeError(f"trial {future.status}")
-                    failures.append((spec["run_id"], exc))
+                    failures.append((spec.run_id, exc))
         finally:
             # the driver stops early (an exception, Ctrl-C): take back what the cluster still has of this batch
             unfinished = [f for f in futures if not f.done()]

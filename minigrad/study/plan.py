@@ -10,11 +10,15 @@ rerun on the same file recomputes the same ids and runs only the missing ones:
              sqrt(B/B_ref) above (Adam: sqrt on both sides; its beta2 per B from beta2_rule, see training.trial),
              several seeds each, stopping at the target, with a budget of budget_factor * max(S_ref, E_ref/B) steps
              (S(B) can be no larger than S_ref above B_ref, nor E(B) much larger than E_ref below it); a grid whose
-             best rate lies on its edge is widened on that side (up to `max_widen` times);
+             best rate lies on its edge is widened on that side (up to `max_widen` times). With censor on, each
+             B's centre rate runs first, and its seeds bound the other rates: a trial past censor_bound steps
+             without the target stops, CENSORED, as it can no longer be B's best in any resample;
   adapt      rounds of extra trials where they change the answer (adaptive_trials): more seeds at the best rate of
              the batch sizes in or next to the tie set, and rates between the best grid rate and its neighbours; a
              round is planned from the tuning trials and the earlier rounds only, so its ids are fixed and a killed
-             study resumes the same round; it stops when the tie set is stable or the trial budget is spent;
+             study resumes the same round; it stops when the pick's stated regret (uncertainty.stated_regret:
+             its time-to-target over each resample's fastest, in 90% of resamples) is within regret_goal, or the
+             budget is spent;
   equal      the equal-budget question: every B trained for the same number of examples, at its tuned rate and at
              the reference rate held fixed, final validation and test error recorded.
 
@@ -27,23 +31,24 @@ import numpy as np
 
 from minigrad.study import uncertainty as U
 from minigrad.study.config import COMPLETE
+from minigrad.training.spec import TrialSpec
 
 # -------------------------------------------------------------------------------------------------- trial ids
 def lr_key(lr):
     return f"{lr:.4g}"
 
 
-def trial(phase, batch_size, lr, seed, target, *, epochs=None, steps=None, stop_at_target=True, tag=""):
-    """One trial's settings; its budget is `epochs` or `steps`."""
+def trial(phase, batch_size, lr, seed, target, *, epochs=None, steps=None, stop_at_target=True, tag="",
+          censor_steps=None):
+    """One trial's settings; its budget is `epochs` or `steps`; censor_steps: see censor_bound."""
     run_id = f"{phase}-B{batch_size:05d}-lr{lr_key(lr)}-s{seed}{tag}"
-    spec = dict(run_id=run_id, phase=phase, batch_size=int(batch_size), lr=float(lr), seed=int(seed),
-                epochs=None if epochs is None else float(epochs), steps=None if steps is None else int(steps),
-                target=target, stop_at_target=stop_at_target)
-    if phase == "tune":
-        # gradient noise scale at each evaluation (gns_* columns): 2 x 256 examples, about 4% of a trial's time,
-        # its own random stream, so the trajectory is the one without it (minigrad.instruments.noise)
-        spec["gns"] = dict(batch_size=256, batches=2)
-    return spec
+    # tuning trials record the gradient noise scale at each evaluation (gns_* columns): 2 x 256 examples, about 4%
+    # of a trial's time, its own random stream, so the trajectory is the one without it (minigrad.instruments.noise)
+    return TrialSpec(run_id=run_id, phase=phase, batch_size=batch_size, lr=lr, seed=seed,
+                     epochs=None if epochs is None else float(epochs), steps=None if steps is None else int(steps),
+                     target=target, stop_at_target=stop_at_target,
+                     censor_steps=None if censor_steps is None else int(censor_steps),
+                     gns=dict(batch_size=256, batches=2) if phase == "tune" else None)
 
 
 def reference_trials(config):
@@ -148,13 +153,34 @@ def best_lr(results, batch_size, phase="tune"):
     return best_of(steps_by_lr(results, batch_size, phase))
 
 
-def tune_trials(config, reference_lr, target, batch_sizes, results, reference=None):
+def censor_bound(centre_steps, budget, margin=None):
+    """Steps after which a tuning trial at a B still short of the target stops (CENSORED), from the steps-to-target
+    of every seed of the B's centre cell: margin * the slowest of them, margin 1 for an odd count of seeds and 2 for
+    an even one; None (no bound) when one of them missed or the bound reaches the budget.
+
+    Why it changes no statistic: in any resample the centre cell's median is at most its slowest seed, s_max, so
+    S(B) <= s_max. A censored seed truly needs more than margin * s_max steps; read as infinitely many, a cell's
+    resampled median changes only where it would take such a seed, and then it truly exceeds s_max (an odd count:
+    the median is one of the seeds) or (s + 2 s_max) / 2 > s_max (an even count: the mean of the middle two). So
+    S(B), its best rate, T(B), the fit, B_crit and the pick come out the same in every resample as without
+    censoring, and so do the steps to every easier error level (tests/test_censor.py simulates it)."""
+    steps = [float(s) for s in centre_steps]
+    if not steps or not all(math.isfinite(s) for s in steps):
+        return None
+    margin = (1.0 if len(steps) % 2 else 2.0) if margin is None else margin
+    bound = int(math.ceil(margin * max(steps)))
+    return bound if bound < budget else None
+
+
+def tune_trials(config, reference_lr, target, batch_sizes, results, reference=None, censor=None):
     """The tuning trials needed now: the initial grid for every B, then one more rate beyond each edge where the
     best rate sits on it (or where no rate reached the target: towards larger rates first, then smaller).
 
     A grid is widened only once every seed of every rate tried at its B is stored: the choice then depends on the
     trials alone, never on which of them a killed study had finished, so a resume widens as an uninterrupted
-    study does."""
+    study does. censor (default: the config's setting): a B's centre rate first, then the other rates with the
+    bound its seeds set (censor_bound), which likewise depends on those stored trials alone."""
+    censor = config.get("censor", "on") == "on" if censor is None else censor
     wanted = []
     for B in batch_sizes:
         grid = grid_for(config, reference_lr, B)
@@ -162,6 +188,13 @@ def tune_trials(config, reference_lr, target, batch_sizes, results, reference=No
         for r in results:
             if r["phase"] == "tune" and r["batch_size"] == B:
                 seeds.setdefault(r["lr"], set()).add(r["seed"])
+        budget, bound = tune_budget(config, reference, B), None
+        if censor:
+            centre = grid[len(grid) // 2]
+            if not seeds.get(centre, set()) >= set(range(config["seeds"])):
+                wanted += [trial("tune", B, centre, seed, target, steps=budget) for seed in range(config["seeds"])]
+                continue
+            bound = censor_bound(steps_per_cell(results).get((B, centre), []), budget)
         lrs = sorted(set(grid) | set(seeds))
         if all(seeds.get(lr, set()) >= set(range(config["seeds"])) for lr in lrs):
             lr, _ = best_lr(results, B)
@@ -181,7 +214,8 @@ def tune_trials(config, reference_lr, target, batch_sizes, results, reference=No
                     lrs.append(float(f"{lr / f:.4g}"))
         for lr in lrs:
             for seed in range(config["seeds"]):
-                wanted.append(trial("tune", B, lr, seed, target, steps=tune_budget(config, reference, B)))
+                wanted.append(trial("tune", B, lr, seed, target, steps=budget,
+                                    censor_steps=None if censor and lr == centre else bound))
     return wanted
 
 
@@ -198,7 +232,7 @@ def adaptive_trials(config, results, target, reference, times):
         specs, state = _adaptive_round(config, before, target, reference, times, k, config["adaptive_budget"] - spent)
         if not specs:
             return [], f"{spent} extra trials in {k - 1} round(s); stopped: {state}"
-        if not all(t["run_id"] in done for t in specs):
+        if not all(t.run_id in done for t in specs):
             return specs, f"round {k}: {state}"
         spent += len(specs)
     raise AssertionError("every adaptive round adds at least one trial, so the budget ends the loop")
@@ -206,16 +240,15 @@ def adaptive_trials(config, results, target, reference, times):
 
 def _adaptive_round(config, results, target, reference, times, k, budget_left):
     cells = steps_per_cell(results, TUNED)
-    pick = U.point_best(cells, times)
+    pick, tied, regret = U.answer_regret(cells, times)
     if pick is None:
         return [], "no batch size reached the target"
-    tied = U.tie_set(cells, times, pick)
-    stable = U.stability(cells, times, tied)
-    if stable >= config["stable_fraction"]:
-        return [], f"the tie set {tied} is stable (the same in {stable:.0%} of resamples)"
+    where = (f"the pick B = {pick} is at most {regret:.0%} slower than the fastest in "
+             f"{U.REGRET_QUANTILE:.0%} of resamples; tied: {tied}")
+    if regret <= config["regret_goal"]:
+        return [], f"{where}, within the goal of {config['regret_goal']:.0%}"
     if budget_left <= 0:
-        return [], (f"the budget of {config['adaptive_budget']} extra trials is spent (the tie set {tied} is the same "
-                    f"in {stable:.0%} of resamples)")
+        return [], f"the budget of {config['adaptive_budget']} extra trials is spent ({where})"
     best = U.best_steps(cells)
     Bs = sorted(best)
     near = {Bs[j] for B in tied for j in (Bs.index(B) - 1, Bs.index(B) + 1) if 0 <= j < len(Bs)} - set(tied)
@@ -236,7 +269,7 @@ def _adaptive_round(config, results, target, reference, times, k, budget_left):
                 mid = float(f"{math.sqrt(lr * rates[j]):.4g}")
                 wanted += [trial("adapt", B, mid, seed, target, steps=budget, tag=f"-r{k}")
                            for seed in range(config["seeds"])]
-    return wanted[:budget_left], f"the tie set {tied} is the same in {stable:.0%} of resamples"
+    return wanted[:budget_left], where
 
 
 def equal_budget_trials(config, reference_lr, target, batch_sizes, results):

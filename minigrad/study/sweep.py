@@ -18,7 +18,9 @@ phase uses each batch size's tuned rate. So a shard runs:
 and then stops. Widening a grid needs every seed at every rate of its batch size, and the equal-budget phase needs
 every batch size's tuned rate: those need all shards' results. `minigrad merge OUT.h5 shard*.h5` combines the shard
 files, and `minigrad bench` with the same settings on OUT.h5 (any executor: the local pool or a dask cluster)
-resumes it and runs the widening rounds and the equal-budget phase, which gives the same study as one unsharded run.
+resumes it and runs the widening rounds and the equal-budget phase, which gives the same study as one unsharded run
+(the slices run uncensored, as no centre cell bounds them yet: trials an unsharded study would have censored run to
+their end, which changes no statistic; see minigrad.study.plan.censor_bound).
 """
 from minigrad.study import plan as S
 from minigrad.study.analysis import step_times
@@ -56,7 +58,7 @@ def initial_grid(config, results):
     target, _ = S.choose_target(config, reference)
     _, reference_lr = S.best_reference(reference)
     return S.tune_trials(config, reference_lr, target, config["batch_sizes"], reference,
-                         S.reference_cost(config, reference, target))
+                         S.reference_cost(config, reference, target), censor=False)  # no centre cell to bound it yet
 
 
 def shard_slice(specs, shard):
@@ -80,14 +82,14 @@ def plan(config, results, times=None):
     once the earlier ones are complete. times: {B: step times per measurement round} (None: decide on steps)."""
     phases = [("reference", S.reference_trials(config))]
     done = {r["run_id"] for r in results}
-    if not all(t["run_id"] in done for t in phases[0][1]):
+    if not all(t.run_id in done for t in phases[0][1]):
         return phases
     target, _ = S.choose_target(config, results)
     _, reference_lr = S.best_reference(results)
     reference = S.reference_cost(config, results, target)
     tune = S.tune_trials(config, reference_lr, target, config["batch_sizes"], results, reference)
     phases.append(("tune", tune))
-    if not all(t["run_id"] in done for t in tune):
+    if not all(t.run_id in done for t in tune):
         return phases
     adapt, _ = S.adaptive_trials(config, results, target, reference, times or {})
     phases.append(("adapt", adapt))
@@ -103,10 +105,10 @@ def next_batch(config, results, shard=None, times=None):
     done = {r["run_id"] for r in results}
     phases = plan(config, results, times)
     if shard is not None and len(phases) > 1:  # the reference phase is complete: the shard's slice of the grid
-        mine = [t for t in shard_slice(initial_grid(config, results), shard) if t["run_id"] not in done]
+        mine = [t for t in shard_slice(initial_grid(config, results), shard) if t.run_id not in done]
         return ("tune", mine, False) if mine else (None, [], True)
     for name, specs in phases:
-        missing = [t for t in specs if t["run_id"] not in done]
+        missing = [t for t in specs if t.run_id not in done]
         if missing:
             return name, missing, False
     return None, [], False

@@ -232,6 +232,59 @@ def regret(T, Bs, pick, quantile=REGRET_QUANTILE):
     return float(np.quantile(ratio, quantile) - 1) if np.isfinite(ratio).all() else math.inf
 
 
+MEDIAN_SD = math.sqrt(math.pi / 2)  # the median of n normal draws spreads about this times sigma / sqrt(n)
+
+
+def pooled_sigma(cells):
+    """The seeds' spread in log steps, pooled over each batch size's best cell (the one whose median is S(B)) with
+    two or more seeds that reached the target, each cell's own mean removed, divided by the degrees of freedom
+    left: nan when no such cell has two. The best cells only: their spread is S(B)'s noise, and censoring (which
+    cuts slow seeds of other rates) leaves them as they were."""
+    ss, dof = 0.0, 0
+    for B, (_, lr) in best_steps(cells).items():
+        if lr is None:
+            continue
+        logs = np.log([x for x in cells[(B, lr)] if math.isfinite(x) and x > 0])
+        if len(logs) >= 2:
+            ss += float(((logs - logs.mean()) ** 2).sum())
+            dof += len(logs) - 1
+    return math.sqrt(ss / dof) if dof else math.nan
+
+
+def pooled_regret(cells, times, pick, reps=REPS, seed=0, quantile=REGRET_QUANTILE):
+    """The pick's regret with every batch size's S(B) drawn around its point estimate with the spread the seeds of
+    the best cells share (pooled_sigma, times MEDIAN_SD / sqrt(seeds of its best cell)), its step time resampled as
+    in `resample`. With two or three seeds a cell's own bootstrap can barely vary (its median takes two or three
+    values), so alone it states a regret near 0 for batch sizes 15% apart; the pooled spread is estimated from
+    every batch size's seeds at once. nan without a pooled spread."""
+    sigma = pooled_sigma(cells)
+    best = best_steps(cells)
+    Bs = sorted(best)
+    if not math.isfinite(sigma) or pick not in best:
+        return math.nan
+    rng = np.random.default_rng(seed)
+    logS = np.full((reps, len(Bs)), np.inf)
+    for j, B in enumerate(Bs):
+        steps, lr = best[B]
+        if math.isfinite(steps) and steps > 0:
+            n = sum(math.isfinite(x) for x in cells[(B, lr)])
+            logS[:, j] = math.log(steps) + sigma * MEDIAN_SD / math.sqrt(max(n, 1)) * rng.standard_normal(reps)
+    t = np.ones((reps, len(Bs)))
+    for j, B in enumerate(Bs):
+        if len(times.get(B, ())):
+            t[:, j] = _median_resamples(times[B], reps, rng)
+    return regret(np.exp(logS) * t, Bs, pick, quantile)
+
+
+def stated_regret(T, Bs, pick, cells, times):
+    """The regret the answer states and the adaptive phase stops on: the larger of the seed bootstrap's (`regret`
+    over the draws T) and the pooled spread's (pooled_regret), so that a study of few seeds is not overconfident
+    (bench/calibration.py measures both against many-seed references)."""
+    boot = regret(T, Bs, pick)
+    pooled = pooled_regret(cells, times, pick)
+    return boot if not math.isfinite(pooled) else max(boot, pooled)
+
+
 def flat_range(T, Bs, pick, tolerance=FLAT_TOLERANCE):
     """The run of neighbouring batch sizes around `pick` whose time-to-target is within `tolerance` of the
     fastest in the median resample: where T(B) is flat, any of them is as good an answer."""
@@ -250,12 +303,47 @@ def flat_range(T, Bs, pick, tolerance=FLAT_TOLERANCE):
     return Bs[lo:hi + 1]
 
 
+def tie_range(tied, Bs, anchor):
+    """The run of neighbouring batch sizes of `tied` around `anchor` (always in it): where T(B) is flat within
+    noise. A batch size tied alone, away from the run (a step-time bump, a lucky cell), is left out: judged one B
+    at a time such holes appear by chance, and a range is what a user can act on."""
+    good = set(tied) | {anchor}
+    i = Bs.index(anchor)
+    lo, hi = i, i
+    while lo > 0 and Bs[lo - 1] in good:
+        lo -= 1
+    while hi < len(Bs) - 1 and Bs[hi + 1] in good:
+        hi += 1
+    return Bs[lo:hi + 1]
+
+
+def pick_of(tied, wins, steps):
+    """The member of the tie set that wins the most resamples (fewer steps on an equal count)."""
+    return max(tied, key=lambda B: (wins[B], -steps[B]))
+
+
 def tie_set(cells, times, point_best, reps=REPS, seed=0):
-    """The batch sizes tied with `point_best` within noise (it is always in the set)."""
+    """The batch sizes tied with `point_best` within noise: a range around it (tie_range)."""
     draws = resample(cells, times, reps, seed)
     T = draws["T"] if any(len(times.get(B, ())) for B in draws["batch_sizes"]) else draws["S"]
     _, _, tied = choice(T, draws["batch_sizes"])
-    return sorted(set(tied) | ({point_best} if point_best is not None else set()))
+    return tie_range(tied, draws["batch_sizes"], point_best) if point_best is not None else tied
+
+
+def answer_regret(cells, times, reps=REPS, seed=0):
+    """(pick, tie range, regret) as the answer states them (minigrad.study.analysis.recommend), from cells alone:
+    what the adaptive phase stops on. (None, [], nan) when no batch size reached the target."""
+    best = point_best(cells, times)
+    if best is None:
+        return None, [], math.nan
+    draws = resample(cells, times, reps, seed)
+    Bs = draws["batch_sizes"]
+    T = draws["T"] if all(len(times.get(B, ())) for B in Bs) else draws["S"]
+    wins, _, tied = choice(T, Bs)
+    tied = tie_range(tied, Bs, best)
+    steps = {B: s for B, (s, _) in best_steps(cells).items()}
+    pick = pick_of(tied, wins, steps)
+    return pick, tied, stated_regret(T, Bs, pick, cells, times if T is draws["T"] else {})
 
 
 def stability(cells, times, tied, outer=40, reps=150, seed=1):

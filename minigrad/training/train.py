@@ -18,7 +18,7 @@ import numpy as np
 from minigrad.engine.loop import BUDGET_DONE, NONFINITE, REACHED, Evaluator, SamplerState, Stepper
 from minigrad.engine.model import MLP
 from minigrad.engine.optim import make_optimizer
-from minigrad.machine.settings import COMPLETE, DIVERGED, INCOMPLETE  # noqa: F401 - the statuses, named once
+from minigrad.machine.settings import CENSORED, COMPLETE, DIVERGED, INCOMPLETE  # noqa: F401 - the statuses, named once
 from minigrad.training.schedules import BatchSchedule, LRSchedule
 from minigrad.training.threads import CHUNK_SECONDS, FALLBACK, choose_threads, parse_threads, thread_count
 
@@ -108,6 +108,17 @@ def next_eval_step(step, growth):
     return max(step + 1, int(math.ceil(step * growth)))
 
 
+def censor_step(bound, floor, growth, budget_steps):
+    """The step at which a run given censor_steps=`bound` stops if it has not reached its target by then: the first
+    of its regular evaluation points (every `growth`, at least `floor` apart, as train places them before any
+    crossing) at or past `bound`; None when that lies at or past the budget (the run ends INCOMPLETE there).
+    A function of the settings only, so that a stored run that was not censored says where it would have been."""
+    step = max(1, floor)
+    while step < bound:
+        step = max(next_eval_step(step, growth), step + floor)
+    return step if step < budget_steps else None
+
+
 # The cost model behind the floor on steps between evaluations (eval_gap_floor), in units of one example's forward
 # pass at evaluation speed: a train step costs about 3 B of them (forward, two backward products) plus a fixed cost
 # that dominates at small B (the kernel calls and the sampler). Measured on 2 Zen 5 cores for 32-64-64-10 and
@@ -135,7 +146,7 @@ def eval_gap_floor(batch_size, n_val, share=EVAL_SHARE, budget_steps=None):
 def train(model: MLP, data, batch_size, lr, optimizer="sgd", *, budget: Budget, target=None, stop_at_target=True,
           lr_schedule=None, batch_schedule=None, sampler="shuffle", drop_last=True, patience=None, seed=0,
           optimizer_options=None, eval_growth=1.04, eval_share=EVAL_SHARE, divergence_factor=5.0, eval_hooks=(),
-          progress=None, threads=None):
+          progress=None, threads=None, censor_steps=None):
     """Train `model` on `data` (a minigrad.data.Dataset) and return a Trace.
 
     batch_size: B, or the base of `batch_schedule` (a BatchSchedule) when given. lr: base learning rate;
@@ -152,6 +163,9 @@ def train(model: MLP, data, batch_size, lr, optimizer="sgd", *, budget: Budget, 
     eval_hooks: callables (model, data, step) -> dict of extra scalar columns recorded at each evaluation.
     progress: callable(fraction_done) called at each evaluation.
     threads: None (the caller's BLAS and Numba settings), a count, or "auto" (see minigrad.training.threads).
+    censor_steps: with a target, stop at the first regular evaluation at or past this step that has not reached it
+    (censor_step), status CENSORED: "more than `steps` steps". It only ends runs early, so a run it does not stop
+    is bit for bit the run without it.
     """
     threads = parse_threads(threads)
     with ExitStack() as stack:
@@ -159,7 +173,8 @@ def train(model: MLP, data, batch_size, lr, optimizer="sgd", *, budget: Budget, 
                       stop_at_target=stop_at_target, lr_schedule=lr_schedule, batch_schedule=batch_schedule,
                       sampler=sampler, drop_last=drop_last, patience=patience, seed=seed,
                       optimizer_options=optimizer_options, eval_growth=eval_growth, eval_share=eval_share,
-                      divergence_factor=divergence_factor, eval_hooks=eval_hooks, progress=progress)
+                      divergence_factor=divergence_factor, eval_hooks=eval_hooks, progress=progress,
+                      censor_steps=censor_steps)
 
 
 class _Threads:
@@ -190,7 +205,7 @@ class _Threads:
 
 def _train(stack, threads, model, data, batch_size, lr, optimizer, *, budget, target, stop_at_target, lr_schedule,
            batch_schedule, sampler, drop_last, patience, seed, optimizer_options, eval_growth, eval_share,
-           divergence_factor, eval_hooks, progress):
+           divergence_factor, eval_hooks, progress, censor_steps):
     if batch_size < 1 or batch_size > len(data.y_train):
         raise ValueError(f"batch size {batch_size} must lie between 1 and the training split's {len(data.y_train)} "
                          "examples")
@@ -293,6 +308,9 @@ def _train(stack, threads, model, data, batch_size, lr, optimizer, *, budget, ta
             status = COMPLETE if reached or target is None else INCOMPLETE
         if status is None and why == BUDGET_DONE:
             status = COMPLETE if reached or target is None else INCOMPLETE
+        if (status is None and censor_steps is not None and target is not None and reached is None
+                and step >= max(censor_steps, replay_until)):
+            status = CENSORED  # never inside a replay: that one is locating a crossing already seen
         if status is None and target is not None and reached is None:
             last = (step, stepper.snapshot())
         next_eval = next_eval_step(step, eval_growth)
@@ -322,6 +340,8 @@ def _train(stack, threads, model, data, batch_size, lr, optimizer, *, budget, ta
         attrs.update({f"step_s_threads_{T}": t for T, t in pool.times.items()})
     if pool.fallback_step is not None:
         attrs["threads_fallback_step"] = pool.fallback_step
+    if status == CENSORED:
+        attrs["censor_steps"] = int(censor_steps)
     if status == DIVERGED:
         attrs["diverged_at_step"] = step + (1 if why == NONFINITE else 0)
     columns = {name: np.asarray(values, dtype=np.int64 if name in ("step", "examples", "batch_size") else np.float64)
