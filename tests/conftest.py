@@ -1,8 +1,14 @@
 """Fixtures shared by the test modules."""
+import os
+
 import numpy as np
 import pytest
 
 from minigrad import data
+
+# the step paths of the thresholds only: a machine's kept timings (engine/step_choice.py) must not change what the
+# tests run; tests/test_step_choice.py points it at a folder of its own
+os.environ["MINIGRAD_STEP_CHOICES"] = "off"
 
 
 def make_blobs(seed=0, spread=3.0, n_train=600, n_val=300, n_test=300, features=6, classes=3):

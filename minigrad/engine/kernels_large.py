@@ -69,6 +69,17 @@ def gemm(out, a, b, trans_a, trans_b, alpha, beta, ints, flags, scalars):
 
 
 @njit(cache=True)
+def gemm_rows(out, a, b, trans_b, rows, ints, flags, scalars):
+    # out (M,N) <- a (M,K) op(b), in blocks of at most `rows` rows of out and a (rows >= M: one GEMM). OpenBLAS
+    # runs a GEMM of few rows by a small-matrix kernel that is up to 3x faster per row than its packed kernel
+    # (measured at M = 8 against 10-32, 784x128 weights on a Xeon with SkylakeX kernels)
+    M = out.shape[0]
+    for i in range(0, M, rows):
+        j = min(i + rows, M)
+        gemm(out[i:j], a[i:j], b, False, trans_b, 1.0, 0.0, ints, flags, scalars)
+
+
+@njit(cache=True)
 def gemm_sgd_update(weight, dout, inp, lr, decay, ints, flags, scalars):
     # dout (B,OC), inp (B,C) -> weight (OC,C) <- decay * weight - lr * dout^T inp   (one GEMM, beta = decay)
     gemm(weight, dout, inp, True, False, -lr, decay, ints, flags, scalars)
@@ -164,14 +175,15 @@ def weight_sgd_update(weight, dweight, lr, decay):
 # -------------------------------------------------------------------------------------------------- the step
 # What sgd_step needs besides the workspace: dweight0 (OC_0,C_0) the first layer's weight gradient when it is not
 # folded; fold_first (B < OC_0, see the module docstring); X (B,C_0) the batch copy when folded, else (0,C_0);
-# sums (max OC,) scratch for the bias sums; ints, flags, scalars the GEMM's scalars (gemm_scratch)
-Large = namedtuple("Large", "dweight0 fold_first X sums ints flags scalars")
+# sums (max OC,) scratch for the bias sums; ints, flags, scalars the GEMM's scalars (gemm_scratch); rows the
+# largest block of batch rows a forward or input-gradient GEMM is given at once (gemm_rows; B: unblocked)
+Large = namedtuple("Large", "dweight0 fold_first X sums ints flags scalars rows")
 
 
-def large_buffers(sizes, B, dtype, dweight0):
+def large_buffers(sizes, B, dtype, dweight0, rows=None):
     fold_first = B < sizes[1]
     return Large(dweight0, fold_first, np.zeros((B if fold_first else 0, sizes[0]), dtype),
-                 np.zeros(max(sizes[1:]), dtype), *gemm_scratch(dtype))
+                 np.zeros(max(sizes[1:]), dtype), *gemm_scratch(dtype), max(1, min(rows or B, B)))
 
 
 @njit(cache=True)
@@ -182,15 +194,15 @@ def sgd_step(net, work, large, X, y, lr, weight_decay):
     # gradient goes to large.dweight0 and an update pass.
     act, loss, weights, biases = net
     zs, acts, dzs = work
-    dweight0, fold_first, x_saved, sums, ints, flags, scalars = large
+    dweight0, fold_first, x_saved, sums, ints, flags, scalars, rows = large
     L = len(weights)
     for l in range(L):
         inp = X if l == 0 else acts[l - 1]
         if l < L - 1:
-            gemm(zs[l], inp, weights[l], False, True, 1.0, 0.0, ints, flags, scalars)
+            gemm_rows(zs[l], inp, weights[l], True, rows, ints, flags, scalars)
             bias_activation_forward(act, acts[l], zs[l], biases[l])
         else:
-            gemm(zs[l], inp, weights[l], False, True, 1.0, 0.0, ints, flags, scalars)  # the logits
+            gemm_rows(zs[l], inp, weights[l], True, rows, ints, flags, scalars)  # the logits
             add_bias(zs[l], biases[l])  # a (B,K) pass: negligible
     value = K.loss_forward_backward(loss, dzs[L - 1], acts[L - 1], y)
     if not math.isfinite(value):
@@ -203,7 +215,7 @@ def sgd_step(net, work, large, X, y, lr, weight_decay):
         dout = dzs[l]
         if l > 0:
             # the input gradient, from the weights before their update
-            gemm(dzs[l - 1], dout, weights[l], False, False, 1.0, 0.0, ints, flags, scalars)
+            gemm_rows(dzs[l - 1], dout, weights[l], False, rows, ints, flags, scalars)
             gemm_sgd_update(weights[l], dout, acts[l - 1], lr, decay, ints, flags, scalars)
             OC = dzs[l - 1].shape[1]
             activation_backward_bias_sgd(act, dzs[l - 1], zs[l - 1], acts[l - 1], biases[l - 1], lr, decay,

@@ -20,6 +20,7 @@ import numpy as np
 
 from minigrad.engine import kernels as K
 from minigrad.engine import passes as P
+from minigrad.engine import step_choice
 from minigrad.engine import steps as S
 from minigrad.engine.optim import OPTIMIZERS, Optimizer
 
@@ -187,6 +188,9 @@ class MLP:
         kind = None if optimizer is None else OPTIMIZERS[optimizer] if isinstance(optimizer, str) else optimizer.kind
         T = S.fused_workers(threads)
         name = S.choose(self.backend, self.n_params, batch_size, kind, T)
+        measured = step_choice.lookup(self, batch_size, kind, T, S.candidates(self.backend, self.n_params,
+                                                                              batch_size, kind, T))
+        name = measured or name
         key = name, batch_size, T
         step = self._steps.get(key)
         if step is None:

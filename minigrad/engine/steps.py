@@ -3,44 +3,27 @@
 A path is one way of running forward, backward and update at one batch size: its kernels, the buffers they need
 besides the model's workspace, the Python call (MLP.train_step), the compiled loop that takes many steps without
 returning to Python (loop.Stepper), the gradient a fused step leaves to be formed on first read (settle), and the
-bytes its buffers add (MLP.memory_count). A Step object holds all of that for one path, batch size and thread count;
-MLP.step_for builds it (once per batch size) and every caller asks it rather than the path's name.
+bytes its buffers add (MLP.memory_count). A Step object (engine/step_objects.py) holds all of that for one path, batch size and thread
+count; MLP.step_for builds it (once per batch size) and every caller asks it rather than the path's name.
+
+Where this machine's timings are kept (engine/step_choice.py), MLP.step_for takes the measured path among
+`candidates` instead of `choose`'s thresholds.
 
 PATHS is the registry: each path's name, when it is chosen, its kernels, and the measurement that set its threshold.
 `table()` renders it for docs/architecture.md and `minigrad bench throughput --help`; it is typed nowhere else.
 
 Legend: B = batch size, T = workers (threads) of the fused step.
 """
-import math
 from collections import namedtuple
 
 import numpy as np
 
-from minigrad.engine import kernels as K
-from minigrad.engine import kernels_large as KG
-from minigrad.engine import kernels_loops as KL
 from minigrad.engine import kernels_small as KS
-from minigrad.engine import passes as P
-from minigrad.engine import step_loops as SL
-from minigrad.engine.optim import OPTIMIZERS, STEP, WEIGHT_DECAY
+from minigrad.engine.kernels_choice import BACKENDS, SMALL, SMALL_BATCH_MAX, linear_kernels  # noqa: F401 (re-exported)
+from minigrad.engine.optim import OPTIMIZERS
+from minigrad.engine.step_objects import (BlockedLargeStep, FusedStep, LargeStep, PerExampleStep,  # noqa: F401
+                                          Step, workspace_bytes)
 
-# backend name -> (linear_forward, linear_backward) with the signatures of kernels.py
-BACKENDS = {
-    "blas": (K.linear_forward, K.linear_backward),
-    # the same kernels with every op a pass of its own at every B (no fused step): the readable path to profile
-    "blas-unfused": (K.linear_forward, K.linear_backward),
-    "loops": (KL.linear_forward, KL.linear_backward),
-    "loops-parallel": (KL.linear_forward_parallel, KL.linear_backward_parallel),
-    # B single-example passes with the gradient accumulated (passes.forward_backward_per_example); batched forward
-    # passes (evaluate, logits) go through BLAS
-    "per-example": (K.linear_forward, K.linear_backward),
-}
-SMALL = (KS.linear_forward, KS.linear_backward)
-
-# Batch sizes up to which the blas backends use the small-batch kernels instead of BLAS (gradients, evaluation, and
-# train steps of optimizers other than plain SGD). Measured side by side on 2 Zen 5 cores (784-256-256-10, float32,
-# OpenBLAS 0.3.30 with its Haswell kernels): the small kernels overtake BLAS between B = 8 and 16.
-SMALL_BATCH_MAX = 8
 # Plain SGD on --backend blas: kernels_small's fused step wins where it splits each layer's rows across two or more
 # threads and the weights are large enough that each worker's share outweighs the barriers between the layers; else
 # kernels_large's BLAS step is faster at every B. FUSED_SGD_MAX: the largest B of the fused step, by workers.
@@ -79,13 +62,6 @@ def fused_workers(threads=None):
     return T if _fused_threading["ok"] else 1
 
 
-def linear_kernels(backend, B):
-    """(linear_forward, linear_backward) of `backend` at batch size B: the small-batch kernels stand in for BLAS up
-    to SMALL_BATCH_MAX rows (also for evaluation and plain gradients)."""
-    small = backend in ("blas", "blas-unfused", "per-example") and B <= SMALL_BATCH_MAX
-    return SMALL if small else BACKENDS[backend]
-
-
 def choose(backend, n_params, B, kind, T):
     """The name of the path a step takes: backend, parameter count, batch size, optimizer kind (OPTIMIZERS code, or
     None for a gradient without an update) and the fused step's workers T. MLP.step_for is its one caller."""
@@ -98,214 +74,24 @@ def choose(backend, n_params, B, kind, T):
     return backend
 
 
-def workspace_bytes(sizes, B, itemsize):
-    """Bytes of model.Workspace(B) besides its activations: dzs, the per-example norms, the batch buffer and its
-    int64 labels."""
-    return B * sum(sizes[1:]) * itemsize + B * itemsize + B * sizes[0] * itemsize + B * 8
+# the paths only a measurement picks (engine/step_choice.py), never the thresholds
+MEASURED_ONLY = ("blas-fused-sgd-blocked",)
+# the largest B at which the paths that skip BLAS (the fused and small-batch kernels) are measured at all
+CANDIDATE_MAX_B = 64
 
 
-class Step:
-    """A plain step: passes.train_step on the backend's linear kernels, every op its own pass."""
-
-    defers_grads = False  # whether the step leaves model.grads to be formed on first read (settle)
-
-    def __init__(self, model, name, B, T):
-        self.model, self.name, self.B, self.T = model, name, B, T
-        self.linear = linear_kernels(model.backend, B)
-        # what the compiled calls take, as plain tuples (kernels.plain: the faster to hand over from Python)
-        self.net, self.grads = K.plain(model.net), K.plain(model.grads_views)
-        self._ws = self._work = None
-
-    @property
-    def ws(self):
-        """The model's workspace of this batch size (allocated on first use: asking for a path allocates nothing)."""
-        if self._ws is None:
-            self._ws = self.model.workspace(self.B)
-        return self._ws
-
-    @property
-    def work(self):
-        """The workspace's zs, acts, dzs as the compiled calls take them (kernels.Work's layout)."""
-        if self._work is None:
-            self._work = K.plain(self.ws.work)
-        return self._work
-
-    def update(self, optimizer):
-        """`optimizer`'s update of the model's flat vectors, laid out as kernels.Update."""
-        m = self.model
-        return optimizer.kind, m.params, m.grads_buffer, optimizer.state, optimizer.hyper
-
-    def gradient(self, X, y, sqnorms):
-        """Mean loss of the batch; fills model.grads_buffer (no update). sqnorms: see passes.forward_backward."""
-        return P.forward_backward(*self.linear, self.net, self.grads, self.work, X, y, sqnorms)
-
-    def __call__(self, X, y, optimizer):
-        """One step from Python: the loss (NaN/Inf: the update was skipped)."""
-        self.model.defer_grads(None)
-        return P.train_step(*self.linear, self.net, self.grads, self.work, X, y, self.ws.no_sqnorms,
-                            self.update(optimizer))
-
-    def run(self, optimizer, chunk):
-        """Steps of the compiled loop (step_loops; chunk: loop.Chunk on this step's workspace) -> why it stopped."""
-        args = self.net, self.grads, self.work, self.ws.no_sqnorms, self.update(optimizer)  # step_loops.plain_step's
-        return SL.run_steps(SL.plain_step, *self.linear, args, *chunk)
-
-    def settle(self):
-        """Form model.grads from what a deferring step kept (only steps that defer are asked)."""
-
-    def count_bytes(self, parts):
-        """Add the bytes this path holds besides the model's own buffers to MLP.memory_count's parts."""
-
-
-class PerExampleStep(Step):
-    """B single-example passes, their gradients accumulated, then one update (passes.train_step_per_example)."""
-
-    def __init__(self, model, name, B, T):
-        super().__init__(model, name, B, T)
-        self.one = K.plain(model.one_example)
-
-    def gradient(self, X, y, sqnorms):
-        return P.forward_backward_per_example(self.net, self.one, X, y, sqnorms, self.model.grads_buffer)
-
-    def __call__(self, X, y, optimizer):
-        return P.train_step_per_example(self.net, self.one, X, y, self.ws.no_sqnorms, self.update(optimizer))
-
-    def run(self, optimizer, chunk):
-        args = self.net, self.one, self.ws.no_sqnorms, self.update(optimizer)
-        return SL.run_steps(SL.per_example_step, *self.linear, args, *chunk)
-
-    def count_bytes(self, parts):
-        # one example's gradient besides the batch's, and the B = 1 workspace with its activations
-        sizes, item = self.model.sizes, self.model.dtype.itemsize
-        parts["gradients"] += self.model.n_params * item
-        if self.B != 1:
-            parts["workspace"] += workspace_bytes(sizes, 1, item) + (sum(sizes[1:]) + sum(sizes[1:-1])) * item
-
-
-class DeferringStep(Step):
-    """A fused plain-SGD step: it never forms the gradient, and keeps what it is made of (settle forms it)."""
-
-    defers_grads = True
-    _buffers = _kept = None
-
-    @property
-    def buffers(self):
-        """The path's own buffers (a named tuple), allocated on first use."""
-        if self._buffers is None:
-            self._buffers = self.allocate()
-        return self._buffers
-
-    @property
-    def kept(self):
-        """The buffers as the kernel takes them (a plain tuple)."""
-        if self._kept is None:
-            self._kept = K.plain(self.buffers)
-        return self._kept
-
-    def kernel(self, X, y, optimizer):
-        """The step's compiled call -> loss."""
-        raise NotImplementedError
-
-    def __call__(self, X, y, optimizer):
-        self.model.defer_grads(None)
-        value = self.kernel(X, y, optimizer)
-        if math.isfinite(value):
-            optimizer.hyper[STEP] += 1
-            self.model.defer_grads(self)
-        else:  # the update was skipped; the gradient (which the caller may inspect) comes from the plain path
-            self.gradient(X, y, self.ws.no_sqnorms)
-        return value
-
-    def chunk_done(self, why, steps_before, chunk):
-        # after a compiled chunk: the last batch's gradient is formed on first read
-        if chunk.counters[SL.STEPS] > steps_before or why == SL.NONFINITE:
-            self.model.defer_grads(self)
-        return why
-
-
-class FusedStep(DeferringStep):
-    """kernels_small's one-pass step: forward, backward and the SGD update, each layer's rows split across T
-    workers (serial on one)."""
-
-    def allocate(self):
-        return KS.fused_buffers(self.model.sizes, self.B, self.T, self.model.dtype)
-
-    def barrier_failed(self, advice):
-        if self.buffers.counter[KS.BARRIER_FAILED]:
-            raise RuntimeError(f"the fused SGD step's {self.T} workers did not all run at once (threading layer "
-                               f"problem); {advice}")
-
-    def kernel(self, X, y, optimizer):
-        lr, wd = optimizer.lr, float(optimizer.hyper[WEIGHT_DECAY])
-        if self.T == 1:
-            KS.sgd_step_serial(self.net, self.work, self.kept, X, y, lr, wd)
-        else:
-            KS.sgd_step_parallel(self.T, self.net, self.work, self.kept, X, y, lr, wd)
-            self.barrier_failed("set numba.set_num_threads(1) to run it on one core")
-        return float(self.buffers.value[0])
-
-    def run(self, optimizer, chunk):
-        args = self.net, self.work, self.kept, optimizer.hyper, self.T
-        before = chunk.counters[SL.STEPS]
-        if self.T == 1:
-            why = SL.run_fused_serial(args, *chunk)
-        else:
-            why = SL.run_steps(SL.fused_parallel_step, *self.linear, args, *chunk)
-            self.barrier_failed("run with one thread (--threads 1)")
-        return self.chunk_done(why, before, chunk)
-
-    def settle(self):
-        # per layer dweight = dout^T inp and dbias = sum_b dout, by the register-blocked kernels; the first layer's
-        # input is the step's copy of the batch, the last layer's dout worker 0's copy of the loss gradient
-        m, fb, ws = self.model, self.buffers, self.ws
-        L = len(m.weights)
-        for l in range(L):
-            dout = fb.dlogits[0] if l == L - 1 else ws.dzs[l]
-            inp = ws.acts[l - 1] if l > 0 else fb.X
-            KS.linear_dweight_rows(m.grads_views.dweights[l], m.grads_views.dbiases[l], dout, inp, 0, m.sizes[l + 1])
-
-    def count_bytes(self, parts):
-        # kernels_small.Fused: parts, dlogits and the batch copy, then the int64 counter (16) and float64 loss
-        sizes, B, T, item = self.model.sizes, self.B, self.T, self.model.dtype.itemsize
-        parts["workspace"] += (T * B * sum(sizes[:-1]) + T * B * sizes[-1] + B * sizes[0]) * item + 16 * 8 + 8
-
-
-class LargeStep(DeferringStep):
-    """kernels_large's step: BLAS GEMMs with the SGD update folded into the weight-gradient GEMMs and the bias
-    passes into the activation passes."""
-
-    def allocate(self):
-        return KG.large_buffers(self.model.sizes, self.B, self.model.dtype, self.model.grads_views.dweights[0])
-
-    def kernel(self, X, y, optimizer):
-        return KG.sgd_step(self.net, self.work, self.kept, X, y, optimizer.lr, float(optimizer.hyper[WEIGHT_DECAY]))
-
-    def run(self, optimizer, chunk):
-        before = chunk.counters[SL.STEPS]
-        why = SL.run_large((self.net, self.work, self.kept, optimizer.hyper), *chunk)
-        if why == SL.NONFINITE:
-            # the step met the NaN/Inf before its backward pass: the gradient comes from the plain path
-            self.gradient(self.ws.X, self.ws.y, self.ws.no_sqnorms)
-            return why
-        return self.chunk_done(why, before, chunk)
-
-    def settle(self):
-        # per layer dweight = dout^T inp and dbias = sum_b dout through BLAS; the first layer's input is the step's
-        # copy of the batch, and when that layer was not folded its dweight is in place already (only dbias is left)
-        m, lb, ws = self.model, self.buffers, self.ws
-        for l in range(len(m.weights)):
-            dout, inp = ws.dzs[l], ws.acts[l - 1] if l > 0 else lb.X
-            if l == 0 and not lb.fold_first:
-                KG.column_sums(m.grads_views.dbiases[0], dout)
-            else:
-                K.linear_backward(dout, m.grads_views.dweights[l], m.grads_views.dbiases[l], dout, inp, m.weights[l],
-                                  False)
-
-    def count_bytes(self, parts):
-        # kernels_large.Large: the batch copy (first layer folded), the bias sums and BLAS's scalars (6 int32,
-        # 2 uint8, 2 of the dtype)
-        sizes, B, item = self.model.sizes, self.B, self.model.dtype.itemsize
-        parts["workspace"] += ((B * sizes[0] if B < sizes[1] else 0) + max(sizes[1:]) + 2) * item + 26
+def candidates(backend, n_params, B, kind, T):
+    """The paths that could run this step on --backend blas, for step_choice to time (none on the other backends,
+    whose kernels the user named)."""
+    if backend != "blas":
+        return []
+    small = B <= CANDIDATE_MAX_B
+    if kind == OPTIMIZERS["sgd"]:
+        fused = "fused-sgd-parallel" if T > 1 else "fused-sgd-serial"
+        # the unfused plain steps make the large step's GEMMs and more passes: not worth timing
+        blocked = ["blas-fused-sgd-blocked"] if B > BlockedLargeStep.rows else []  # else the same calls
+        return ["blas-fused-sgd"] + blocked + ([fused] if small else [])
+    return ["blas-small", "blas"] if small else []
 
 
 Path = namedtuple("Path", "name step when kernels measured")
@@ -324,6 +110,11 @@ def _paths():
         Path("blas-fused-sgd", LargeStep, "--backend blas, plain SGD otherwise (the default study's step)",
              "kernels_large.sgd_step: BLAS GEMMs, the update folded into the weight-gradient GEMM, bias passes merged",
              "the two rows above"),
+        Path("blas-fused-sgd-blocked", BlockedLargeStep, "--backend blas, plain SGD, with MINIGRAD_STEP_CHOICES=on, "
+             "where this machine's timings (engine/step_choice.py) found it the fastest",
+             "kernels_large.sgd_step with its forward and "
+             f"input-gradient GEMMs in blocks of {BlockedLargeStep.rows} batch rows (kernels_large.gemm_rows)",
+             "engine/step_choice.py, on the machine that runs it"),
         Path("blas-small", Step, f"--backend blas, B <= {small}, an optimizer other than plain SGD",
              f"{plain} on kernels_small's linear kernels, kernels.py's other ops", MEASURED_SMALL),
         Path("blas", Step, f"--backend blas, B > {small}, an optimizer other than plain SGD",

@@ -14,7 +14,7 @@ import tempfile
 _ENGINE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "engine")
 
 
-def _writable(folder):
+def writable(folder):
     try:
         os.makedirs(folder, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
@@ -37,7 +37,7 @@ def ensure_writable(note=None):
     """None if Numba can cache where it looks; else the temporary folder now in NUMBA_CACHE_DIR (and `note` gets
     one line saying where the cache should go)."""
     places = candidates()
-    if any(_writable(p) for p in places):
+    if any(writable(p) for p in places):
         return None
     folder = tempfile.mkdtemp(prefix="minigrad-numba-")
     atexit.register(shutil.rmtree, folder, ignore_errors=True)

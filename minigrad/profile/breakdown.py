@@ -145,7 +145,7 @@ def large_sgd_prefix(stop, net, work, large, X, y, lr):
     # kernels_large.sgd_step's ops (weight decay 0) in large_sgd_ops' order, stopping after the first `stop`
     act, loss, weights, biases = net
     zs, acts, dzs = work
-    dweight0, fold_first, x_saved, sums, ints, flags, scalars = large
+    dweight0, fold_first, x_saved, sums, ints, flags, scalars, rows = large
     L = len(weights)
     k = 0
     for l in range(L):
@@ -153,13 +153,13 @@ def large_sgd_prefix(stop, net, work, large, X, y, lr):
         if k == stop:
             return k
         if l < L - 1:
-            KG.gemm(zs[l], inp, weights[l], False, True, 1.0, 0.0, ints, flags, scalars)
+            KG.gemm_rows(zs[l], inp, weights[l], True, rows, ints, flags, scalars)
             k += 1
             if k == stop:
                 return k
             KG.bias_activation_forward(act, acts[l], zs[l], biases[l])
         else:
-            KG.gemm(zs[l], inp, weights[l], False, True, 1.0, 0.0, ints, flags, scalars)
+            KG.gemm_rows(zs[l], inp, weights[l], True, rows, ints, flags, scalars)
             KG.add_bias(zs[l], biases[l])
         k += 1
     if k == stop:
@@ -175,7 +175,7 @@ def large_sgd_prefix(stop, net, work, large, X, y, lr):
     for l in range(L - 1, 0, -1):
         if k == stop:
             return k
-        KG.gemm(dzs[l - 1], dzs[l], weights[l], False, False, 1.0, 0.0, ints, flags, scalars)
+        KG.gemm_rows(dzs[l - 1], dzs[l], weights[l], False, rows, ints, flags, scalars)
         k += 1
         if k == stop:
             return k

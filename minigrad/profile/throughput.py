@@ -154,6 +154,7 @@ def measure(sizes, batch_sizes, backends="blas", threads=None, dtypes="float32",
 
     from minigrad.profile import roofline
     from minigrad.profile.breakdown import breakdown as time_ops
+    from minigrad.engine import step_choice
     from minigrad.engine.model import MLP
     from minigrad.engine.optim import make_optimizer
 
@@ -184,12 +185,15 @@ def measure(sizes, batch_sizes, backends="blas", threads=None, dtypes="float32",
                             model = MLP(sizes, activation=activation, dtype=dtype, backend=backend, seed=seed)
                             opt = make_optimizer(optimizer, LR)
                             first_total = 0.0
+                            # this machine's fastest path per B, timed now (once; kept beside Numba's cache)
+                            step_choice.ensure(model, batch_sizes, opt, T)
                             for B in batch_sizes:
                                 row = _time_step(model, opt, *batches[B], repeats, min_time, min_repeats,
                                                  ceiling, model.flops_per_step(B), chunk)
                                 first_total += max(row["first_call_s"] - row["step_time_s"], 0.0)
                                 gflops = model.flops_per_step(B) / row["step_time_s"] / 1e9
-                                row = dict(backend=backend, path=model.step_path(B, optimizer), threads=T,
+                                row = dict(backend=backend, path=model.step_path(B, optimizer),
+                                           path_chosen_by=step_choice.chosen_by(model, B, opt, T), threads=T,
                                            dtype=dtype.name, batch_size=B, **row,
                                            samples_per_s=B / row["step_time_s"], gflops=gflops,
                                            ceiling_gflops=ceiling, pct_of_ceiling=100.0 * gflops / ceiling,
