@@ -79,9 +79,19 @@ def rows_table(ans: Answer, console, wide=False):
     return table, left_out, console.width
 
 
+def side_table(title, headings):
+    """A table of the report's further sections: title on the left, right-aligned columns that never wrap."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 1), title_justify="left")
+    for name in headings:
+        table.add_column(name, justify="right", no_wrap=True)
+    return table
+
+
 def print_report(a, console=None, wide=False):
     """Print the answer (an Answer, or an Analysis made into one) as `minigrad report` does."""
-    from rich import box
     from rich.console import Console
     from rich.table import Table
 
@@ -106,22 +116,17 @@ def print_report(a, console=None, wide=False):
         if line:
             console.print(line, soft_wrap=soft)
     if ans.ladder:
-        lad = Table(title="the critical batch size along training: the same trials at easier error levels (B_crit = "
-                          "E_min/S_min; CBS-20% = 0.2 B_crit, where examples are 20% above the fewest)",
-                    box=box.SIMPLE_HEAD, padding=(0, 1), title_justify="left")
-        for name in LADDER_HEADINGS:
-            lad.add_column(name, justify="right", no_wrap=True)
+        lad = side_table("the critical batch size along training: the same trials at easier error levels (B_crit = "
+                         "E_min/S_min; CBS-20% = 0.2 B_crit, where examples are 20% above the fewest)", LADDER_HEADINGS)
         for r in ans.ladder:
             lad.add_row(*ladder_cells(r), style="bold" if r["is_target"] else None)
         console.print(lad)
         if ans.ladder_sentence:
             console.print(ans.ladder_sentence, soft_wrap=soft)
     if ans.schedule:
-        sch = Table(title="a batch-size schedule from the ladder: per stage the B and rate with the least predicted "
-                          "time (steps in the stage from the same traces, times t(B)); then the fixed pick",
-                    box=box.SIMPLE_HEAD, padding=(0, 1), title_justify="left")
-        for name in SCHEDULE_HEADINGS:
-            sch.add_column(name, justify="right", no_wrap=True)
+        sch = side_table("a batch-size schedule from the ladder: per stage the B and rate with the least predicted "
+                         "time (steps in the stage from the same traces, times t(B)); then the fixed pick",
+                         SCHEDULE_HEADINGS)
         for row in schedule_cells(ans.schedule):
             sch.add_row(*row, style="dim" if row[0] == "fixed" else None)
         console.print(sch)
