@@ -14,9 +14,9 @@ PyTorch and JAX are not minigrad dependencies: install them in a separate enviro
 minigrad) and point --frameworks-python at it. A framework that is missing there is skipped with a message, never an
 error. This script itself needs minigrad's dependencies (it makes the initial weights and batches with minigrad):
 
-    python3 -m venv /work/venv-compare
-    /work/venv-compare/bin/pip install torch jax jaxlib        # CPU wheels
-    python bench/compare_frameworks.py --threads 2 --frameworks-python /work/venv-compare/bin/python \\
+    python3 -m venv ~/venv-compare
+    ~/venv-compare/bin/pip install torch jax jaxlib        # CPU wheels
+    python bench/compare_frameworks.py --threads 2 --frameworks-python ~/venv-compare/bin/python \\
         --json compare.json
 
 Output: one table row per batch size with each framework's median step time and samples/s, and the ratio of
