@@ -143,15 +143,14 @@ def measure(model, B, optimizer, T, candidates, rule, rounds=7, round_s=0.01):
     """Time each candidate path on a copy of `model` (its parameters untouched) -> {"path", "seconds"}: each
     path's fastest round, as other processes on the cores only ever slow a round down."""
     from minigrad.engine import steps as S
-    from minigrad.engine.model import MLP
 
     r = np.random.default_rng(0)
     X = r.standard_normal((B, model.sizes[0])).astype(model.dtype)
     y = r.integers(0, model.sizes[-1], B).astype(np.int64)
     runs = {}
     for name in candidates:
-        copy = MLP(list(model.sizes), activation=model.activation, dtype=model.dtype, backend=model.backend,
-                   seed=model.seed)
+        copy = type(model)(list(model.sizes), activation=model.activation, dtype=model.dtype, backend=model.backend,
+                          seed=model.seed)
         opt = type(optimizer)(1e-6)
         opt.bind(copy)
         step = S.make(copy, name, B, T)
