@@ -5,7 +5,9 @@ Every study here is the same small one (a small teacher task, B in {4, 32}, 2 ra
 trial for trial (training is deterministic for given seeds: one BLAS thread per worker).
 """
 import copy
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -267,6 +269,30 @@ def kill_driver_then_resume(out, executor, min_stored=3):
 
 @needs_proc
 @pytest.mark.slow
+def test_each_phase_that_ran_says_its_wall_time(tmp_path_factory, tmp_path):
+    path = baseline(tmp_path_factory)
+    walls = json.loads(store.open(path).attrs["phase_wall_s"])
+    assert list(walls) == ["reference", "tune", "equal"]  # in the order they ran; the widening rounds are "tune"
+    assert all(seconds > 0 for seconds in walls.values())
+    # control: a rerun of the finished study runs no phase, so it times none and keeps the file's record
+    again = tmp_path / "again.h5"
+    shutil.copy(path, again)
+    lines = []
+    sweep.run_study(small_config(), again, executor=sweep.LocalExecutor(1), measure_throughput=False,
+                    echo=lines.append)
+    assert not any(line.startswith("wall time by phase") for line in lines), lines
+    assert json.loads(store.open(again).attrs["phase_wall_s"]) == walls
+
+
+def test_phase_walls_add_up_rounds_and_say_them_in_order():
+    walls = sweep.PhaseWalls()
+    for name in ("tune", "adapt", "adapt"):
+        with walls.timing(name):
+            time.sleep(0.01)
+    assert list(walls.seconds) == ["tune", "adapt"] and walls.seconds["adapt"] >= 0.02
+    assert walls.sentence().startswith("wall time by phase: tune 0.0 s, adapt 0.0 s (total 0.0 s)")
+
+
 def test_killed_driver_leaves_a_file_that_resumes(tmp_path_factory, tmp_path):
     reference = baseline(tmp_path_factory)
     out = tmp_path / "driver.h5"

@@ -22,6 +22,10 @@ resumes it and runs the widening rounds and the equal-budget phase, which gives 
 (the slices run uncensored, as no centre cell bounds them yet: trials an unsharded study would have censored run to
 their end, which changes no statistic; see minigrad.study.plan.censor_bound).
 """
+import contextlib
+import json
+import time
+
 from minigrad.study import plan as S
 from minigrad.study.analysis import step_times
 from minigrad.study.config import DEFAULT_CONFIG, validate
@@ -123,6 +127,27 @@ def count_trials(config):
 
 
 # ------------------------------------------------------------------------------------------------------- driver
+class PhaseWalls:
+    """Wall seconds of each phase this run of the driver went through, in the order they ran (the widening rounds
+    add up under "tune", the adaptive rounds under "adapt"), so a phase added to the study says what it costs. A
+    phase that found all its trials stored ran nothing and is not listed."""
+
+    def __init__(self):
+        self.seconds = {}
+
+    @contextlib.contextmanager
+    def timing(self, name):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - start, 3)
+
+    def sentence(self):
+        parts = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in self.seconds.items())
+        return f"wall time by phase: {parts} (total {sum(self.seconds.values()):.1f} s)"
+
+
 def _measure_throughput(kwargs):
     """Runs where the trials run (executor.call_alone): the compute speed of the machine that trains.
 
@@ -183,6 +208,7 @@ def run_study(config, out, *, overwrite=False, executor=None, echo=print, measur
 
         executor = executor or LocalExecutor()
         duplicates = 0
+        walls = PhaseWalls()
         with executor:
             for line in executor.notes():
                 echo(line)
@@ -190,9 +216,11 @@ def run_study(config, out, *, overwrite=False, executor=None, echo=print, measur
                 # alone where the trials will run: no trial has been submitted yet
                 echo(f"compute speed: timing one training step of {sizes} at {len(config['batch_sizes'])} batch "
                      f"sizes ({executor.name})")
-                host, measured = executor.call_alone(_measure_throughput, {
-                    "sizes": sizes, "batch_sizes": config["batch_sizes"], "backends": "blas",
-                    "dtypes": config["dtype"], "activation": config["activation"], "optimizer": config["optimizer"]})
+                with walls.timing("compute speed"):
+                    host, measured = executor.call_alone(_measure_throughput, {
+                        "sizes": sizes, "batch_sizes": config["batch_sizes"], "backends": "blas",
+                        "dtypes": config["dtype"], "activation": config["activation"],
+                        "optimizer": config["optimizer"]})
                 writer.write_throughput([dict(row, host=host) for row in measured["rows"]])
                 saved.throughput = measured["rows"]
                 writer.set_attrs({"ceiling_gflops": measured.get("ceiling_gflops"), "throughput_host": host})
@@ -204,7 +232,7 @@ def run_study(config, out, *, overwrite=False, executor=None, echo=print, measur
                 name, specs, shard_done = next_batch(config, results, shard, times)
                 if not specs:
                     break
-                with progress_bar(f"{name} trials ({where})", total=len(specs)) as advance:
+                with progress_bar(f"{name} trials ({where})", total=len(specs)) as advance, walls.timing(name):
                     for result in executor.run(config, specs):
                         if result["run_id"] in writer.completed_run_ids():
                             duplicates += 1  # a result delivered twice is written once
@@ -214,7 +242,7 @@ def run_study(config, out, *, overwrite=False, executor=None, echo=print, measur
                         advance(advance=1)
                 writer.flush()
             if shard is None and not shard_done:
-                _verify(config, out, results, executor, writer, where, times)
+                _verify(config, out, results, executor, writer, where, times, walls)
         if getattr(executor, "restarts", 0):
             echo(f"{executor.restarts} time(s) a worker process died; its unfinished trials were rerun")
         if duplicates:
@@ -231,6 +259,9 @@ def run_study(config, out, *, overwrite=False, executor=None, echo=print, measur
             _, state = S.adaptive_trials(config, results, target, S.reference_cost(config, results, target), times)
             writer.set_attrs({"adaptive_state": state})
             echo(f"adaptive phase: {state}")
+        if walls.seconds:
+            writer.set_attrs({"phase_wall_s": json.dumps(walls.seconds)})
+            echo(walls.sentence())
     return out
 
 
@@ -248,14 +279,16 @@ def verify_phase(config, path, results, times=None):
     return SCH.verify_trials(config, analysis.schedule, S.reference_cost(config, results, target), target)
 
 
-def _verify(config, out, results, executor, writer, where, times):
+def _verify(config, out, results, executor, writer, where, times, walls):
+    start = time.perf_counter()  # the phase's cost includes the analysis that chooses the schedule
     done = writer.completed_run_ids()
     specs = [t for t in verify_phase(config, out, results, times) if t.run_id not in done]
     if not specs:
         return
     from minigrad.machine.progress import progress_bar
 
-    with progress_bar(f"verify trials ({where})", total=len(specs)) as advance:
+    walls.seconds["verify"] = time.perf_counter() - start
+    with progress_bar(f"verify trials ({where})", total=len(specs)) as advance, walls.timing("verify"):
         for result in executor.run(config, specs):
             if result["run_id"] in writer.completed_run_ids():
                 continue
