@@ -135,7 +135,8 @@ def analyse(study_file):
     analysis.equal = equal_budget(study_file)
     analysis.trial_cost = trial_cost(study_file)
     analysis.heat = {"cells": {k: float(np.median(v)) for k, v in cells.items()},
-                     "diverged": {(r["batch_size"], r["lr"]) for r in tuned if r["status"] == "DIVERGED"}}
+                     "diverged": {(r["batch_size"], r["lr"]) for r in tuned if r["status"] == "DIVERGED"},
+                     "censored": {(r["batch_size"], r["lr"]) for r in tuned if r["status"] == "CENSORED"}}
     adapt = [r for r in results if r["phase"] == "adapt"]
     analysis.adaptive = dict(trials=len(adapt), rounds=max((r["round"] for r in adapt), default=0),
                              state=attrs.get("adaptive_state", ""))

@@ -181,6 +181,7 @@ def _heatmap(a):
     from matplotlib.patches import Patch, Rectangle
 
     cells, diverged = a.heat["cells"], a.heat["diverged"]
+    censored = a.heat.get("censored", set())  # stopped as hopeless: more steps than its B's best, not a miss
     Bs = sorted({b for b, _ in cells})
     fig, ax = plt.subplots(figsize=(2.2 + 0.6 * max(len(Bs), 4), 4.8))
     finite = [math.log10(v) for v in cells.values() if math.isfinite(v) and v > 0]
@@ -202,6 +203,8 @@ def _heatmap(a):
                 face, hatch = cmap(norm(math.log10(v))), None
             elif (B, lr) in diverged:
                 face, hatch = "#f6d5d5", None
+            elif (B, lr) in censored:
+                face, hatch = "#dce6f0", None
             else:
                 face, hatch = "0.85", "///"
             ax.add_patch(Rectangle((x - 0.45, lo), 0.9, hi - lo, facecolor=face, hatch=hatch, edgecolor="white",
@@ -210,6 +213,8 @@ def _heatmap(a):
                 ax.add_patch(Rectangle((x - 0.45, lo), 0.9, hi - lo, facecolor="none", edgecolor="black", lw=2.0))
             if (B, lr) in diverged and not math.isfinite(v):
                 ax.text(x, lr, "x", ha="center", va="center", color="red", fontsize=13, fontweight="bold")
+            elif (B, lr) in censored and not math.isfinite(v):
+                ax.text(x, lr, "stop", ha="center", va="center", color="0.3", fontsize=6)
             elif math.isfinite(v):
                 ax.text(x, lr, f"{v:.0f}", ha="center", va="center", fontsize=6,
                         color="white" if norm(math.log10(v)) > 0.5 else "black")
@@ -224,6 +229,8 @@ def _heatmap(a):
     ax.legend(handles=[Patch(facecolor="0.85", hatch="///", edgecolor="white", label="target missed"),
                        Patch(facecolor="white", edgecolor="0.6", label="not tried"),
                        Patch(facecolor="#f6d5d5", edgecolor="white", label="x: diverged"),
+                       Patch(facecolor="#dce6f0", edgecolor="white",
+                             label="stop: stopped early, slower than its B's best"),
                        Patch(facecolor="none", edgecolor="black", lw=2.0, label="best rate of its B")],
               fontsize=7, loc="upper left", framealpha=0.9)
     return fig
