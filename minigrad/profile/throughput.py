@@ -27,6 +27,7 @@ from minigrad.machine.threads import available_cores, limit_threads, max_threads
 from minigrad.machine.threads import thread_settings as threads_in_effect
 from minigrad.machine.timing import BUSY_SPREAD, ROUNDS, median_iqr, round_sizes, settle, time_calls
 from minigrad.profile.batches import make_batches
+from minigrad.profile.limits import limits as machine_limits
 
 BACKEND_NAMES = ("blas", "blas-unfused", "loops", "loops-parallel", "per-example")
 LR = 1e-4  # small enough that no optimizer diverges on random data in the few thousand steps a measurement takes
@@ -121,7 +122,8 @@ def gemm_ceiling(n=2048, repeats=5, dtype="float32"):
 # ----------------------------------------------------------------------------------------------------- measure
 def measure(sizes, batch_sizes, backends="blas", threads=None, dtypes="float32", activation="relu",
             optimizer="sgd", repeats=None, *, min_time=0.3, min_repeats=5, ceiling_n=2048, seed=0,
-            breakdown=(), compare=(), compare_python=None, progress=None, echo=None, chunk=None):
+            breakdown=(), compare=(), compare_python=None, progress=None, echo=None, chunk=None,
+            kept_limits=False, prune_threads=False):
     """Time one training step of MLP(sizes) per (threads, dtype, backend, batch size); see the module docstring.
 
     backends: "blas", "blas-unfused", "loops", "loops-parallel", "per-example", "all" or a list; threads: None (all
@@ -134,12 +136,18 @@ def measure(sizes, batch_sizes, backends="blas", threads=None, dtypes="float32",
         ceilings          {threads: float32 GEMM GFLOP/s}; ceiling_gflops: that of the largest thread count
         dtype_ceilings    {threads: {dtype: GEMM GFLOP/s}}
         bandwidths        {threads: DRAM GB/s}; cache_bandwidths: {threads: L2 GB/s}
+        limits            {threads: {"source": "measured" or "kept", "measured_at": ISO date}} of those figures
+        pruned            {threads: [B not timed at that count]} (prune_threads)
         thread_settings   {threads: the Numba and per-library BLAS thread counts in effect}
         breakdowns        one dict per (threads, dtype, backend, breakdown B): ops, step times, roofline rows
         skipped           {framework: why}; compile_s: {"backend/threads/dtype": seconds}; config; env
     progress: True, False or None (a bar on stderr when it is a terminal). chunk: None (a step is one
     MLP.train_step_trusted call from Python), or a function (model, optimizer, X, y) -> (run, steps) whose run() takes
     `steps` steps (minigrad.training.train.step_chunk: the compiled training loop); the rows' `timed` says which.
+    kept_limits: take the GEMM ceilings and bandwidths this machine measured before (profile/limits.py) instead of
+    measuring them now. prune_threads: time each thread count after the first from the largest B down, and stop at
+    the first B where it is not faster than the first count's row, until the step's path changes: more threads help
+    more as B grows, so below that B they cannot win (the study's choice of thread count per B).
     Raises ValueError (one line) for bad input."""
     sizes, batch_sizes, dtypes = _validate(sizes, batch_sizes, dtypes, activation, optimizer, repeats)
     backends, thread_counts = _backends(backends), _threads(threads)
@@ -161,7 +169,7 @@ def measure(sizes, batch_sizes, backends="blas", threads=None, dtypes="float32",
     if progress is None:
         progress = sys.stderr.isatty()
     rows, ceilings, dtype_ceilings, bandwidths, cache_bandwidths, compile_s, breakdowns = [], {}, {}, {}, {}, {}, []
-    thread_settings = {}
+    thread_settings, limits_of, pruned, first_rows = {}, {}, {}, {}
     saved_threads = numba.get_num_threads()
     groups = len(dtypes) * len(backends)
     total = len(thread_counts) * (1 + groups * (len(batch_sizes) + len(breakdown)))
@@ -171,11 +179,11 @@ def measure(sizes, batch_sizes, backends="blas", threads=None, dtypes="float32",
                 with limit_threads(T):
                     numba.set_num_threads(T)
                     thread_settings[T] = threads_in_effect()
-                    ceilings[T] = gemm_ceiling(ceiling_n, dtype="float32")
-                    dtype_ceilings[T] = {d.name: ceilings[T] if d.name == "float32" else
-                                         gemm_ceiling(ceiling_n, dtype=d) for d in dtypes}
-                    bandwidths[T] = roofline.memory_bandwidth()
-                    cache_bandwidths[T] = roofline.cache_bandwidth(T)
+                    held = machine_limits(T, ["float32", *(d.name for d in dtypes)], ceiling_n, kept=kept_limits)
+                    ceilings[T] = held["ceilings"]["float32"]
+                    dtype_ceilings[T] = {d.name: held["ceilings"][d.name] for d in dtypes}
+                    bandwidths[T], cache_bandwidths[T] = held["bandwidth"], held["cache_bandwidth"]
+                    limits_of[T] = {"source": held["source"], "measured_at": held["measured_at"]}
                     settle()
                     advance()
                     for dtype in dtypes:
@@ -187,7 +195,13 @@ def measure(sizes, batch_sizes, backends="blas", threads=None, dtypes="float32",
                             first_total = 0.0
                             # this machine's fastest path per B, timed now (once; kept beside Numba's cache)
                             step_choice.ensure(model, batch_sizes, opt, T)
-                            for B in batch_sizes:
+                            losing = None  # the path at which more threads stopped beating the first count
+                            for B in _order(batch_sizes, prune_threads and T != thread_counts[0]):
+                                if losing is not None and model.step_path(B, optimizer) == losing:
+                                    pruned.setdefault(T, []).append(B)
+                                    advance()
+                                    continue
+                                losing = None
                                 row = _time_step(model, opt, *batches[B], repeats, min_time, min_repeats,
                                                  ceiling, model.flops_per_step(B), chunk)
                                 first_total += max(row["first_call_s"] - row["step_time_s"], 0.0)
@@ -203,6 +217,11 @@ def measure(sizes, batch_sizes, backends="blas", threads=None, dtypes="float32",
                                            **_memory(sizes, activation, dtype, backend, optimizer, seed, *batches[B]))
                                 rows.append(row)
                                 advance()
+                                base = first_rows.get((backend, dtype.name, B))
+                                if T == thread_counts[0]:
+                                    first_rows[(backend, dtype.name, B)] = row
+                                elif prune_threads and base and row["step_time_s"] >= base["step_time_s"]:
+                                    losing = row["path"]
                             compile_s[f"{backend}/{T}/{dtype.name}"] = first_total
                             for B in breakdown:
                                 X, y = batches[B]
@@ -235,12 +254,17 @@ def measure(sizes, batch_sizes, backends="blas", threads=None, dtypes="float32",
                                                   T)))
     return {"rows": rows, "ceiling_gflops": ceilings[max(ceilings)], "ceilings": ceilings, "bandwidths": bandwidths,
             "dtype_ceilings": dtype_ceilings, "cache_bandwidths": cache_bandwidths, "thread_settings": thread_settings,
-            "breakdowns": breakdowns, "skipped": skipped, "compile_s": compile_s,
+            "breakdowns": breakdowns, "skipped": skipped, "compile_s": compile_s, "limits": limits_of,
+            "pruned": {T: sorted(Bs) for T, Bs in pruned.items()},
             "config": dict(sizes=sizes, batch_sizes=batch_sizes, backends=backends, threads=thread_counts,
                            dtypes=[d.name for d in dtypes], activation=activation, optimizer=optimizer,
                            loss="cross_entropy", repeats=repeats, min_time=min_time, min_repeats=min_repeats,
                            ceiling_n=ceiling_n, lr=LR, seed=seed, breakdown=breakdown, compare=compare),
             "env": environment()}
+
+
+def _order(batch_sizes, descending):
+    return sorted(batch_sizes, reverse=True) if descending else batch_sizes
 
 
 _rounds = round_sizes  # the split into rounds lives in machine/timing.py, shared with the frameworks' timing

@@ -153,7 +153,11 @@ def _measure_throughput(kwargs):
 
     Times every batch size with one thread and with all cores and keeps the faster of the two, as a user would
     train: threads help large batches, while at small ones their synchronisation can cost more than it saves
-    (much more when another program holds a core). Each kept row says which thread count it used."""
+    (much more when another program holds a core). Each kept row says which thread count it used. All cores are
+    timed from the largest B down to the first B where they do not beat one thread (below it they cannot win: the
+    two would time the same one-thread work, and keeping the faster of two noisy figures would flatter it); the
+    machine's GEMM ceiling and bandwidths, which the answer does not use, are taken from its earlier measurement
+    when there is one (profile/limits.py)."""
     import os
 
     from minigrad.profile import throughput
@@ -162,7 +166,7 @@ def _measure_throughput(kwargs):
     # steps timed as the trials take them, in the compiled loop (a Python call per step would add microseconds)
     kwargs = dict(kwargs)
     threads = kwargs.pop("threads", None) or sorted({1, os.cpu_count() or 1})  # `report --retime` may choose them
-    measured = throughput.measure(threads=threads, chunk=step_chunk, **kwargs)
+    measured = throughput.measure(threads=threads, chunk=step_chunk, kept_limits=True, prune_threads=True, **kwargs)
     fastest = {}
     for row in measured["rows"]:
         best = fastest.get(row["batch_size"])
@@ -170,6 +174,20 @@ def _measure_throughput(kwargs):
             fastest[row["batch_size"]] = row
     measured["rows"] = [fastest[B] for B in sorted(fastest)]
     return measured
+
+
+def _timing_note(measured):
+    """What the compute-speed phase left out, said: the thread counts not timed where they cannot win, and the
+    machine limits taken from an earlier measurement."""
+    parts = []
+    for T, skipped in sorted((measured.get("pruned") or {}).items()):
+        timed = sorted(set(measured["config"]["batch_sizes"]) - set(skipped))
+        if skipped:
+            parts.append(f"{T} threads timed at B = {', '.join(map(str, timed))} only (below, they were no faster than 1 thread)")
+    kept = sorted({v["measured_at"] for v in (measured.get("limits") or {}).values() if v.get("source") == "kept"})
+    if kept:
+        parts.append(f"GEMM ceiling and bandwidths as this machine measured them at {kept[-1]}")
+    return "; " + "; ".join(parts) if parts else ""
 
 
 def _check_shard(out, stored, wanted):
@@ -223,8 +241,9 @@ def run_study(config, out, *, overwrite=False, executor=None, echo=print, measur
                         "optimizer": config["optimizer"]})
                 writer.write_throughput([dict(row, host=host) for row in measured["rows"]])
                 saved.throughput = measured["rows"]
-                writer.set_attrs({"ceiling_gflops": measured.get("ceiling_gflops"), "throughput_host": host})
-                echo(f"compute speed measured on {host}")
+                writer.set_attrs({"ceiling_gflops": measured.get("ceiling_gflops"), "throughput_host": host,
+                                  "limits_measured_at": json.dumps(measured.get("limits", {}))})
+                echo(f"compute speed measured on {host}{_timing_note(measured)}")
 
             where = executor.name + (f", shard {label}" if label else "")
             times = step_times(saved.throughput)  # the adaptive phase weighs batch sizes by time-to-target
