@@ -121,3 +121,4 @@ def test_the_walk_down_starts_again_where_the_path_changes(monkeypatch):
     assert two == {128: "blas-fused-sgd", 32: "fused-sgd-parallel", 16: "fused-sgd-parallel",
                    8: "fused-sgd-parallel", 4: "fused-sgd-parallel"}
     assert result["pruned"] == {2: [64]}
+

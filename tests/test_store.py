@@ -271,6 +271,35 @@ def test_overwrite_that_stores_nothing_leaves_the_old_file_byte_identical(tmp_pa
     assert path.read_bytes() != before and store.open(path).config == {"new": True}
 
 
+def test_remembering_runs_reads_each_run_once_and_only_inside_the_block(tmp_path, monkeypatch):
+    from minigrad.store import reader
+
+    path = tmp_path / "study.h5"
+    with Store.create(path, CONFIG) as w:
+        w.write_run("r0", ATTRS, trace())
+        w.write_run("r1", ATTRS, trace(seed=1))
+    reads = []
+    real = reader._read_run
+    monkeypatch.setattr(reader, "_read_run", lambda rid, g: reads.append(rid) or real(rid, g))
+    with store.remembering_runs():
+        first = store.open(path)
+        with Store.create(path, CONFIG) as w:  # the study goes on: one more run
+            w.write_run("r2", ATTRS, trace(seed=2))
+        second = store.open(path)
+    assert reads == ["r0", "r1", "r2"]  # the second open read only the new run
+    assert second.runs["r0"] is first.runs["r0"] and sorted(second.runs) == ["r0", "r1", "r2"]
+    np.testing.assert_array_equal(second.runs["r2"].trace["val_loss"], trace(seed=2)["val_loss"])
+    # the control: outside the block every open reads every run
+    store.open(path)
+    assert reads[3:] == ["r0", "r1", "r2"]
+    # another study in the same file (overwrite: a new study id) is read anew
+    with store.remembering_runs():
+        store.open(path)
+        with Store.create(path, CONFIG, overwrite=True) as w:
+            w.write_run("r0", {**ATTRS, "seed": 7}, trace(seed=3))
+        assert store.open(path).runs["r0"].attrs["seed"] == 7
+
+
 def test_truncated_file_is_reported(tmp_path):
     """Negative control: a damaged file is caught, so the kill tests below would notice one."""
     path = tmp_path / "study.h5"

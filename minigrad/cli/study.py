@@ -120,9 +120,12 @@ def bench(ctx, quick, config_path, out, overwrite, dry_run, data_name, data_dir,
     threads = worker_threads or 1
     runner = (DaskExecutor(scheduler, workers=workers, threads=threads) if executor == "dask"
               else LocalExecutor(workers, threads=threads))
-    api.run_study(config, out, overwrite=overwrite, executor=runner, echo=click.echo, shard=shard)
-    if shard is None:
-        show_report(out)
+    from minigrad import store
+
+    with store.remembering_runs():  # the verify phase, run_study's result and the report read each run once
+        study = api.run_study(config, out, overwrite=overwrite, executor=runner, echo=click.echo, shard=shard)
+        if shard is None:
+            show_report(out, study=study)
 
 
 def open_study(path):
@@ -136,13 +139,14 @@ def open_study(path):
     return study
 
 
-def show_report(path, html=False, wide=False, extra=()):
-    """extra: (name, attrs, rows) of step times to answer for that are not stored (a convergence file's)."""
+def show_report(path, html=False, wide=False, extra=(), study=None):
+    """extra: (name, attrs, rows) of step times to answer for that are not stored (a convergence file's); study:
+    the file already read (api.run_study's), else it is read from `path`."""
     from pathlib import Path
 
     from minigrad.study.figures import study_figures
 
-    study = open_study(path)
+    study = study or open_study(path)
     study.extra_times = tuple(extra)
     path = Path(path)
     if html:  # refused before anything is written: a page named like the study would replace it

@@ -123,7 +123,7 @@ def gemm_ceiling(n=2048, repeats=5, dtype="float32"):
 def measure(sizes, batch_sizes, backends="blas", threads=None, dtypes="float32", activation="relu",
             optimizer="sgd", repeats=None, *, min_time=0.3, min_repeats=5, ceiling_n=2048, seed=0,
             breakdown=(), compare=(), compare_python=None, progress=None, echo=None, chunk=None,
-            kept_limits=False, prune_threads=False):
+            kept_limits=False, prune_threads=False, memory=True):
     """Time one training step of MLP(sizes) per (threads, dtype, backend, batch size); see the module docstring.
 
     backends: "blas", "blas-unfused", "loops", "loops-parallel", "per-example", "all" or a list; threads: None (all
@@ -148,6 +148,8 @@ def measure(sizes, batch_sizes, backends="blas", threads=None, dtypes="float32",
     measuring them now. prune_threads: time each thread count after the first from the largest B down, and stop at
     the first B where it is not faster than the first count's row, until the step's path changes: more threads help
     more as B grows, so below that B they cannot win (the study's choice of thread count per B).
+    memory: measure each row's peak memory (mem_* columns, from Python-call steps: with `chunk` they compile a
+    second entry point, about 5 s on a fresh install, which the study, needing no memory figures, skips).
     Raises ValueError (one line) for bad input."""
     sizes, batch_sizes, dtypes = _validate(sizes, batch_sizes, dtypes, activation, optimizer, repeats)
     backends, thread_counts = _backends(backends), _threads(threads)
@@ -214,7 +216,8 @@ def measure(sizes, batch_sizes, backends="blas", threads=None, dtypes="float32",
                                            **roofline.step_roof(sizes, B, dtype.itemsize, model.flops_per_step(B),
                                                                 row["step_time_s"], ceiling, bandwidths[T],
                                                                 cache_bandwidths[T], T),
-                                           **_memory(sizes, activation, dtype, backend, optimizer, seed, *batches[B]))
+                                           **(_memory(sizes, activation, dtype, backend, optimizer, seed, *batches[B])
+                                              if memory else {}))
                                 rows.append(row)
                                 advance()
                                 base = first_rows.get((backend, dtype.name, B))
@@ -277,12 +280,12 @@ def _time_step(model, opt, X, y, repeats, min_time, min_repeats, ceiling=None, f
     busy = 0."""
     model.check_batch(X, y)  # once, as the training loop does
     t0 = time.perf_counter()
-    model.train_step_trusted(X, y, opt)  # compiles what this B needs
-    first = time.perf_counter() - t0
     if chunk is None:
+        model.train_step_trusted(X, y, opt)  # compiles what this B needs
         step, per_call = (lambda: model.train_step_trusted(X, y, opt)), 1  # noqa: E731
-    else:
-        step, per_call = chunk(model, opt, X, y)
+    else:  # the loop alone: the Python-call step is another compiled entry point, which the loop never calls
+        step, per_call = chunk(model, opt, X, y)  # compiles the loop (it takes its first steps)
+    first = time.perf_counter() - t0
     time_calls(step, min_time=0.02, min_repeats=2)  # warm-up
     for attempt in range(2):
         rounds = [[t / per_call for t in time_calls(step, n, min_time / ROUNDS, max(2, min_repeats // ROUNDS))]

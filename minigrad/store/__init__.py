@@ -47,8 +47,9 @@ Modules: files.py (the encoding of attributes, arrays and tables; atomic writes,
 (Store), reader.py (open, export_csv).
 """
 from minigrad.store.files import _LIBVER, _STAGED, SCHEMA, SCHEMA_VERSION, STATUSES, StoreError
-from minigrad.store.reader import Run, StudyFile, export_csv, open  # noqa: A004 - store.open reads like the builtin
+from minigrad.store.reader import Run, StudyFile, export_csv, open, remembering_runs  # noqa: A004
 from minigrad.store.writer import Store
 
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "STATUSES", "Run", "Store", "StoreError", "StudyFile", "export_csv", "open",
+           "remembering_runs",
            "_LIBVER", "_STAGED"]

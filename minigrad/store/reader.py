@@ -1,6 +1,7 @@
 """Reading a study file whole (journal first, then the file), and CSV export."""
 from __future__ import annotations
 
+import contextlib
 import csv
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +68,35 @@ def check_schema(path, attrs: dict, runs: dict) -> None:
             raise damaged(path, f"run {run_id} has status {run.attrs['status']!r}")
 
 
+_REMEMBERED = []  # while remembering_runs() is active: {(file path, study id, run id): Run}
+
+
+@contextlib.contextmanager
+def remembering_runs():
+    """Within the block, open() reads each run of a study once and hands back the same Run when the file is read
+    again: a run id's contents never change once written, and a study read at several points of its run
+    (`minigrad bench` reads it to choose the verify phase and again for the report) then reads only its new runs.
+    Outside the block every open() reads the whole file, so damage done to a run later is always seen."""
+    _REMEMBERED.append({})
+    try:
+        yield
+    finally:
+        _REMEMBERED.pop()
+
+
+def _runs(path, study_id, group) -> dict:
+    memo = _REMEMBERED[-1] if _REMEMBERED else None
+    if memo is None:
+        return {rid: _read_run(rid, g) for rid, g in group.items()}
+    runs = {}
+    for rid in group:
+        key = (str(path.resolve()), study_id, rid)
+        if key not in memo:
+            memo[key] = _read_run(rid, group[rid])
+        runs[rid] = memo[key]
+    return runs
+
+
 def _read_run(run_id: str, g) -> Run:
     trace = {k: d[()] for k, d in g.items() if isinstance(d, h5py.Dataset)}
     arrays = {k: d[()] for k, d in g["arrays"].items()} if "arrays" in g else {}
@@ -96,7 +126,7 @@ def open(path) -> StudyFile:  # noqa: A001 - minigrad.store.open(path) reads lik
                 attrs = _get_attrs(f)
                 if not isinstance(f.get("runs"), h5py.Group):
                     raise damaged(path, "/runs is not a group of runs")
-                runs = {rid: _read_run(rid, g) for rid, g in f["runs"].items()}
+                runs = _runs(path, attrs.get("study_id"), f["runs"])
                 throughput = _read_table(f["throughput"]) if "throughput" in f else []
                 step_times = {name: {"attrs": {k: v for k, v in _get_attrs(g).items() if k not in _TABLE_ATTRS},
                                      "rows": _read_table(g)} for name, g in f.get("step_times", {}).items()}

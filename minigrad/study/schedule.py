@@ -212,10 +212,10 @@ def verification(study_file, times, schedule):
     for j, what in enumerate(("steps", "time")):
         for name, arm in (("schedule", sched), ("fixed", fixed)):
             out[f"{name}_{what}"] = _median(arm[:, j])
-            out[f"{name}_{what}_lo"], out[f"{name}_{what}_hi"] = _bootstrap([arm[:, j]], _median)
+            out[f"{name}_{what}_lo"], out[f"{name}_{what}_hi"] = _bootstrap([arm[:, j]], _medians)
             out[f"{name}_{what}_seeds"] = [float(x) for x in arm[:, j]]
         out[f"{what}_ratio"] = _ratio(sched[:, j], fixed[:, j])
-        out[f"{what}_ratio_lo"], out[f"{what}_ratio_hi"] = _bootstrap([sched[:, j], fixed[:, j]], _ratio)
+        out[f"{what}_ratio_lo"], out[f"{what}_ratio_hi"] = _bootstrap([sched[:, j], fixed[:, j]], _ratios)
     out["outcome"] = three_way(out["time_ratio_lo"], out["time_ratio_hi"])
     out["use"] = "schedule" if out["outcome"] == REPRODUCED else "fixed"
     return out
@@ -225,14 +225,27 @@ def _ratio(a, b):
     return _median(a) / _median(b) if math.isfinite(_median(b)) and _median(b) > 0 else math.nan
 
 
+def _medians(rows):
+    return np.median(rows, axis=1)
+
+
+def _ratios(a, b):
+    """_ratio of each row of a and b (resamples, seeds)."""
+    top, bottom = _medians(a), _medians(b)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(np.isfinite(bottom) & (bottom > 0), top / bottom, math.nan)
+
+
 def _bootstrap(groups, statistic, seed=0):
-    """Percentile interval of statistic(*groups), each group resampled over its seeds on its own; (nan, nan) when
+    """Percentile interval of statistic(*groups), each group resampled over its seeds on its own (statistic takes
+    one (resamples, seeds) array per group and gives one value per resample); (nan, nan) when
     the statistic is not finite in more than a tenth of the resamples (a seed that missed the target) or a group
     has one seed (nothing to resample)."""
     if any(len(g) < 2 for g in groups):
         return math.nan, math.nan
     rng = np.random.default_rng([seed, 0x5C4ED])
-    values = np.array([statistic(*[g[rng.integers(0, len(g), len(g))] for g in groups]) for _ in range(RESAMPLES)])
+    draws = [[g[rng.integers(0, len(g), len(g))] for g in groups] for _ in range(RESAMPLES)]
+    values = statistic(*[np.array([d[k] for d in draws]) for k in range(len(groups))])
     ok = values[np.isfinite(values)]
     if len(ok) < 0.9 * RESAMPLES:
         return math.nan, math.nan

@@ -166,7 +166,8 @@ def _measure_throughput(kwargs):
     # steps timed as the trials take them, in the compiled loop (a Python call per step would add microseconds)
     kwargs = dict(kwargs)
     threads = kwargs.pop("threads", None) or sorted({1, os.cpu_count() or 1})  # `report --retime` may choose them
-    measured = throughput.measure(threads=threads, chunk=step_chunk, kept_limits=True, prune_threads=True, **kwargs)
+    measured = throughput.measure(threads=threads, chunk=step_chunk, kept_limits=True, prune_threads=True,
+                                  memory=False, **kwargs)
     fastest = {}
     for row in measured["rows"]:
         best = fastest.get(row["batch_size"])
