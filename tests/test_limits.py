@@ -15,30 +15,34 @@ def fake_measure(tmp_path, monkeypatch):
     monkeypatch.delenv("MINIGRAD_MACHINE_LIMITS", raising=False)
     calls = []
 
-    def measure(threads, dtypes, ceiling_n):
+    def measure(threads, dtypes, ceiling_n, bandwidths=True):
         g = fake_measure.values[len(calls)]
         calls.append(threads)
-        return {"ceilings": {d: g for d in dtypes}, "bandwidth": g / 10, "cache_bandwidth": g / 2,
-                "measured_at": f"2026-12-04T00:00:0{len(calls)}"}
+        fake_measure.bandwidths.append(bandwidths)
+        return {"ceilings": {d: g for d in dtypes}, "bandwidth": g / 10 if bandwidths else None,
+                "cache_bandwidth": g / 2 if bandwidths else None, "measured_at": f"2026-12-04T00:00:0{len(calls)}"}
 
     fake_measure.values = [100.0, 80.0, 120.0]
+    fake_measure.bandwidths = []
     monkeypatch.setattr(L, "measure", measure)
     fake_measure.calls = calls
     return fake_measure
 
 
 def test_a_study_takes_the_kept_limits_and_profiling_measures_anew(fake_measure):
-    first = L.limits(1, ["float32"], kept=True)  # nothing kept yet: measured and kept
+    first = L.limits(1, ["float32"], kept=True)  # nothing kept yet: the ceiling alone is measured, and kept
     assert first["source"] == "measured" and first["ceilings"] == {"float32": 100.0}
+    assert first["bandwidth"] is None and fake_measure.bandwidths == [False]
     again = L.limits(1, ["float32"], kept=True)
     assert again["source"] == "kept" and again["ceilings"] == {"float32": 100.0} and len(fake_measure.calls) == 1
+    assert again["bandwidth"] is None
     # a fresh measurement that came out lower (a busy core) does not lower the kept limit; a higher one raises it
     assert L.limits(1, ["float32"])["ceilings"] == {"float32": 80.0}
     assert L.limits(1, ["float32"], kept=True)["ceilings"] == {"float32": 100.0}
     L.limits(1, ["float32"])
     kept = L.limits(1, ["float32"], kept=True)
-    assert kept["ceilings"] == {"float32": 120.0} and kept["bandwidth"] == 12.0
-    assert len(fake_measure.calls) == 3
+    assert kept["ceilings"] == {"float32": 120.0} and kept["bandwidth"] == 12.0  # the larger of 8 and 12
+    assert len(fake_measure.calls) == 3 and fake_measure.bandwidths == [False, True, True]
 
 
 def test_each_thread_count_and_dtype_is_kept_apart(fake_measure):
@@ -122,3 +126,13 @@ def test_the_walk_down_starts_again_where_the_path_changes(monkeypatch):
                    8: "fused-sgd-parallel", 4: "fused-sgd-parallel"}
     assert result["pruned"] == {2: [64]}
 
+
+
+def test_rows_without_measured_bandwidths_have_no_roof_and_say_so():
+    from minigrad.profile import roofline
+
+    known = roofline.step_roof([8, 16, 3], 4, 4, 1e6, 1e-5, 100.0, 10.0, 50.0, 1)
+    unknown = roofline.step_roof([8, 16, 3], 4, 4, 1e6, 1e-5, 100.0, None, None, 1)
+    assert known["roof"] in ("memory", "GEMM") and known["pct_of_roof"] > 0  # the control
+    assert unknown["roof"] == "" and unknown["pct_of_roof"] != unknown["pct_of_roof"]  # NaN
+    assert unknown["gemm_floor_s"] == known["gemm_floor_s"]

@@ -119,11 +119,17 @@ def step_roof(sizes, B, itemsize, flops, step_s, ceiling_gflops, dram_gbs, l2_gb
     """Where one step of `step_s` seconds sits under the two roofs: its least traffic (step_traffic), the memory
     floor (that traffic at the L2 bandwidth while what the step keeps live fits the `threads` cores' L2, else at
     the DRAM bandwidth) as a % of the measured time, the GEMM floor (flops / ceiling; as a % of the time it is the
-    row's pct_of_ceiling), and which one applies (the larger floor) with the time's % of it."""
+    row's pct_of_ceiling), and which one applies (the larger floor) with the time's % of it. With dram_gbs None
+    (not measured) the memory columns and the roof are NaN and ""."""
     traffic, live = step_traffic(sizes, B, itemsize)
+    gemm_floor = flops / (ceiling_gflops * 1e9)
+    if dram_gbs is None:  # bandwidths not measured (a study's first run on a machine): the GEMM floor alone
+        nan = float("nan")
+        return dict(traffic_bytes=traffic, memory_level="", floor_bandwidth_gbs=nan, memory_floor_s=nan,
+                    gemm_floor_s=gemm_floor, pct_of_memory_floor=nan, roof="", pct_of_roof=nan)
     in_l2 = live <= threads * (l2_size or l2_bytes())
     bandwidth = l2_gbs if in_l2 and l2_gbs else dram_gbs
-    memory_floor, gemm_floor = traffic / (bandwidth * 1e9), flops / (ceiling_gflops * 1e9)
+    memory_floor = traffic / (bandwidth * 1e9)
     return dict(traffic_bytes=traffic, memory_level="L2" if bandwidth == l2_gbs else "DRAM",
                 floor_bandwidth_gbs=bandwidth, memory_floor_s=memory_floor, gemm_floor_s=gemm_floor,
                 pct_of_memory_floor=100.0 * memory_floor / step_s,
