@@ -108,9 +108,9 @@ def recommendation_sentence(a: Analysis):
     steps = f"{fmt_count(r['steps'])} steps ({_range(r['steps_lo'], r['steps_hi'], fmt_count)})"
     time = (f", {fmt_time(r['time_s'])} of compute on this machine ({_range(r['time_lo'], r['time_hi'], fmt_time)})"
             if math.isfinite(r["time_s"]) else "")
-    stable = (f"The tie set is the same in {rec['stable_fraction']:.0%} of resampled data sets"
-              + ("." if rec["stable"] else ": not yet stable, more seeds would sharpen it."))
-    stable = regret_sentence(rec) + " " + stable
+    # what following the pick can cost; whether the tie set's edges repeat across resamples (stable_fraction, in
+    # --json) is left out: on a flat optimum they never settle, and the regret bound already says what is at stake
+    stable = regret_sentence(rec)
     adaptive = f" Adaptive phase: {a.adaptive['state']}." if a.adaptive.get("state") else ""
     return (f"Use batch size {r['batch_size']} with learning rate {r['best_lr']:g}: {rec['reason']}. It reaches "
             f"validation error {a.target:g} in {steps} of {fmt_time(r['step_time_s'])}{_on_threads(r)}{time}. "
