@@ -425,3 +425,22 @@ def test_merge_command(tmp_path_factory, tmp_path):
     assert_same_study(tmp_path / "m.h5", reference)
     result = CliRunner().invoke(cli, ["merge", str(tmp_path / "m.h5"), str(a), str(tmp_path / "missing.h5")])
     assert result.exit_code == 2
+
+
+def test_equal_budget_runs_evaluate_sparsely_and_end_where_dense_ones_do():
+    """The equal-budget table reads each run's last evaluation: fewer evaluations leave it unchanged."""
+    import dataclasses
+
+    from minigrad.training.trial import run_trial
+
+    config = make_config(quick=True)
+    results = [S.result_row(f"tune-B00064-lr0.2-s{s}", {"phase": "tune", "batch_size": 64, "lr": 0.2, "seed": s,
+                                                        "status": "COMPLETE", "steps_to_target": 100,
+                                                        "best_val_error": 0.1}, {}) for s in range(config["seeds"])]
+    specs = S.equal_budget_trials(config, 0.1, 0.2, [64], results)
+    assert specs and all(t.eval_growth == S.EQUAL_EVAL_GROWTH for t in specs)
+    sparse = run_trial(config, specs[0])
+    dense = run_trial(config, dataclasses.replace(specs[0], eval_growth=None))  # the control: the study's spacing
+    assert len(sparse["columns"]["step"]) < len(dense["columns"]["step"]) / 2
+    for key in ("status", "final_val_error", "test_error", "steps"):
+        assert sparse["attrs"][key] == dense["attrs"][key], key
