@@ -164,7 +164,7 @@ def train(data_name, data_dir, n_val, data_options, hidden, activation, loss, ba
               help="New folder for summary, throughput and traces as Parquet (needs pandas and pyarrow).")
 @click.option("--convergence", "convergence_path", type=click.Path(dir_okay=False), default=None,
               help="JSON file of the study's convergence half (per B and rate: steps to target per seed, status; the "
-                   "fit; its own step times), to answer with step times from anywhere: `minigrad report FILE.json "
+                   "fit; its own step times and every further step-time table the file holds), to answer with step times from anywhere: `minigrad report FILE.json "
                    "--step-times times.csv`. Format: docs/usage.md.")
 @user_errors
 def export(path, csv_dir, tb_dir, parquet_dir, convergence_path):
