@@ -461,3 +461,56 @@ def test_the_recipe_evaluates_where_its_trials_did(study, tmp_path):
         run, = store.open(tmp_path / f"{name}.h5").runs.values()
         floors[name] = run.attrs["eval_gap_floor"]
     assert floors["recipe"] == trials[0]["eval_gap_floor"] != floors["before"]
+
+
+def two_more_tables(study, tmp_path):
+    """The study file with two further step-time tables: one given as a file, one as a re-timing elsewhere stores it
+    (host, CPU, BLAS, threads, date); returns their names."""
+    from minigrad.study import retime as R
+
+    times = tmp_path / "laptop.csv"
+    times.write_text("batch_size,step_time_s,threads\n8,0.004\n8,0.005\n64,0.0009\n64,0.001\n")
+    assert CliRunner().invoke(cli, ["report", str(study), "--step-times", str(times), "--json"]).exit_code == 0
+    attrs = {"source": "minigrad (re-timed)", "host": "node-7", "cpu": "Example CPU @ 2.0GHz", "blas": "mkl",
+             "threads": "1,4", "measured": "2026-11-30T10:00:00+00:00"}
+    name = R.table_name(attrs["host"], attrs["blas"], "thr1+4", "2026-11-30T100000")
+    rows = [dict(batch_size=8, step_time_s=0.0002, iqr_s=0.0, threads=4, rounds_s="0.0002 0.00021", host="node-7"),
+            dict(batch_size=64, step_time_s=0.003, iqr_s=0.0, threads=1, rounds_s="0.003 0.0031", host="node-7")]
+    R.add_table(study, minigrad.open_study(study).file, name, rows, attrs)
+    return ["file-laptop", name], attrs
+
+
+def answers_by_table(report_json):
+    """{table name: its answer (source, pick, tie set, rate, recipe, rows)} of `report --json`'s output."""
+    return {o["name"]: o for o in report_json["other_answers"]}
+
+
+def test_the_convergence_export_carries_every_step_time_table(study, tmp_path):
+    names, attrs = two_more_tables(study, tmp_path)
+    conv = tmp_path / "conv.json"
+    assert CliRunner().invoke(cli, ["export", str(study), "--convergence", str(conv)]).exit_code == 0
+    doc = json.loads(conv.read_text())
+    stored = minigrad.open_study(study).file.step_times
+    assert list(doc["step_time_tables"]) == list(stored) and sorted(stored) == sorted(names)
+    assert {k: doc["step_time_tables"][names[1]]["attrs"][k] for k in attrs} == attrs  # named by its source
+    # read back, `report` answers for each table as it does from the study file
+    from_h5 = json.loads(CliRunner().invoke(cli, ["report", str(study), "--json"]).output)
+    result = CliRunner().invoke(cli, ["report", str(conv), "--json"])
+    assert result.exit_code == 0, result.output
+    from_json = json.loads(result.output)
+    assert set(names) < set(answers_by_table(from_h5))  # beside the study's own
+    assert answers_by_table(from_json) == answers_by_table(from_h5)
+    assert from_json["recommendation"] == from_h5["recommendation"]
+    text = CliRunner().invoke(cli, ["report", str(conv)], terminal_width=200).output
+    assert all(name in text for name in names), text
+    # negative control: an export without the tables (as before) answers for none of them, and the check sees it
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({k: v for k, v in doc.items() if k != "step_time_tables"}))
+    from_old = json.loads(CliRunner().invoke(cli, ["report", str(old), "--json"]).output)
+    assert answers_by_table(from_old) != answers_by_table(from_h5)
+    assert not set(names) & set(answers_by_table(from_old))
+    # a table in another shape is refused in one line
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(dict(doc, step_time_tables={"x": {"rows": []}})))
+    result = CliRunner().invoke(cli, ["report", str(bad)])
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output

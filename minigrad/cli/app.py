@@ -24,6 +24,22 @@ def comma_list(convert, what):
 int_list, float_list, str_list = comma_list(int, "integers"), comma_list(float, "numbers"), comma_list(str, "names")
 
 
+class TableType(click.ParamType):
+    """KEY=VALUE,... -> a table (minigrad.machine.settings.parse_table), or a one-line error; a table as it is."""
+
+    name = "table"
+
+    def convert(self, value, param, ctx):
+        from minigrad.machine.settings import parse_table
+
+        if isinstance(value, dict):
+            return value
+        try:
+            return parse_table(value, "it")  # click names the option
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
 def setting_option(name, command, *decls, **extra):
     """The click option of a setting of minigrad.machine.settings, as `command` takes it: flag, type, choices,
     help, default. `bench` leaves the default to its configuration (a TOML file may set it), so its help shows the
@@ -34,14 +50,16 @@ def setting_option(name, command, *decls, **extra):
     default = s.defaults[command]
     kind = (dict(type=click.Choice(s.choices)) if s.kind == "choice" else
             dict(int=dict(type=int), float=dict(type=float), ints=dict(type=str, callback=int_list, metavar="N,N,..."),
-                 floats=dict(type=str, callback=float_list, metavar="X,X,..."), str={}, table={})[s.kind])
+                 floats=dict(type=str, callback=float_list, metavar="X,X,..."), str={},
+                 table=dict(type=TableType(), metavar="KEY=VALUE,..."))[s.kind])
     if command == "bench":
         kw = dict(default=None, help=s.help + ("" if default is None else f" [{s.shown(default)}]"))
     elif default is None:
         kw = dict(default=None, help=s.help)
     else:
         lists = s.kind in ("ints", "floats")  # given as the command line writes them: '128,128'
-        kw = dict(default=s.shown(default) if lists else default, show_default=True, help=s.help)
+        kw = dict(default=s.shown(default) if lists else default, show_default=s.kind != "table" or bool(default),
+                  help=s.help)
     return click.option(*(decls or (s.flag, name)), **{**kind, **kw, **extra})
 
 

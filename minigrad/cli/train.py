@@ -39,6 +39,7 @@ def make_budget(steps, examples, epochs, default_epochs=20.0):
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Folder with the IDX files of mnist / fashion-mnist [$MINIGRAD_DATA or ./data].")
 @setting_option("n_val", "train")
+@setting_option("data_options", "train")
 @setting_option("hidden", "train")
 @setting_option("activation", "train")
 @setting_option("loss", "train")
@@ -81,7 +82,7 @@ def make_budget(steps, examples, epochs, default_epochs=20.0):
               help="HDF5 file for the trace.")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
 @user_errors
-def train(data_name, data_dir, n_val, hidden, activation, loss, batch_size, lr, optimizer, momentum, beta2, beta2_rule,
+def train(data_name, data_dir, n_val, data_options, hidden, activation, loss, batch_size, lr, optimizer, momentum, beta2, beta2_rule,
           beta2_halflife, weight_decay, lr_schedule, milestones, gamma, warmup_epochs, batch_growth, batch_stages,
           scale_lr, reference_batch_size, steps, examples, epochs, target, keep_going, patience, sampler, keep_last, dtype,
           backend, threads, seed, data_seed, out, overwrite):
@@ -113,8 +114,12 @@ def train(data_name, data_dir, n_val, hidden, activation, loss, batch_size, lr, 
     from minigrad.training.spec import TrialSpec
     from minigrad.training.trial import load_data, prepare, run_trial
 
-    options = {**({"data_dir": str(data_dir)} if data_dir is not None else {}),
-               **({"n_val": n_val} if n_val is not None else {})}
+    options = dict(data_options)  # what the data loader takes; it refuses an option it does not know
+    for key, value, flag in (("data_dir", data_dir, "--data-dir"), ("n_val", n_val, "--n-val")):
+        if value is not None:
+            if key in options:
+                raise click.UsageError(f"{flag} and --data-options {key}=... say the same; give one")
+            options[key] = str(value) if key == "data_dir" else value
     model_config = dict(data=data_name, data_options=options, data_seed=data_seed, hidden=hidden,
                         activation=activation, loss=loss, dtype=dtype, backend=backend, optimizer=optimizer,
                         momentum=momentum, weight_decay=weight_decay, beta2=beta2, beta2_rule=beta2_rule,
@@ -159,7 +164,7 @@ def train(data_name, data_dir, n_val, hidden, activation, loss, batch_size, lr, 
               help="New folder for summary, throughput and traces as Parquet (needs pandas and pyarrow).")
 @click.option("--convergence", "convergence_path", type=click.Path(dir_okay=False), default=None,
               help="JSON file of the study's convergence half (per B and rate: steps to target per seed, status; the "
-                   "fit; its own step times), to answer with step times from anywhere: `minigrad report FILE.json "
+                   "fit; its own step times and every further step-time table the file holds), to answer with step times from anywhere: `minigrad report FILE.json "
                    "--step-times times.csv`. Format: docs/usage.md.")
 @user_errors
 def export(path, csv_dir, tb_dir, parquet_dir, convergence_path):

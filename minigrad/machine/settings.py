@@ -81,10 +81,58 @@ class Setting:
         raise AssertionError(self.kind)
 
     def shown(self, value):
-        """A value as the command line writes it: lists comma-separated."""
+        """A value as the command line writes it: lists comma-separated, tables KEY=VALUE,..."""
+        if isinstance(value, dict):
+            return table_text(value)
         if isinstance(value, (list, tuple)):
             return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
         return "none" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _table_value(text):
+    """One VALUE of KEY=VALUE as TOML would hold it: an integer, a number, true / false, else the text."""
+    if text in ("true", "false"):
+        return text == "true"
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_table(text, label="--data-options"):
+    """'n_train=2000,label_noise=0.1' -> {'n_train': 2000, 'label_noise': 0.1}; ValueError naming what is wrong."""
+    out = {}
+    for item in (part.strip() for part in str(text).split(",")):
+        if not item:
+            continue
+        key, eq, value = (x.strip() for x in item.partition("="))
+        if not eq or not key or not value:
+            raise ValueError(f"{label} takes KEY=VALUE,... (e.g. n_train=2000,n_test=500), got {item!r:.60}")
+        if key in out:
+            raise ValueError(f"{label} gives {key} twice; give it once")
+        out[key] = _table_value(value)
+    return out
+
+
+def table_item(key, value):
+    """'KEY=VALUE' that parse_table reads back as exactly (key, value), or None where it cannot (a comma in a
+    text, a value of another type)."""
+    text = ("true" if value else "false") if isinstance(value, bool) else repr(value) if isinstance(value, float) \
+        else str(value)
+    if any(c in f"{key}{text}" for c in ",=") or not str(key).strip() or str(key) != str(key).strip():
+        return None
+    back = _table_value(text)
+    return f"{key}={text}" if type(back) is type(value) and back == value else None
+
+
+def table_text(table):
+    """A table as the command line writes it (see parse_table); ValueError for an entry it cannot write."""
+    items = [table_item(k, v) for k, v in table.items()]
+    if None in items:
+        raise ValueError(f"cannot write {dict(table)!r:.80} as KEY=VALUE,...")
+    return ",".join(items)
 
 
 def _s(name, kind, help, **kw):
@@ -96,8 +144,9 @@ SETTINGS = {s.name: s for s in [
     # the model and the data
     _s("data", "str", "Dataset name (teacher, digits, mnist, fashion-mnist) or an .npz/.h5 path.",
        defaults={"bench": "teacher", "train": "teacher"}, what="a dataset name or a file path"),
-    _s("data_options", "table", "Dataset options (n_train, n_val, n_test, data_dir, ...).", defaults={"bench": {}},
-       what="a table of dataset options"),
+    _s("data_options", "table", "Dataset options as KEY=VALUE,... (teacher: n_train, n_val, n_test, n_features, "
+       "latent_dim, n_classes, label_noise, teacher_seed; mnist, fashion-mnist: n_val; digits and files: "
+       "val_fraction, test_fraction).", defaults={"bench": {}, "train": {}}, what="a table of dataset options"),
     _s("hidden", "ints", "Hidden layer widths.", lo=1, hi=1_000_000, defaults={"bench": [64, 64], "train": [128, 128]}),
     _s("activation", "choice", "Activation of the hidden layers.", choices=ACTIVATIONS,
        defaults={"bench": "relu", "train": "relu"}),

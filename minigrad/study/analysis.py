@@ -258,14 +258,21 @@ def recipe(config, row, target, stages=None):
         args += ["--threads", str(timed_threads(row))]
     if config.get("data_seed"):
         args += ["--data-seed", str(config["data_seed"])]
+    from minigrad.machine.settings import table_item
+
     options = dict(config.get("data_options") or {})
-    for key in ("data_dir", "n_val"):  # the data options `minigrad train` takes
-        if options.get(key) is not None:
-            args += [f"--{key.replace('_', '-')}", str(options.pop(key))]
+    if options.get("data_dir") is not None:
+        args += ["--data-dir", str(options.pop("data_dir"))]
+    if type(options.get("n_val")) is int:  # --n-val takes an integer; 300.0 goes as --data-options n_val=300.0
+        args += ["--n-val", str(options.pop("n_val"))]
+    written = {k: table_item(k, v) for k, v in options.items()}  # every other one as --data-options KEY=VALUE,...
+    if any(written.values()):
+        args += ["--data-options", ",".join(item for item in written.values() if item)]
     line = shlex.join(args)
-    if options:  # say so rather than drop them silently
-        line += ("  # the study used data options " + ", ".join(f"{k} = {v}" for k, v in options.items())
-                 + ", which train does not take")
+    left = {k: options[k] for k, item in written.items() if item is None}
+    if left:  # a value the command line cannot write back exactly (a comma in a text): say so, never drop it
+        line += ("  # the study used data options " + ", ".join(f"{k} = {v!r}" for k, v in left.items())
+                 + ", which this line cannot write")
     return line
 
 

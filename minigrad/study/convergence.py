@@ -10,6 +10,10 @@ The file (format "minigrad.convergence", version 1):
                                        interval (as the study's own answer gives them)
     step_times                         the study's own step-time table (batch_size, step_time_s, rounds_s, threads)
                                        and where it was measured (machine)
+    step_time_tables                   every further table of the study file's /step_times (re-timed elsewhere, or
+                                       given), by its stored name: {name: {"attrs": where its times come from
+                                       (source, host, cpu, blas, threads, measured, as stored), "rows": [...]}};
+                                       absent from files written before it existed, which read as having none
     runs                               every run's few numbers the answer needs (phase, batch_size, lr, seed, status,
                                        steps_to_target, best/final validation and test error; the reference runs'
                                        validation curves), so that `report` answers from the file alone
@@ -65,6 +69,10 @@ def export(study_file, out):
                step_times=dict(machine={k: study_file.attrs.get(k) for k in MACHINE if study_file.attrs.get(k)},
                                rows=[{k: r.get(k) for k in TIME_KEYS if r.get(k) is not None}
                                      for r in table_rows(study_file.throughput)]),
+               step_time_tables={name: dict(attrs=dict(t["attrs"]),
+                                            rows=[{k: v for k, v in r.items() if v is not None}
+                                                  for r in table_rows(t["rows"])])
+                                 for name, t in study_file.step_times.items()},
                runs=runs)
     out = Path(out)
     if not out.parent.is_dir():
@@ -108,8 +116,11 @@ def read(path):
                      target_reason=doc.get("target_reason", ""), adaptive_state=doc.get("adaptive_state"),
                      study_id=f"convergence:{path.name}")
         throughput = [dict(r) for r in doc["step_times"]["rows"]]
-    except (KeyError, TypeError, AttributeError) as exc:
-        raise ValueError(f"{path}: a convergence file lacks {exc}; write it again with `minigrad export STUDY "
-                         "--convergence FILE.json`") from None
-    return StudyFile(path, attrs, runs, throughput)
+        tables = doc.get("step_time_tables") or {}
+        step_times = {str(name): {"attrs": dict(t["attrs"]), "rows": [dict(r) for r in t["rows"]]}
+                      for name, t in tables.items()}
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise ValueError(f"{path}: a convergence file lacks {exc} or holds it in another shape; write it again with "
+                         "`minigrad export STUDY --convergence FILE.json`") from None
+    return StudyFile(path, attrs, runs, throughput, step_times=step_times)
 
