@@ -65,7 +65,7 @@ def test_retime_adds_a_table_and_keeps_every_trial_bit_identical(study):
     assert len(file.step_times) == 1
     (name, table), = file.step_times.items()
     assert {"host", "cpu", "blas", "threads", "measured"} <= set(table["attrs"]) and table["attrs"]["threads"] == "1"
-    assert sorted(r["batch_size"] for r in table["rows"]) == [8, 64]
+    assert sorted(r["batch_size"] for r in table["rows"]) == [8, 32, 64]  # and the reference B, so the cost counts every trial
     assert all(r["step_time_s"] > 0 and r["threads"] == 1 for r in table["rows"])
     answer = json.loads(result.output[result.output.index("{"):])
     others = answer["other_answers"]
@@ -285,6 +285,13 @@ def _cost_by_hand(path, times):
     return sum(steps * times[B] for B, steps in runs if B in times), sum(B in times for B, _ in runs)
 
 
+def test_the_study_times_the_reference_batch_size_so_its_cost_counts_every_trial(study):
+    own, = minigrad.open_study(study).answer().costs
+    with h5py.File(study, "r") as f:
+        assert own["trials"] == len(f["runs"]) and not own["left_out"]
+        assert 32 in set(f["throughput"]["batch_size"][()]) and 32 not in SETTINGS["batch_sizes"]
+
+
 def test_the_study_cost_is_steps_run_times_step_time_on_each_table(study, tmp_path):
     times = tmp_path / "lib.csv"
     times.write_text("batch_size,step_time_s\n8,0.002\n8,0.0022\n8,0.0018\n64,0.003\n")
@@ -295,11 +302,12 @@ def test_the_study_cost_is_steps_run_times_step_time_on_each_table(study, tmp_pa
     own, lib = answer.costs
     expected, trials = _cost_by_hand(study, {8: 0.002, 64: 0.003})  # the median of each batch size's rounds
     assert lib["library"] == "file lib.csv" and lib["seconds"] == pytest.approx(expected, rel=1e-12)
-    assert lib["trials"] == own["trials"] == trials and lib["left_out"] == [32]  # the reference runs' B is untimed
+    assert lib["trials"] == own["trials"] == trials and lib["left_out"] == [32]  # the file does not time B = 32
     with h5py.File(study, "r") as f:
         assert lib["left_out_trials"] == sum(int(g.attrs["batch_size"]) == 32 for g in f["runs"].values()) > 0
     with h5py.File(study, "r") as f:
-        t = {int(B): float(s) for B, s in zip(f["throughput"]["batch_size"][()], f["throughput"]["step_time_s"][()])}
+        t = {int(B): float(s) for B, s in zip(f["throughput"]["batch_size"][()], f["throughput"]["step_time_s"][()])
+             if int(B) in (8, 64)}  # the batch sizes both tables time
     assert own["library"] == "minigrad" and own["seconds"] == pytest.approx(_cost_by_hand(study, t)[0], rel=1e-9)
     # the same sentence in every output
     assert answer.cost_sentence.startswith("This study's trials: ") and "on file lib.csv" in answer.cost_sentence

@@ -52,6 +52,12 @@ def trial(phase, batch_size, lr, seed, target, *, epochs=None, steps=None, stop_
                      gns=dict(batch_size=256, batches=2) if phase == "tune" else None)
 
 
+def timed_batch_sizes(config):
+    """The batch sizes the compute-speed phase times: the study's, and the reference run's, so that the study's
+    cost (steps run x t(B)) counts every trial."""
+    return sorted(set(config["batch_sizes"]) | {config["reference_batch_size"]})
+
+
 def reference_trials(config):
     B = config["reference_batch_size"]
     return [trial("reference", B, lr, seed, None, epochs=config["reference_epochs"], stop_at_target=False)

@@ -46,6 +46,7 @@ def retime(path, *, threads=None, echo=print):
 def measure(study, *, threads=None, echo=print):
     """(name, rows, attrs) of a step-time table measured here for a study (a StudyFile, or a convergence file
     read back), the compute-speed phase of `minigrad bench` alone."""
+    from minigrad.study.plan import timed_batch_sizes
     from minigrad.study.sweep import _measure_throughput
     from minigrad.training.trial import load_data
 
@@ -53,11 +54,11 @@ def measure(study, *, threads=None, echo=print):
     dataset = load_data(config)
     sizes = [dataset.n_features, *config["hidden"], dataset.n_classes]
     threads = sorted(set(threads or {1, os.cpu_count() or 1}))
-    echo(f"re-timing: one training step of {sizes} at {len(config['batch_sizes'])} batch sizes, threads "
+    echo(f"re-timing: one training step of {sizes} at {len(timed_batch_sizes(config))} batch sizes, threads "
          f"{', '.join(map(str, threads))}, on this machine")
     attrs = machine_attrs(threads)
     start = time.perf_counter()
-    measured = _measure_throughput({"sizes": sizes, "batch_sizes": config["batch_sizes"], "backends": "blas",
+    measured = _measure_throughput({"sizes": sizes, "batch_sizes": timed_batch_sizes(config), "backends": "blas",
                                     "dtypes": config["dtype"], "activation": config["activation"],
                                     "optimizer": config["optimizer"], "threads": threads})
     echo(f"re-timed in {time.perf_counter() - start:.1f} s")

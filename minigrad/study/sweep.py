@@ -233,11 +233,11 @@ def run_study(config, out, *, overwrite=False, executor=None, echo=print, measur
                 echo(line)
             if measure_throughput and not saved.throughput:
                 # alone where the trials will run: no trial has been submitted yet
-                echo(f"compute speed: timing one training step of {sizes} at {len(config['batch_sizes'])} batch "
-                     f"sizes ({executor.name})")
+                echo(f"compute speed: timing one training step of {sizes} at {len(S.timed_batch_sizes(config))} "
+                     f"batch sizes ({executor.name})")
                 with walls.timing("compute speed"):
                     host, measured = executor.call_alone(_measure_throughput, {
-                        "sizes": sizes, "batch_sizes": config["batch_sizes"], "backends": "blas",
+                        "sizes": sizes, "batch_sizes": S.timed_batch_sizes(config), "backends": "blas",
                         "dtypes": config["dtype"], "activation": config["activation"],
                         "optimizer": config["optimizer"]})
                 writer.write_throughput([dict(row, host=host) for row in measured["rows"]])
