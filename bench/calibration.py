@@ -2,7 +2,7 @@
 studies of the default seed count, each is analysed as a study of its own and held against the reference.
 
     python bench/calibration.py [--dir DIR] [--data teacher,digits,mnist] [--seeds 20] [--split 5[,2]]
-                                [--batch-sizes 4,8,16,32,64,128] [--json OUT.json]
+                                [--batch-sizes 4,8,16,32,64,128] [--random N] [--json OUT.json]
 
 Per data set it runs (or, when DIR already holds it, reuses) one reference study: --quick's grids and budgets at
 --batch-sizes with --seeds seeds per cell, no adaptive rounds, a token equal-budget phase, censoring off (every
@@ -17,6 +17,8 @@ file of its own, and the figures are:
                   also whether it is within the seed bootstrap's regret alone (uncertainty.regret), which the
                   stated one widens at few seeds (uncertainty.stated_regret)
   contiguous      whether the small study's tie set is a run of neighbouring batch sizes
+  random          with --random N, the pick's regret in N more small studies of random seed subsets: they
+                  overlap, so they are not independent, but 4 disjoint studies show little of the distribution
 
 and the same after censoring: every small study's tuning trials censored as `minigrad bench` would have censored
 them (minigrad.study.plan.censor_bound from its own centre cells; the stopping step from
@@ -167,7 +169,7 @@ def summarise(entries):
                 contiguous=float(np.mean([e["contiguous"] for e in entries])), studies=len(entries))
 
 
-def calibrate(path, split):
+def calibrate(path, split, draws=0):
     study = store.open(path)
     seeds = sorted({int(r.attrs["seed"]) for r in study.runs.values() if r.attrs["phase"] == "tune"})
     reference = analysis.analyse(study)
@@ -193,6 +195,9 @@ def calibrate(path, split):
             and plain.recommendation["tied"] == after.recommendation["tied"]
             and plain.recommendation["regret"] == after.recommendation["regret"]
             and str(plain.fit["B_crit"]) == str(after.fit["B_crit"]))
+    rng = np.random.default_rng(split)
+    out["random"] = [figures(analysis.analyse(subset(study, set(int(x) for x in rng.choice(seeds, split, replace=False)))),
+                             reference)["regret"] for _ in range(draws)]
     return out
 
 
@@ -212,6 +217,10 @@ def show(data, result, seconds):
         for e in result[label]:
             print(f"         seeds {e['seeds'][0]}-{e['seeds'][-1]}: pick {e['pick']} (tied {e['tied']}), regret "
                   f"{e['regret']:.1%}, stated {e['stated_regret']:.1%}")
+    if result["random"]:
+        r = np.array(result["random"])
+        print(f"  regret over {len(r)} random (overlapping) small studies: median {np.median(r):.1%}, 90th percentile "
+              f"{np.quantile(r, 0.9):.1%}, max {r.max():.1%}, within 5% in {np.mean(r <= 0.05):.0%}")
     share = result["saved_s"] / result["total_s"] if result["total_s"] else math.nan
     print(f"  censoring saves {result['saved_s']:.1f} of {result['total_s']:.1f} s of tuning worker time "
           f"({share:.0%}); S(B), its intervals, T(B), B_crit and the pick identical in "
@@ -226,6 +235,8 @@ def main(argv=None):
     parser.add_argument("--split", default="5", help="seeds per small study, or several: 5,2 [5: the default "
                         "study's; --quick's is 2]")
     parser.add_argument("--batch-sizes", default="4,8,16,32,64,128")
+    parser.add_argument("--random", type=int, default=0, help="also the pick's regret in this many small studies of "
+                        "random, overlapping seed subsets (many more than the disjoint ones; no censoring) [0]")
     parser.add_argument("--json", default=None, help="also write every figure to this JSON file")
     args = parser.parse_args(argv)
     root = Path(args.dir)
@@ -235,7 +246,7 @@ def main(argv=None):
     for data in args.data.split(","):
         path, seconds = reference_study(root, data, args.seeds, batch_sizes)
         for split in (int(k) for k in args.split.split(",")):
-            everything[f"{data}/{split}"] = calibrate(path, split)
+            everything[f"{data}/{split}"] = calibrate(path, split, args.random)
             show(f"{data}, {split} seeds per small study", everything[f"{data}/{split}"], seconds)
     if args.json:
         Path(args.json).write_text(json.dumps(everything, indent=1, default=float))

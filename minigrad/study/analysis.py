@@ -130,8 +130,11 @@ def analyse(study_file):
     fit = U.fit_with_check(rows, draws)
     analysis = Analysis(config=config, target=target, target_reason=reason, rows=rows, fit=fit,
                         reference_lr=reference_lr)
-    analysis.recommendation, analysis.recommended = recommend(rows, draws["T"] if have_times else draws["S"], cells,
-                                                              times if have_times else {}, config, target)
+    shared, point, own = U.toward_fit(draws, cells)
+    for r in rows:
+        r["own_weight"] = own[r["batch_size"]]
+    analysis.recommendation, analysis.recommended = recommend(rows, shared["T"] if have_times else shared["S"], point,
+                                                              cells, times if have_times else {}, config, target)
     analysis.equal = equal_budget(study_file)
     analysis.trial_cost = trial_cost(study_file)
     analysis.heat = {"cells": {k: float(np.median(v)) for k, v in cells.items()},
@@ -192,11 +195,12 @@ def time_gaps(rows):
             if math.isfinite(r["trial_step_s"]) and r["step_time_s"] > 0
             and abs(r["trial_step_s"] / r["step_time_s"] - 1) > TIME_GAP]
 
-def recommend(rows, T, cells, times, config, target):
-    """(recommendation dict, the pick's row). The tie set: the range of neighbouring batch sizes around the
-    point-estimate fastest that are within uncertainty.NEAR_TIE of the fastest in at least uncertainty.TIE_FRACTION
-    of resamples (uncertainty.tie_range); the pick: the member that wins the most resamples (fewer steps on an equal
-    count)."""
+def recommend(rows, T, point, cells, times, config, target):
+    """(recommendation dict, the pick's row). T: the resamples the choice is made on, each S(B) drawn toward the
+    fit (uncertainty.toward_fit), and point: their point S per B. The tie set: the range of neighbouring batch sizes
+    around the fastest by `point` that are within uncertainty.NEAR_TIE of the fastest in at least
+    uncertainty.TIE_FRACTION of resamples (uncertainty.tie_range); the pick: the member that wins the most
+    resamples (fewer steps on an equal count)."""
     timed = [r for r in rows if math.isfinite(r["time_s"] if times else r["steps"])]
     if not timed:
         return {}, None
@@ -204,22 +208,28 @@ def recommend(rows, T, cells, times, config, target):
     by_B = {r["batch_size"]: r for r in rows}
     fastest = min(timed, key=lambda r: ((r["time_s"] if times else r["steps"]), r["batch_size"]))
     wins, near, tied = U.choice(T, Bs)
-    tied = U.tie_range(tied, Bs, fastest["batch_size"])
-    pick = by_B[U.pick_of(tied, wins, {B: r["steps"] for B, r in by_B.items()})]
+    tied = U.tie_range(tied, Bs, U.fastest_of(point, times, "T" if times else "S"))
+    pick = by_B[U.pick_of(tied, wins, point)]
     stable = U.stability(cells, times, tied)
     for r in rows:
         r["win_fraction"], r["tied"] = wins[r["batch_size"]], r["batch_size"] in tied
     measure = "time-to-target" if times else "steps-to-target (no step times)"
+    value = (lambda r: r["time_s"]) if times else (lambda r: r["steps"])
     if len(tied) == 1:
-        reason = (f"B = {pick['batch_size']} has the shortest {measure} and wins {wins[pick['batch_size']]:.0%} of "
-                  "resamples; no other batch size comes within "
+        lead = (f"B = {pick['batch_size']} has the shortest {measure} and wins" if pick is fastest else
+                f"B = {pick['batch_size']} wins")
+        reason = (f"{lead} {wins[pick['batch_size']]:.0%} of resamples; no other batch size comes within "
                   f"{U.NEAR_TIE:.0%} of the fastest in {U.TIE_FRACTION:.0%} of resamples")
+        if pick is not fastest:
+            reason += (f" (B = {fastest['batch_size']} has the shortest measured {measure}, by "
+                       f"{value(pick) / value(fastest) - 1:.0%}, within noise)")
     else:
         shares = ", ".join(f"{B} wins {wins[B]:.0%}" for B in sorted(tied, key=lambda B: -wins[B]))
         reason = f"B = {_span(tied, Bs)} are tied within noise ({shares} of resamples); pick {pick['batch_size']}, "
         reason += ("which wins most often" if pick is fastest else
                    f"which wins most often, though B = {fastest['batch_size']} has the shortest measured {measure} "
-                   f"(by {(pick['time_s'] if times else pick['steps']) / (fastest['time_s'] if times else fastest['steps']) - 1:.0%}, within noise)")
+                   f"(by {value(pick) / value(fastest) - 1:.0%}, within noise)")
+    reason += shared_reading(rows)
     out = dict(batch_size=pick["batch_size"], lr=pick["best_lr"], lr_interpolated=pick["lr_interpolated"],
                steps=pick["steps"], tied=tied, win_fraction=wins, near_fraction=near, stable_fraction=stable,
                stable=stable >= config.get("stable_fraction", 0.8), reason=reason,
@@ -227,6 +237,21 @@ def recommend(rows, T, cells, times, config, target):
                regret_bootstrap=U.regret(T, Bs, pick["batch_size"]), flat=U.flat_range(T, Bs, pick["batch_size"]),
                measure=measure, recipe=recipe(config, pick, target))
     return out, pick
+
+
+def shared_reading(rows):
+    """The sentence saying how much of each S(B) the choice took from the fit (uncertainty.toward_fit); empty when
+    every batch size kept its own value."""
+    own = [r["own_weight"] for r in rows if math.isfinite(r["steps"]) and "own_weight" in r]
+    if not own or min(own) > 0.95:
+        return ""
+    lo, hi = 1 - max(own), 1 - min(own)
+    if lo > 0.995:
+        return ("; the choice reads each S(B) from the fit S = S_min + E_min/B, since the points lie on that curve "
+                "within the seeds' noise (the table shows each batch size's own)")
+    share = f"{hi:.0%}" if hi - lo < 0.005 else f"{lo:.0%}-{hi:.0%}"
+    return (f"; the choice reads each S(B) with its neighbours: {share} of it from the fit S = S_min + E_min/B, the "
+            "rest its own, as the points lie off that curve by more than the seeds' noise alone")
 
 
 def recipe(config, row, target, stages=None):

@@ -322,28 +322,27 @@ def pick_of(tied, wins, steps):
     return max(tied, key=lambda B: (wins[B], -steps[B]))
 
 
-def tie_set(cells, times, point_best, reps=REPS, seed=0):
-    """The batch sizes tied with `point_best` within noise: a range around it (tie_range)."""
-    draws = resample(cells, times, reps, seed)
-    T = draws["T"] if any(len(times.get(B, ())) for B in draws["batch_sizes"]) else draws["S"]
-    _, _, tied = choice(T, draws["batch_sizes"])
-    return tie_range(tied, draws["batch_sizes"], point_best) if point_best is not None else tied
+def tie_set(cells, times, reps=REPS, seed=0):
+    """The batch sizes tied with the fastest within noise, judged as the answer judges them (judged): a range
+    around the fastest (tie_range)."""
+    draws, point, measure = judged(cells, times, reps, seed)
+    _, _, tied = choice(draws[measure], draws["batch_sizes"])
+    best = fastest_of(point, times, measure)
+    return tie_range(tied, draws["batch_sizes"], best) if best is not None else tied
 
 
 def answer_regret(cells, times, reps=REPS, seed=0):
     """(pick, tie range, regret) as the answer states them (minigrad.study.analysis.recommend), from cells alone:
     what the adaptive phase stops on. (None, [], nan) when no batch size reached the target."""
-    best = point_best(cells, times)
+    draws, point, measure = judged(cells, times, reps, seed)
+    best = fastest_of(point, times, measure)
     if best is None:
         return None, [], math.nan
-    draws = resample(cells, times, reps, seed)
     Bs = draws["batch_sizes"]
-    T = draws["T"] if all(len(times.get(B, ())) for B in Bs) else draws["S"]
-    wins, _, tied = choice(T, Bs)
+    wins, _, tied = choice(draws[measure], Bs)
     tied = tie_range(tied, Bs, best)
-    steps = {B: s for B, (s, _) in best_steps(cells).items()}
-    pick = pick_of(tied, wins, steps)
-    return pick, tied, stated_regret(T, Bs, pick, cells, times if T is draws["T"] else {})
+    pick = pick_of(tied, wins, point)
+    return pick, tied, stated_regret(draws[measure], Bs, pick, cells, times if measure == "T" else {})
 
 
 def stability(cells, times, tied, outer=40, reps=150, seed=1):
@@ -353,14 +352,62 @@ def stability(cells, times, tied, outer=40, reps=150, seed=1):
     for k in range(outer):
         data = {key: np.asarray(v, float)[rng.integers(0, len(v), len(v))] for key, v in sorted(cells.items())}
         t = {B: np.asarray(v, float)[rng.integers(0, len(v), len(v))] for B, v in sorted(times.items()) if len(v)}
-        best = point_best(data, t)
-        same += tie_set(data, t, best, reps, seed=1000 + k) == list(tied)
+        same += tie_set(data, t, reps, seed=1000 + k) == list(tied)
     return same / outer
 
 
-def point_best(cells, times):
-    """The batch size with the smallest point-estimate time-to-target (steps alone without step times)."""
+def toward_fit(draws, cells):
+    """Neighbours share strength: each resample's S(B) pulled toward that resample's fit S_min + E_min/B, in log
+    steps, keeping the weight w(B) = tau^2 / (tau^2 + se(B)^2) on its own value (empirical Bayes). se(B)^2 is the
+    noise of its median (pooled_sigma * MEDIAN_SD / sqrt(seeds)), tau^2 how far the points lie off the curve beyond
+    that noise (the point residuals' variance on len - 2 degrees of freedom, less the mean se^2). Where the fit
+    describes S(B) within noise (tau = 0) the curve decides, so one lucky cell cannot pick a batch size alone;
+    where a batch size is truly off the curve, tau is large and each S(B) keeps its own value. Step times are kept
+    as measured: a bump in t(B) is real. Returns (draws with S and T replaced, point S per B, {B: w}); unchanged,
+    w = 1, without a pooled spread, with fewer than three batch sizes that reached the target, or where the fit
+    does not describe the data (check_fit), since then there is no curve to share."""
+    Bs = draws["batch_sizes"]
     best = best_steps(cells)
-    score = {B: s * (float(np.median(times[B])) if len(times.get(B, ())) else 1.0) for B, (s, _) in best.items()}
+    point = np.array([best[B][0] for B in Bs])
+    keep = {B: 1.0 for B in Bs}
+    sigma = pooled_sigma(cells)
+    finite = np.isfinite(point) & (point > 0)
+    params = fit_steps(Bs, point)
+    if not math.isfinite(sigma) or finite.sum() < 3 or params is None or not check_fit(Bs, point, params)["ok"]:
+        return draws, dict(zip(Bs, point)), keep  # no curve to share: each S(B) is judged alone
+    x = 1.0 / np.asarray(Bs, float)
+    seeds = np.array([sum(math.isfinite(v) for v in cells[(B, best[B][1])]) if best[B][1] is not None else 1
+                      for B in Bs])
+    se2 = (sigma * MEDIAN_SD) ** 2 / np.maximum(seeds, 1)
+    curve = params[0] + params[1] * x
+    on = finite & (curve > 0)
+    if on.sum() < 3:
+        return draws, dict(zip(Bs, point)), keep
+    resid = np.log(point[on]) - np.log(curve[on])
+    tau2 = max(float((resid**2).sum() / (on.sum() - 2) - se2[on].mean()), 0.0)
+    w = tau2 / (tau2 + se2)
+
+    def pull(S, fitted):
+        ok = np.isfinite(S) & (S > 0) & np.isfinite(fitted) & (fitted > 0)
+        return np.where(ok, np.exp(w * np.log(np.where(ok, S, 1.0)) + (1 - w) * np.log(np.where(ok, fitted, 1.0))), S)
+
+    s_min, e_min = fit_resamples(Bs, draws["S"])
+    S = pull(draws["S"], s_min[:, None] + e_min[:, None] * x[None, :])
+    shared = dict(draws, S=S, T=S * draws["t"])
+    return shared, dict(zip(Bs, pull(point, curve))), {B: float(w[j]) for j, B in enumerate(Bs)}
+
+
+def judged(cells, times, reps=REPS, seed=0):
+    """The draws the choice of batch size is made on (toward_fit of resample), its point S per B, and the measure:
+    "T" with step times for every batch size, else "S"."""
+    draws = resample(cells, times, reps, seed)
+    shared, point, _ = toward_fit(draws, cells)
+    measure = "T" if times and all(len(times.get(B, ())) for B in draws["batch_sizes"]) else "S"
+    return shared, point, measure
+
+
+def fastest_of(point, times, measure):
+    """The batch size with the smallest point estimate of `measure` ("T": S x median step time; "S": steps)."""
+    score = {B: s * (float(np.median(times[B])) if measure == "T" else 1.0) for B, s in point.items()}
     score = {B: v for B, v in score.items() if math.isfinite(v)}
     return min(score, key=lambda B: (score[B], B)) if score else None
